@@ -1,0 +1,1 @@
+"""Pure tensor math of MeanFlow: time sampling, paths, JVPs, objectives, samplers."""

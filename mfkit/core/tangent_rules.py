@@ -1,0 +1,383 @@
+"""Fast forward-mode (tangent) rules for the layers backbones are made of.
+
+PyTorch's built-in forward-mode AD records the tangent computation in the autograd graph whenever the
+primal needs gradients: through ``nn.Linear`` that costs about 3x a plain linear on CPU. MeanFlow never
+differentiates through the tangent (its target is stop-gradient), so :class:`FastTangents` intercepts the
+heavy functional ops while dual tensors are live and splits each call in two:
+
+* the primal output is computed by the ordinary op, with normal autograd (and any fused kernel);
+* the tangent is computed under ``torch.no_grad`` from the op's analytic JVP.
+
+Covered ops: linear, conv1d/2d/3d, conv_transpose1d/2d/3d, layer_norm, group_norm, rms_norm, silu,
+gelu, relu, scaled_dot_product_attention (primal with any kernel, tangent with the math formula) and
+``nn.MultiheadAttention``'s functional forward in its common configuration. Because the interception
+works on ``torch.nn.functional`` calls, any backbone built from plain ``torch.nn`` layers benefits,
+third-party ones included. Any other op, or an op whose parameters carry tangents themselves, falls
+through to PyTorch's own rule, so results never change, only speed.
+
+Tangents produced here carry no gradient: use this only for stop-gradient JVPs.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+import torch.autograd.forward_ad as fwAD
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+Rule = Callable[..., Any]
+_RULES: dict[Callable, Rule] = {}
+
+
+def _rule(*funcs: Callable) -> Callable[[Rule], Rule]:
+    def register(fn: Rule) -> Rule:
+        for f in funcs:
+            _RULES[f] = fn
+        return fn
+
+    return register
+
+
+def _split(x: Any) -> tuple[Any, torch.Tensor | None]:
+    """(primal, tangent) of a possibly-dual tensor; non-tensors pass through with no tangent."""
+    if isinstance(x, torch.Tensor):
+        unpacked = fwAD.unpack_dual(x)
+        return unpacked.primal, unpacked.tangent
+    return x, None
+
+
+def _has_tangent(x: Any) -> bool:
+    return _split(x)[1] is not None
+
+
+class _Fallback(Exception):
+    """Raised by a rule to hand the call back to PyTorch's own forward-mode rule."""
+
+
+def _bind(args: tuple, kwargs: dict, names: tuple[str, ...], defaults: dict) -> dict:
+    bound = dict(defaults)
+    bound.update(zip(names, args))
+    bound.update(kwargs)
+    return bound
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """x in at least float32 (half and bfloat16 are widened, float64 kept) for reductions."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def _dual(primal: torch.Tensor, tangent: torch.Tensor) -> torch.Tensor:
+    return fwAD.make_dual(primal, tangent.to(primal.dtype))
+
+
+# ---------------------------------------------------------------- linear maps (tangent = op(x_t))
+@_rule(F.linear)
+def _linear(func, args, kwargs):
+    a = _bind(args, kwargs, ("input", "weight", "bias"), {"bias": None})
+    if _has_tangent(a["weight"]) or _has_tangent(a["bias"]):
+        raise _Fallback
+    xp, xt = _split(a["input"])
+    yp = F.linear(xp, a["weight"], a["bias"])
+    with torch.no_grad():
+        yt = F.linear(xt, a["weight"])
+    return _dual(yp, yt)
+
+
+_CONV_NAMES = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+_CONVT_NAMES = ("input", "weight", "bias", "stride", "padding", "output_padding", "groups", "dilation")
+
+
+@_rule(F.conv1d, F.conv2d, F.conv3d)
+def _conv(func, args, kwargs):
+    a = _bind(args, kwargs, _CONV_NAMES, {"bias": None})
+    return _linear_in_input(func, a)
+
+
+@_rule(F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
+def _conv_transpose(func, args, kwargs):
+    a = _bind(args, kwargs, _CONVT_NAMES, {"bias": None})
+    return _linear_in_input(func, a)
+
+
+def _linear_in_input(func, a: dict):
+    """Ops affine in their input: tangent = op(x_t) without the bias."""
+    if _has_tangent(a["weight"]) or _has_tangent(a["bias"]):
+        raise _Fallback
+    xp, xt = _split(a.pop("input"))
+    yp = func(xp, **a)
+    a["bias"] = None
+    with torch.no_grad():
+        yt = func(xt, **a)
+    return _dual(yp, yt)
+
+
+# ---------------------------------------------------------------- normalisation
+def _normalised_tangent(xt, xhat, inv_std, dims):
+    """JVP of xhat = (x - mean) / std over ``dims``: inv_std * (x_t - mean(x_t) - xhat * mean(x_t xhat))."""
+    mean_t = xt.mean(dim=dims, keepdim=True)
+    proj = (xt * xhat).mean(dim=dims, keepdim=True)
+    return inv_std * (xt - mean_t - xhat * proj)
+
+
+@_rule(F.layer_norm)
+def _layer_norm(func, args, kwargs):
+    a = _bind(args, kwargs, ("input", "normalized_shape", "weight", "bias", "eps"),
+              {"weight": None, "bias": None, "eps": 1e-5})
+    if _has_tangent(a["weight"]) or _has_tangent(a["bias"]):
+        raise _Fallback
+    xp, xt = _split(a["input"])
+    # native_layer_norm returns the statistics too, so the tangent needs no second reduction.
+    yp, mean, inv_std = torch.native_layer_norm(xp, list(a["normalized_shape"]), a["weight"], a["bias"], a["eps"])
+    with torch.no_grad():
+        dims = tuple(range(-len(a["normalized_shape"]), 0))
+        x32, t32 = _wide(xp), _wide(xt)
+        inv_std = inv_std.to(x32.dtype)
+        yt = _normalised_tangent(t32, (x32 - mean.to(x32.dtype)) * inv_std, inv_std, dims)
+        if a["weight"] is not None:
+            yt = yt * a["weight"]
+    return _dual(yp, yt)
+
+
+@_rule(F.group_norm)
+def _group_norm(func, args, kwargs):
+    a = _bind(args, kwargs, ("input", "num_groups", "weight", "bias", "eps"),
+              {"weight": None, "bias": None, "eps": 1e-5})
+    if _has_tangent(a["weight"]) or _has_tangent(a["bias"]):
+        raise _Fallback
+    xp, xt = _split(a["input"])
+    n, c = xp.shape[:2]
+    groups = a["num_groups"]
+    yp, mean, inv_std = torch.native_group_norm(xp, a["weight"], a["bias"], n, c, xp[0, 0].numel(), groups, a["eps"])
+    with torch.no_grad():
+        grouped = (n, groups, -1)
+        x32, t32 = _wide(xp).reshape(grouped), _wide(xt).reshape(grouped)
+        inv_std = inv_std.to(x32.dtype).reshape(n, groups, 1)
+        xhat = (x32 - mean.to(x32.dtype).reshape(n, groups, 1)) * inv_std
+        yt = _normalised_tangent(t32, xhat, inv_std, (2,)).reshape(xp.shape)
+        if a["weight"] is not None:
+            yt = yt * a["weight"].reshape(1, c, *([1] * (xp.ndim - 2)))
+    return _dual(yp, yt)
+
+
+@_rule(F.rms_norm)
+def _rms_norm(func, args, kwargs):
+    a = _bind(args, kwargs, ("input", "normalized_shape", "weight", "eps"), {"weight": None, "eps": None})
+    if _has_tangent(a["weight"]):
+        raise _Fallback
+    xp, xt = _split(a["input"])
+    yp = F.rms_norm(xp, a["normalized_shape"], a["weight"], a["eps"])
+    with torch.no_grad():
+        dims = tuple(range(-len(a["normalized_shape"]), 0))
+        eps = a["eps"] if a["eps"] is not None else torch.finfo(xp.dtype).eps
+        x32, t32 = _wide(xp), _wide(xt)
+        inv_rms = torch.rsqrt(x32.pow(2).mean(dim=dims, keepdim=True) + eps)
+        yt = inv_rms * (t32 - x32 * inv_rms.pow(2) * (x32 * t32).mean(dim=dims, keepdim=True))
+        if a["weight"] is not None:
+            yt = yt * a["weight"]
+    return _dual(yp, yt)
+
+
+# ---------------------------------------------------------------- activations
+def _activation(primal_fn, derivative):
+    def rule(func, args, kwargs):
+        xp, xt = _split(args[0])
+        yp = primal_fn(xp, *args[1:], **kwargs)
+        with torch.no_grad():
+            yt = xt * derivative(xp, *args[1:], **kwargs)
+        return _dual(yp, yt)
+
+    return rule
+
+
+def _silu_derivative(x, inplace=False):
+    s = torch.sigmoid(x)
+    return s * (1 + x * (1 - s))
+
+
+def _gelu_derivative(x, approximate="none"):
+    if approximate == "tanh":
+        k = math.sqrt(2 / math.pi)
+        inner = k * (x + 0.044715 * x**3)
+        th = torch.tanh(inner)
+        return 0.5 * (1 + th) + 0.5 * x * (1 - th**2) * k * (1 + 3 * 0.044715 * x**2)
+    cdf = 0.5 * (1 + torch.erf(x / math.sqrt(2)))
+    pdf = torch.exp(-0.5 * x**2) / math.sqrt(2 * math.pi)
+    return cdf + x * pdf
+
+
+def _relu_derivative(x, inplace=False):
+    return (x > 0).to(x.dtype)
+
+
+_RULES[F.silu] = _activation(lambda x, inplace=False: F.silu(x), _silu_derivative)
+_RULES[F.gelu] = _activation(F.gelu, _gelu_derivative)
+_RULES[F.relu] = _activation(lambda x, inplace=False: F.relu(x), _relu_derivative)
+_RULES[torch.relu] = _RULES[F.relu]
+
+
+# ---------------------------------------------------------------- attention
+def attention_tangent(q, k, v, qt, kt, vt, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
+    """JVP of softmax(q k^T * scale + mask) v by the math formula, any of qt, kt, vt may be None.
+
+    S_t = scale (q_t k^T + q k_t^T), P_t = P * (S_t - rowsum(P * S_t)), O_t = P_t v + P v_t.
+    Shapes: (..., L, E) queries, (..., S, E) keys, (..., S, Ev) values.
+    """
+    if enable_gqa and k.shape[-3] != q.shape[-3]:
+        repeat = q.shape[-3] // k.shape[-3]
+        k, v = k.repeat_interleave(repeat, -3), v.repeat_interleave(repeat, -3)
+        kt = kt.repeat_interleave(repeat, -3) if kt is not None else None
+        vt = vt.repeat_interleave(repeat, -3) if vt is not None else None
+    scale = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    scores = q @ k.transpose(-2, -1) * scale
+    if is_causal:
+        length, source = q.shape[-2], k.shape[-2]
+        causal = torch.ones(length, source, dtype=torch.bool, device=q.device).tril()
+        scores = scores.masked_fill(~causal, float("-inf"))
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        else:
+            scores = scores + attn_mask
+    probs = torch.softmax(_wide(scores), dim=-1).to(q.dtype)
+    out_t = torch.zeros(*probs.shape[:-1], v.shape[-1], dtype=q.dtype, device=q.device)
+    if qt is not None or kt is not None:
+        scores_t = torch.zeros_like(scores)
+        if qt is not None:
+            scores_t = scores_t + qt @ k.transpose(-2, -1) * scale
+        if kt is not None:
+            scores_t = scores_t + q @ kt.transpose(-2, -1) * scale
+        probs_t = probs * (scores_t - (probs * scores_t).sum(dim=-1, keepdim=True))
+        out_t = out_t + probs_t @ v
+    if vt is not None:
+        out_t = out_t + probs @ vt
+    return out_t
+
+
+_SDPA_NAMES = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+
+
+@_rule(F.scaled_dot_product_attention)
+def _sdpa(func, args, kwargs):
+    a = _bind(args, kwargs, _SDPA_NAMES,
+              {"attn_mask": None, "dropout_p": 0.0, "is_causal": False, "scale": None, "enable_gqa": False})
+    if a["dropout_p"] > 0 or _has_tangent(a["attn_mask"]):
+        raise _Fallback
+    (qp, qt), (kp, kt), (vp, vt) = _split(a["query"]), _split(a["key"]), _split(a["value"])
+    yp = F.scaled_dot_product_attention(qp, kp, vp, **{n: a[n] for n in _SDPA_NAMES[3:]})
+    with torch.no_grad():
+        yt = attention_tangent(qp, kp, vp, qt, kt, vt, a["attn_mask"], a["is_causal"], a["scale"],
+                               a["enable_gqa"])
+    return _dual(yp, yt)
+
+
+_MHA_NAMES = (
+    "query", "key", "value", "embed_dim_to_check", "num_heads", "in_proj_weight", "in_proj_bias",
+    "bias_k", "bias_v", "add_zero_attn", "dropout_p", "out_proj_weight", "out_proj_bias", "training",
+    "key_padding_mask", "need_weights", "attn_mask", "use_separate_proj_weight", "q_proj_weight",
+    "k_proj_weight", "v_proj_weight", "static_k", "static_v", "average_attn_weights", "is_causal",
+)
+
+
+@_rule(F.multi_head_attention_forward)
+def _multi_head_attention(func, args, kwargs):
+    """nn.MultiheadAttention's functional forward, rebuilt from linear + SDPA so both use fast rules.
+
+    Handles the common configuration (no bias_k/bias_v, no zero attention, no dropout while training,
+    need_weights=False, no static k/v); anything else falls back to PyTorch's rule.
+    """
+    a = _bind(args, kwargs, _MHA_NAMES, {
+        "training": True, "key_padding_mask": None, "need_weights": True, "attn_mask": None,
+        "use_separate_proj_weight": False, "q_proj_weight": None, "k_proj_weight": None,
+        "v_proj_weight": None, "static_k": None, "static_v": None, "average_attn_weights": True,
+        "is_causal": False,
+    })
+    unsupported = (
+        a["bias_k"] is not None or a["bias_v"] is not None or a["add_zero_attn"] or a["need_weights"]
+        or (a["training"] and a["dropout_p"] > 0) or a["static_k"] is not None
+        or a["static_v"] is not None or a["query"].dim() != 3
+    )
+    if unsupported:
+        raise _Fallback
+    query, key, value = a["query"], a["key"], a["value"]  # (L, N, E), sequence first
+    length, batch, embed = query.shape
+    heads = a["num_heads"]
+    if a["use_separate_proj_weight"]:
+        weights = (a["q_proj_weight"], a["k_proj_weight"], a["v_proj_weight"])
+    else:
+        weights = a["in_proj_weight"].chunk(3)
+    biases = a["in_proj_bias"].chunk(3) if a["in_proj_bias"] is not None else (None, None, None)
+
+    def heads_first(x, w, b):  # (S, N, E) -> (N, H, S, E/H)
+        y = F.linear(x, w, b)
+        return y.reshape(y.shape[0], batch, heads, -1).permute(1, 2, 0, 3)
+
+    with FastTangents():
+        q = heads_first(query, weights[0], biases[0])
+        k = heads_first(key, weights[1], biases[1])
+        v = heads_first(value, weights[2], biases[2])
+        mask = _merge_masks(a["attn_mask"], a["key_padding_mask"], batch, heads, length, k.shape[2], q)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                             is_causal=a["is_causal"] and mask is None)
+        out = out.permute(2, 0, 1, 3).reshape(length, batch, embed)
+        return F.linear(out, a["out_proj_weight"], a["out_proj_bias"]), None
+
+
+def _merge_masks(attn_mask, key_padding_mask, batch, heads, length, source, like):
+    """Combine MHA's attn_mask ((L, S) or (N*H, L, S)) and key_padding_mask ((N, S)) into one additive mask."""
+    mask = None
+    if attn_mask is not None:
+        mask = _additive(attn_mask, like)
+        if mask.dim() == 3:
+            mask = mask.reshape(batch, heads, length, source)
+    if key_padding_mask is not None:
+        padding = _additive(key_padding_mask, like, masked_is_true=True).reshape(batch, 1, 1, source)
+        mask = padding if mask is None else mask + padding
+    return mask
+
+
+def _additive(mask, like, masked_is_true=True):
+    if mask.dtype == torch.bool:
+        blocked = mask if masked_is_true else ~mask
+        return torch.zeros(mask.shape, dtype=like.dtype, device=like.device).masked_fill(blocked, float("-inf"))
+    return mask.to(like.dtype)
+
+
+class FastTangents(TorchFunctionMode):
+    """Context manager: while active, covered ops on dual tensors use the fast rules above.
+
+    Ops without a rule, calls whose input carries no tangent, and configurations a rule does not
+    cover run unchanged. Fused attention kernels lack forward-mode AD, so attention that falls back
+    runs under the math kernel.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        rule = _RULES.get(func)
+        if rule is not None and args and _has_tangent(args[0] if func is not F.scaled_dot_product_attention
+                                                      else _any_tangent(args, kwargs)):
+            try:
+                return rule(func, args, kwargs)
+            except _Fallback:
+                pass
+        if func is F.scaled_dot_product_attention or func is F.multi_head_attention_forward:
+            with math_attention():
+                return func(*args, **kwargs)
+        return func(*args, **kwargs)
+
+
+def _any_tangent(args, kwargs):
+    """For attention: return a tensor with a tangent among q, k, v if any (else the query)."""
+    candidates = list(args[:3]) + [kwargs.get(n) for n in ("query", "key", "value")]
+    for c in candidates:
+        if _has_tangent(c):
+            return c
+    return args[0]
+
+
+def math_attention():
+    """Restrict scaled_dot_product_attention to the math kernel, the one with forward-mode AD."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])

@@ -1,0 +1,174 @@
+"""JVP backends agree with each other, with finite differences, and keep gradients exact."""
+import pytest
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+import mfkit
+from mfkit.nn import MLPBackbone, TimePairEmbedding
+
+BACKENDS = ["forward_ad", "forward_ad_plain", "nograd"]
+
+
+class KitchenSink(nn.Module):
+    """A backbone touching every op with a fast tangent rule, and a few without one."""
+
+    def __init__(self, channels=4, width=16):
+        super().__init__()
+        self.time = TimePairEmbedding(width, frequency_dim=16)
+        self.conv_in = nn.Conv2d(channels, width, 3, padding=1)
+        self.group_norm = nn.GroupNorm(4, width)
+        self.attention = nn.MultiheadAttention(width, 2, batch_first=True)
+        self.layer_norm = nn.LayerNorm(width)
+        self.rms_norm = nn.RMSNorm(width)
+        self.conv1d = nn.Conv1d(width, width, 3, padding=1)
+        self.up = nn.ConvTranspose2d(width, width, 2, stride=2)
+        self.conv_out = nn.Conv2d(width, channels, 3, padding=1, stride=2)
+        self.qkv = nn.Linear(width, 3 * width)
+
+    def forward(self, z, r, t, cond=None):
+        b, _, h, w = z.shape
+        x = self.conv_in(z) + self.time(r, t)[:, :, None, None]
+        x = F.silu(self.group_norm(x))
+        seq = x.flatten(2).transpose(1, 2)  # (B, HW, C)
+        seq = seq + self.attention(self.layer_norm(seq), seq, seq, need_weights=False)[0]
+        q, k, v = self.qkv(self.rms_norm(seq)).chunk(3, dim=-1)
+        heads = lambda y: y.reshape(b, h * w, 2, -1).transpose(1, 2)
+        seq = seq + F.scaled_dot_product_attention(heads(q), heads(k), heads(v), is_causal=True).transpose(1, 2).reshape(b, h * w, -1)
+        seq = F.gelu(self.conv1d(seq.transpose(1, 2)), approximate="tanh").transpose(1, 2)
+        x = torch.relu(seq.transpose(1, 2).reshape(b, -1, h, w)) + torch.tanh(x)
+        return self.conv_out(F.gelu(self.up(x)))
+
+
+def make_inputs(shape, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    n = 5
+    a, b = torch.rand(n, generator=g), torch.rand(n, generator=g)
+    t, r = torch.maximum(a, b), torch.minimum(a, b)
+    z = torch.randn(n, *shape, generator=g)
+    v = torch.randn(n, *shape, generator=g)
+    return [x.to(dtype) for x in (z, r, t, v)]
+
+
+def central_difference(model, z, r, t, v, h=1e-4):
+    """float64 central difference of u along (v, 0, 1)."""
+    model = model.double()
+    with torch.no_grad():
+        plus = model(z.double() + h * v.double(), r.double(), t.double() + h)
+        minus = model(z.double() - h * v.double(), r.double(), t.double() - h)
+    model.float()
+    return ((plus - minus) / (2 * h)).float()
+
+
+def tangents(r, t, v):
+    return v, torch.zeros_like(r), torch.ones_like(t)
+
+
+MODELS = {
+    "mlp-rank1": (lambda: MLPBackbone(6, width=32, depth=2), (6,)),
+    "mlp-rank2": (lambda: MLPBackbone((2, 3), width=32, depth=2), (2, 3)),
+    "mlp-rank3": (lambda: MLPBackbone((2, 2, 3), width=32, depth=2), (2, 2, 3)),
+    "kitchen-sink-rank3": (lambda: KitchenSink(), (4, 4, 4)),
+    "mlp-rank4": (lambda: MLPBackbone((1, 2, 2, 2), width=32, depth=2), (1, 2, 2, 2)),
+}
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backends_match_finite_differences(name, backend):
+    factory, shape = MODELS[name]
+    torch.manual_seed(0)
+    model = factory()
+    for p in model.parameters():  # make the output depend on everything (zero-init layers hide bugs)
+        nn.init.normal_(p, std=0.3)
+    z, r, t, v = make_inputs(shape)
+    u, du = mfkit.jvp(model, z, r, t, tangents(r, t, v), backend=backend)
+    torch.testing.assert_close(u, model(z, r, t))
+    torch.testing.assert_close(du, central_difference(model, z, r, t, v), atol=2e-3, rtol=2e-3)
+    assert not du.requires_grad
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fast_rules_change_neither_targets_nor_gradients(name):
+    factory, shape = MODELS[name]
+    torch.manual_seed(0)
+    model = factory()
+    z, r, t, v = make_inputs(shape)
+    grads, targets = {}, {}
+    for backend in ("forward_ad", "forward_ad_plain", "nograd"):
+        model.zero_grad()
+        u, du = mfkit.jvp(model, z, r, t, tangents(r, t, v), backend=backend)
+        target = v - (t - r).reshape(-1, *[1] * len(shape)) * du
+        ((u - target) ** 2).sum().backward()
+        grads[backend] = [p.grad.clone() for p in model.parameters()]
+        targets[backend] = target
+    for backend in ("forward_ad_plain", "nograd"):
+        torch.testing.assert_close(targets[backend], targets["forward_ad"], atol=1e-5, rtol=1e-5)
+        for a, b in zip(grads[backend], grads["forward_ad"]):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_finite_difference_backend_is_close():
+    model = MLPBackbone(4, width=32, depth=2).double()
+    z, r, t, v = [x.double() for x in make_inputs((4,))]
+    _, exact = mfkit.jvp(model, z, r, t, tangents(r, t, v))
+    _, approx = mfkit.jvp(model, z, r, t, tangents(r, t, v), backend="finite_difference", fd_step=1e-6)
+    torch.testing.assert_close(approx, exact, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["forward_ad", "nograd", "finite_difference"])
+def test_dropout_sees_one_mask_across_passes(backend):
+    class Dropping(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(8, 8)
+
+        def forward(self, z, r, t, cond=None):
+            return F.dropout(self.linear(z) * t[:, None], p=0.5, training=True)
+
+    model = Dropping().double()
+    z, r, t, v = [x.double() for x in make_inputs((8,))]
+    torch.manual_seed(5)
+    u, du = mfkit.jvp(model, z, r, t, tangents(r, t, v), backend=backend, fd_step=1e-7)
+    # Where the output was dropped, its derivative must be zero too, and vice versa.
+    assert torch.equal(u == 0, du == 0)
+
+
+def test_unknown_backend_is_a_clear_error():
+    model = MLPBackbone(2, width=8, depth=1)
+    z, r, t, v = make_inputs((2,))
+    with pytest.raises(ValueError, match="unknown JVP backend 'fast'.*forward_ad"):
+        mfkit.jvp(model, z, r, t, tangents(r, t, v), backend="fast")
+
+
+def test_attention_rule_matches_autograd_with_masks():
+    from mfkit.core.tangent_rules import attention_tangent
+    import torch.autograd.forward_ad as fwAD
+    g = torch.Generator().manual_seed(0)
+    q, k, v, qt, kt, vt = (torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64) for _ in range(6))
+    masks = [None, torch.rand(5, 5, generator=g) > 0.3, torch.randn(5, 5, generator=g, dtype=torch.float64)]
+    masks[1][:, 0] = True  # every query sees at least one key
+    for mask in masks:
+        for causal in (False, True) if mask is None else (False,):
+            with fwAD.dual_level(), mfkit.core.tangent_rules.math_attention():
+                out = F.scaled_dot_product_attention(
+                    fwAD.make_dual(q, qt), fwAD.make_dual(k, kt), fwAD.make_dual(v, vt), attn_mask=mask, is_causal=causal)
+                expected = fwAD.unpack_dual(out).tangent
+            torch.testing.assert_close(attention_tangent(q, k, v, qt, kt, vt, mask, causal), expected)
+
+
+def test_fast_rules_fire_for_plain_torch_nn_layers(monkeypatch):
+    from mfkit.core import tangent_rules
+
+    used = set()
+    for func, rule in list(tangent_rules._RULES.items()):
+        def counting(f, args, kwargs, _rule=rule, _name=getattr(func, "__name__", str(func))):
+            used.add(_name)
+            return _rule(f, args, kwargs)
+        monkeypatch.setitem(tangent_rules._RULES, func, counting)
+    model = KitchenSink()
+    z, r, t, v = make_inputs((4, 4, 4))
+    mfkit.jvp(model, z, r, t, tangents(r, t, v))
+    expected = {"linear", "conv2d", "conv1d", "conv_transpose2d", "group_norm", "layer_norm", "rms_norm",
+                "silu", "gelu", "relu", "scaled_dot_product_attention", "multi_head_attention_forward"}
+    assert expected <= used, f"rules never used: {expected - used}"

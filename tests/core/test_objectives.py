@@ -1,0 +1,177 @@
+"""Objectives against their formulas: r = t share, adaptive weight, guided velocity, presets."""
+import math
+
+import pytest
+import torch
+
+import mfkit
+from mfkit.core.broadcast import sum_non_batch
+from mfkit.nn import MLPBackbone
+from mfkit.testing import GaussianOracle
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25, 0.75, 1.0])
+def test_r_neq_t_share_is_drawn_per_sample(share):
+    sampler = mfkit.TimePairSampler(mfkit.LogitNormal(), r_neq_t_share=share)
+    t, r = sampler.sample(200_000, generator=torch.Generator().manual_seed(0))
+    assert (r <= t).all() and (t <= 1).all() and (r >= 0).all()
+    assert abs((r != t).float().mean().item() - share) < 0.005
+    # r = t is chosen independently of t: the share holds in every t-quartile
+    for lo, hi in [(0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0)]:
+        chunk = (t >= torch.quantile(t, lo)) & (t <= torch.quantile(t, hi))
+        assert abs((r[chunk] != t[chunk]).float().mean().item() - share) < 0.02
+
+
+def test_logit_normal_matches_its_definition():
+    t = mfkit.LogitNormal(-0.4, 1.0).sample(200_000, generator=torch.Generator().manual_seed(0))
+    logits = torch.log(t / (1 - t))
+    assert abs(logits.mean().item() + 0.4) < 0.01 and abs(logits.std().item() - 1.0) < 0.01
+
+
+def test_max_min_of_two_draws():
+    sampler = mfkit.TimePairSampler(mfkit.Uniform(), r_neq_t_share=1.0)
+    t, r = sampler.sample(200_000, generator=torch.Generator().manual_seed(0))
+    # max of two uniforms has mean 2/3, min has mean 1/3
+    assert abs(t.mean().item() - 2 / 3) < 0.005 and abs(r.mean().item() - 1 / 3) < 0.005
+
+
+def test_cifar10_v1_sampler_uses_separate_r_distribution():
+    sampler = mfkit.cifar10_v1_sampler()
+    t, r = sampler.sample(100_000, generator=torch.Generator().manual_seed(0))
+    moved = r != t
+    assert abs(moved.float().mean().item() - 0.75) < 0.01
+    assert r[moved].median() < 0.1 < t.median()  # r ~ LN(-4, 1.6) sits near 0
+
+
+def test_adaptive_weight_formula():
+    err = torch.tensor([0.0, 0.5, 2.0, 10.0])
+    torch.testing.assert_close(mfkit.adaptive_weight(err, 1.0, 1e-2), 1 / (err + 1e-2))
+    torch.testing.assert_close(mfkit.adaptive_weight(err, 0.75, 1e-3), 1 / (err + 1e-3) ** 0.75)
+    torch.testing.assert_close(mfkit.adaptive_weight(err, 0.0, 1e-2), torch.ones(4))
+    err.requires_grad_(True)
+    assert not mfkit.adaptive_weight(err, 1.0, 1e-2).requires_grad
+
+
+@pytest.mark.parametrize("shape", [(3,), (2, 3), (2, 2, 2), (1, 2, 2, 2)])
+def test_loss_matches_hand_computation(shape):
+    torch.manual_seed(0)
+    model = MLPBackbone(shape, width=16, depth=1)
+    x = torch.randn(32, *shape)
+    noise = torch.randn_like(x)
+    objective = mfkit.MeanFlow(adaptive_p=0.5, adaptive_c=1e-3)
+    out = objective(model, x, noise=noise, generator=torch.Generator().manual_seed(4))
+    t, r = objective.times.sample(32, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(out.t, t) and torch.equal(out.r, r)
+    z = mfkit.interpolate(x, noise, t)
+    target = mfkit.meanflow_target(model, z, r, t, noise - x)
+    err = sum_non_batch((model(z, r, t) - target) ** 2)
+    weight = 1 / (err.detach() + 1e-3) ** 0.5
+    torch.testing.assert_close(out.loss, (weight * err).mean())
+    torch.testing.assert_close(out.mse, err.mean() / math.prod(shape))
+    torch.testing.assert_close(out.adaptive_weight, weight.mean())
+    torch.testing.assert_close(out.r_neq_t_share, (r != t).float().mean())
+
+
+def test_flow_matching_is_the_r_equals_t_case():
+    torch.manual_seed(0)
+    model = MLPBackbone(2, width=16, depth=1)
+    x, noise = torch.randn(16, 2), torch.randn(16, 2)
+    out = mfkit.FlowMatching()(model, x, noise=noise, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out.t, out.r) and out.r_neq_t_share == 0
+    z = mfkit.interpolate(x, noise, out.t)
+    expected = ((model(z, out.t, out.t) - (noise - x)) ** 2).sum(1).mean()
+    torch.testing.assert_close(out.loss, expected)
+
+
+def test_meanflow_with_all_r_equal_t_is_flow_matching():
+    torch.manual_seed(0)
+    model = MLPBackbone(2, width=16, depth=1)
+    x, noise = torch.randn(16, 2), torch.randn(16, 2)
+    mf = mfkit.MeanFlow(times=mfkit.TimePairSampler(r_neq_t_share=0.0), adaptive_p=0.0)
+    fm = mfkit.FlowMatching(adaptive_p=0.0)
+    a = mf(model, x, noise=noise, generator=torch.Generator().manual_seed(1))
+    b = fm(model, x, noise=noise, generator=torch.Generator().manual_seed(1))
+    # same t law, but MeanFlow draws two times: compare the loss at MeanFlow's own times
+    z = mfkit.interpolate(x, noise, a.t)
+    expected = ((model(z, a.t, a.t) - (noise - x)) ** 2).sum(1).mean()
+    torch.testing.assert_close(a.loss, expected)
+    assert b.loss.requires_grad
+
+
+def test_presets_carry_the_paper_settings():
+    imagenet = mfkit.MeanFlow.preset("imagenet")
+    assert imagenet.adaptive_p == 1.0 and imagenet.adaptive_c == 1e-2
+    assert imagenet.times.r_neq_t_share == 0.25 and imagenet.times.t_dist == mfkit.LogitNormal(-0.4, 1.0)
+    cifar = mfkit.MeanFlow.preset("cifar10", jvp_backend="nograd")
+    assert cifar.adaptive_p == 0.75 and cifar.adaptive_c == 1e-3 and cifar.times.r_neq_t_share == 0.75
+    assert cifar.jvp_backend == "nograd"
+    with pytest.raises(ValueError, match="unknown preset 'lsun'"):
+        mfkit.MeanFlow.preset("lsun")
+
+
+def test_guided_velocity_formula_and_window():
+    g = mfkit.Guidance(null_label=10, w_cfg=0.2, kappa=0.92, t_min=0.0, t_max=0.75)
+    assert abs(g.effective_scale - 0.2 / 0.08) < 1e-12
+    v, uc, un = torch.randn(3, 4, 2).unbind(0)
+    t = torch.tensor([0.1, 0.5, 0.8, 0.7])
+    dropped = torch.tensor([False, False, False, True])
+    vg = mfkit.guided_velocity(v, uc, un, t, g, dropped)
+    mixed = 0.2 * v + 0.92 * uc + (1 - 0.2 - 0.92) * un
+    torch.testing.assert_close(vg[:2], mixed[:2])
+    torch.testing.assert_close(vg[2:], v[2:])  # outside the window, and dropped
+
+
+def test_guidance_in_the_objective_uses_the_guided_velocity():
+    """With an exact unconditional oracle, u(.|c) = u(.|null) = v(z, t); v_g then mixes v and v(z, t)."""
+    oracle = GaussianOracle(torch.tensor([1.0, -1.0]), 0.5)
+    g = mfkit.Guidance(null_label=3, w_cfg=0.0, kappa=0.5, class_dropout=0.0)
+    objective = mfkit.MeanFlow(times=mfkit.TimePairSampler(r_neq_t_share=1.0), guidance=g, adaptive_p=0.0)
+    x = oracle.mean + 0.5 * torch.randn(4096, 2, dtype=torch.float64)
+    out = objective(oracle, x, cond=torch.zeros(4096, dtype=torch.long))
+    # w_cfg = 0 and kappa + (1 - kappa) = 1: v_g is the marginal velocity, so the oracle is exact.
+    assert out.loss.item() < 1e-10
+
+
+def test_guidance_requires_conditions():
+    model = MLPBackbone(2, width=8, depth=1, num_classes=3)
+    objective = mfkit.MeanFlow(guidance=mfkit.Guidance(null_label=3))
+    with pytest.raises(ValueError, match="no conditions"):
+        objective(model, torch.randn(4, 2))
+    out = objective(model, torch.randn(4, 2), cond=torch.tensor([0, 1, 2, 0]))
+    out.loss.backward()
+
+
+def test_class_dropout_replaces_labels_by_null():
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, z, r, t, cond=None):
+            seen.append(cond.clone())
+            return z * 0
+
+    g = mfkit.Guidance(null_label=7, w_cfg=1.0, kappa=0.0, class_dropout=0.3)  # no network terms needed
+    mfkit.MeanFlow(guidance=g)(Recorder(), torch.randn(20_000, 2), cond=torch.zeros(20_000, dtype=torch.long))
+    labels = seen[-1]
+    assert abs((labels == 7).float().mean().item() - 0.3) < 0.02
+
+
+def test_autocast_target_is_float32():
+    torch.manual_seed(0)
+    model = MLPBackbone(4, width=32, depth=2)
+    x = torch.randn(64, 4)
+    noise = torch.randn_like(x)
+    full = mfkit.MeanFlow()(model, x, noise=noise, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = mfkit.MeanFlow()(model, x, noise=noise, generator=torch.Generator().manual_seed(0))
+    assert half.loss.dtype == torch.float32 and half.per_sample_error.dtype == torch.float32
+    assert abs(half.loss.item() - full.loss.item()) < 0.05 * abs(full.loss.item())
+    half.loss.backward()
+
+
+def test_bad_settings_are_clear_errors():
+    with pytest.raises(ValueError, match="r_neq_t_share"):
+        mfkit.TimePairSampler(r_neq_t_share=1.5)
+    with pytest.raises(ValueError, match="JVP backend"):
+        mfkit.MeanFlow(jvp_backend="magic")
+    with pytest.raises(ValueError, match="kappa"):
+        mfkit.Guidance(null_label=0, kappa=1.0)

@@ -1,0 +1,76 @@
+"""Samplers: call counts, grids, callbacks, no hidden state."""
+import pytest
+import torch
+
+import mfkit
+
+
+class Recorder(torch.nn.Module):
+    """u = constant c; records every (r, t) it is called with."""
+
+    def __init__(self, c=1.0):
+        super().__init__()
+        self.c, self.calls = c, []
+
+    def forward(self, z, r, t, cond=None):
+        self.calls.append((r[0].item(), t[0].item(), cond))
+        return torch.full_like(z, self.c)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 5, 8])
+def test_one_call_per_step_and_the_whole_interval_covered(steps):
+    model = Recorder()
+    noise = torch.zeros(4, 3)
+    x = mfkit.sample(model, noise, steps=steps)
+    assert len(model.calls) == steps
+    assert model.calls[0][1] == 1.0 and model.calls[-1][0] == 0.0
+    for (r_prev, _, _), (_, t_next, _) in zip(model.calls, model.calls[1:]):
+        assert r_prev == pytest.approx(t_next)
+    torch.testing.assert_close(x, torch.full_like(noise, -1.0))  # constant u: z_0 = e - 1 * c
+
+
+def test_custom_grid_and_partial_interval():
+    model = Recorder()
+    x = mfkit.sample(model, torch.zeros(2, 2), grid=[1.0, 0.6, 0.5])
+    assert [(round(r, 6), round(t, 6)) for r, t, _ in model.calls] == [(0.6, 1.0), (0.5, 0.6)]
+    torch.testing.assert_close(x, torch.full((2, 2), -0.5))
+
+
+@pytest.mark.parametrize("bad", [[1.0], [0.0, 1.0], [1.0, 1.0, 0.0], [1.5, 0.0], [1.0, -0.1]])
+def test_bad_grids_are_rejected(bad):
+    with pytest.raises(ValueError, match="grid"):
+        mfkit.sample(Recorder(), torch.zeros(1, 1), grid=bad)
+
+
+def test_steps_must_be_positive():
+    with pytest.raises(ValueError, match="steps"):
+        mfkit.sample(Recorder(), torch.zeros(1, 1), steps=0)
+
+
+def test_euler_uses_instantaneous_velocity():
+    model = Recorder()
+    mfkit.euler_sample(model, torch.zeros(2, 2), steps=3)
+    assert all(r == t for r, t, _ in model.calls)
+
+
+def test_callback_sees_every_step_and_condition_passes_through():
+    model = Recorder()
+    steps_seen = []
+    cond = torch.tensor([1, 2])
+    mfkit.sample(model, torch.zeros(2, 2), steps=3, cond=cond, callback=steps_seen.append)
+    assert [s.index for s in steps_seen] == [0, 1, 2]
+    torch.testing.assert_close(steps_seen[-1].z_r, torch.full((2, 2), -1.0))
+    assert all(c is cond for _, _, c in model.calls)
+
+
+def test_sampler_is_stateless_and_runs_without_grad():
+    model = torch.nn.Linear(3, 3)
+    wrapped = lambda z, r, t, cond=None: model(z) * t[:, None]
+    noise = torch.randn(4, 3)
+    a = mfkit.sample(wrapped, noise, steps=3)
+    b = mfkit.sample(wrapped, noise, steps=3)
+    assert torch.equal(a, b) and not a.requires_grad
+
+
+def test_time_grid():
+    torch.testing.assert_close(mfkit.time_grid(2), torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64))
