@@ -11,6 +11,7 @@ Public API (the core knows only tensors of shape (batch, ...)):
 from mfkit.core.broadcast import expand_like, sum_non_batch
 from mfkit.core.jvp import JVP_BACKENDS, jvp
 from mfkit.core.objectives import (
+    Draw,
     FlowMatching,
     Guidance,
     MeanFlow,
@@ -27,7 +28,7 @@ from mfkit.core.time_sampling import LogitNormal, TimePairSampler, Uniform, cifa
 __version__ = "0.1.0"
 
 __all__ = [
-    "FastTangents", "FlowMatching", "Guidance", "JVP_BACKENDS", "LogitNormal", "MeanFlow", "ObjectiveOutput",
+    "Draw", "FastTangents", "FlowMatching", "Guidance", "JVP_BACKENDS", "LogitNormal", "MeanFlow", "ObjectiveOutput",
     "SamplerStep", "TimePairSampler", "Uniform", "adaptive_weight", "cifar10_v1_sampler",
     "conditional_velocity", "euler_sample", "expand_like", "guided_velocity", "interpolate", "jvp",
     "meanflow_target", "sample", "sum_non_batch", "time_grid", "__version__",

@@ -83,9 +83,19 @@ def _forward_ad_plain(model, z, r, t, tangents, cond):
     return _forward_ad(model, z, r, t, tangents, cond, fast=False)
 
 
+def _without_wrapper(model):
+    """The module inside a DistributedDataParallel wrapper, for passes that need no gradient.
+
+    Gradient-carrying passes always go through the wrapper, so its all-reduce hooks see them.
+    """
+    return getattr(model, "module", model) if type(model).__name__ == "DistributedDataParallel" else model
+
+
 def _nograd(model, z, r, t, tangents, cond):
+    inner = _without_wrapper(model)
+
     def u_of(z_, r_, t_):
-        return model(z_, r_, t_, cond=cond)
+        return inner(z_, r_, t_, cond=cond)
 
     with replayed_randomness(z.device):
         with torch.no_grad(), math_attention():
@@ -97,7 +107,7 @@ def _finite_difference(model, z, r, t, tangents, cond, h):
     dz, dr, dt = tangents
     with replayed_randomness(z.device):
         with torch.no_grad():
-            shifted = model(z + h * dz.to(z.dtype), r + h * dr.to(r.dtype), t + h * dt.to(t.dtype), cond=cond)
+            shifted = _without_wrapper(model)(z + h * dz.to(z.dtype), r + h * dr.to(r.dtype), t + h * dt.to(t.dtype), cond=cond)
     u = model(z, r, t, cond=cond)
     return u, (shifted - u.detach()) / h
 

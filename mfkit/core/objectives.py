@@ -113,6 +113,24 @@ def guided_velocity(
 
 
 @dataclass
+class Draw:
+    """All the randomness of one loss evaluation: noise (B, ...), times t, r (B,), dropped labels (B,) or None.
+
+    Drawing it apart from the loss lets a caller draw once for a global batch and hand each
+    process its slice (``draw[i:j]``), so several processes reproduce a single one exactly.
+    """
+
+    noise: torch.Tensor
+    t: torch.Tensor
+    r: torch.Tensor
+    dropped: torch.Tensor | None = None
+
+    def __getitem__(self, index: slice) -> "Draw":
+        dropped = self.dropped[index] if self.dropped is not None else None
+        return Draw(self.noise[index], self.t[index], self.r[index], dropped)
+
+
+@dataclass
 class ObjectiveOutput:
     """What an objective returns. ``loss`` carries the gradient; the rest are detached diagnostics.
 
@@ -173,6 +191,22 @@ class MeanFlow:
     def sample_times(self, n: int, device: torch.device, generator: torch.Generator | None):
         return self.times.sample(n, device=device, generator=generator)
 
+    def draw(
+        self,
+        x_shape: torch.Size | tuple[int, ...],
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        generator: torch.Generator | None = None,
+    ) -> Draw:
+        """Draw the noise, the times and (with guidance) the label-dropout mask for a batch of x_shape."""
+        noise = torch.randn(tuple(x_shape), device=device, dtype=dtype, generator=generator)
+        t, r = self.sample_times(x_shape[0], torch.device(device), generator)
+        dropped = None
+        if self.guidance is not None:
+            dropped = torch.rand(x_shape[0], device=device, generator=generator) < self.guidance.class_dropout
+        return Draw(noise, t.to(dtype), r.to(dtype), dropped)
+
     def prediction_and_target(self, model, z, r, t, v, cond):
         return _prediction_and_target(model, z, r, t, v, cond, self.jvp_backend, self.fd_step)
 
@@ -184,17 +218,22 @@ class MeanFlow:
         *,
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        draw: Draw | None = None,
     ) -> ObjectiveOutput:
-        """One loss evaluation on a batch x (B, ...), with optional conditions (B,) and fixed noise."""
-        batch = x.shape[0]
-        if noise is None:
-            noise = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-        t, r = self.sample_times(batch, x.device, generator)
-        t, r = t.to(x.dtype), r.to(x.dtype)
+        """One loss evaluation on a batch x (B, ...) with optional conditions (B,).
+
+        Randomness comes from ``draw`` when given (see :meth:`draw`), else is drawn with ``generator``;
+        ``noise`` fixes the noise alone.
+        """
+        if draw is None:
+            draw = self.draw(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+            if noise is not None:
+                draw.noise = noise
+        noise, t, r = draw.noise.to(x.dtype), draw.t.to(x.dtype), draw.r.to(x.dtype)
         z = interpolate(x, noise, t)
         v = conditional_velocity(x, noise)
         if self.guidance is not None:
-            cond, v = self._guide(model, z, t, v, cond, generator)
+            cond, v = self._guide(model, z, t, v, cond, draw.dropped)
         u, target = self.prediction_and_target(model, z, r, t, v, cond)
         with _autocast_off(x.device):
             err = sum_non_batch((u.float() - target).pow(2))
@@ -210,12 +249,11 @@ class MeanFlow:
             per_sample_error=err.detach(),
         )
 
-    def _guide(self, model, z, t, v, cond, generator):
+    def _guide(self, model, z, t, v, cond, dropped):
         """Drop labels to null and replace v by the guided velocity (network terms without gradient)."""
         guidance = self.guidance
         if cond is None:
             raise ValueError("guidance is set but the batch has no conditions (class labels)")
-        dropped = torch.rand(cond.shape[0], device=cond.device, generator=generator) < guidance.class_dropout
         cond = torch.where(dropped, torch.full_like(cond, guidance.null_label), cond)
         needs_model = guidance.kappa != 0 or guidance.w_cfg + guidance.kappa != 1
         if not needs_model:

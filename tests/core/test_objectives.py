@@ -57,10 +57,10 @@ def test_loss_matches_hand_computation(shape):
     torch.manual_seed(0)
     model = MLPBackbone(shape, width=16, depth=1)
     x = torch.randn(32, *shape)
-    noise = torch.randn_like(x)
     objective = mfkit.MeanFlow(adaptive_p=0.5, adaptive_c=1e-3)
-    out = objective(model, x, noise=noise, generator=torch.Generator().manual_seed(4))
-    t, r = objective.times.sample(32, generator=torch.Generator().manual_seed(4))
+    draw = objective.draw(x.shape, generator=torch.Generator().manual_seed(4))
+    out = objective(model, x, draw=draw)
+    noise, t, r = draw.noise, draw.t, draw.r
     assert torch.equal(out.t, t) and torch.equal(out.r, r)
     z = mfkit.interpolate(x, noise, t)
     target = mfkit.meanflow_target(model, z, r, t, noise - x)
@@ -175,3 +175,15 @@ def test_bad_settings_are_clear_errors():
         mfkit.MeanFlow(jvp_backend="magic")
     with pytest.raises(ValueError, match="kappa"):
         mfkit.Guidance(null_label=0, kappa=1.0)
+
+
+def test_a_sliced_draw_reproduces_the_whole_batch():
+    """Two halves evaluated with their slices of one draw average to the whole-batch loss."""
+    torch.manual_seed(0)
+    model = MLPBackbone(3, width=16, depth=1)
+    x = torch.randn(8, 3)
+    objective = mfkit.MeanFlow(adaptive_p=0.0)
+    draw = objective.draw(x.shape, generator=torch.Generator().manual_seed(2))
+    whole = objective(model, x, draw=draw).loss
+    halves = [objective(model, x[i:i + 4], draw=draw[i:i + 4]).loss for i in (0, 4)]
+    torch.testing.assert_close(whole, sum(halves) / 2)

@@ -1,0 +1,3 @@
+from mfkit.cli import main
+
+main()

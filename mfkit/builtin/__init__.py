@@ -1,0 +1,1 @@
+"""mfkit's own plugins, registered through the same entry points as any third party's (see pyproject.toml)."""

@@ -1,0 +1,106 @@
+"""The recipe schema. Extra keys are forbidden everywhere; plugin parameters are validated by the
+plugin's own pydantic model (see :mod:`mfkit.recipe.loading`). Names resolve only to registered
+plugins and built-in choices, so no recipe can import or execute arbitrary code.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PluginRef(Strict):
+    """A registered plugin by name, with the parameters its own schema accepts."""
+
+    name: str = Field(description="registered plugin name (see `mfkit plugins`)")
+    params: dict[str, Any] = Field(default_factory=dict, description="the plugin's parameters")
+
+
+class TimeDistribution(Strict):
+    """A distribution over [0, 1]: logit-normal sigmoid(N(mean, std^2)) or uniform."""
+
+    kind: Literal["logit_normal", "uniform"] = Field("logit_normal", description="distribution family")
+    mean: float = Field(-0.4, description="logit-normal mean")
+    std: float = Field(1.0, gt=0, description="logit-normal standard deviation")
+
+
+class GuidanceSettings(Strict):
+    """Classifier-free guidance folded into training (needs a conditional modality)."""
+
+    w_cfg: float = Field(1.0, description="weight of the conditional velocity v")
+    kappa: float = Field(0.5, lt=1, description="weight of the network's conditional prediction")
+    t_min: float = Field(0.0, ge=0, le=1, description="guidance window start")
+    t_max: float = Field(1.0, ge=0, le=1, description="guidance window end")
+    class_dropout: float = Field(0.1, ge=0, lt=1, description="share of labels dropped to the null label")
+
+
+class ObjectiveSettings(Strict):
+    """The training objective and every knob of the paper (defaults: ImageNet settings)."""
+
+    kind: Literal["meanflow", "flow_matching"] = Field("meanflow", description="objective")
+    preset: Literal["imagenet", "cifar10"] | None = Field(
+        None, description="start from a paper preset; fields set explicitly here win")
+    time_sampler: TimeDistribution = Field(default_factory=TimeDistribution, description="distribution of t (and r)")
+    r_sampler: TimeDistribution | None = Field(None, description="separate distribution of r (CIFAR 'v1'); null: same as t")
+    r_neq_t_share: float = Field(0.25, ge=0, le=1, description="share of samples with r != t, chosen per sample")
+    adaptive_p: float = Field(1.0, ge=0, description="adaptive loss weight power p (0: plain L2)")
+    adaptive_c: float = Field(1e-2, gt=0, description="adaptive loss weight constant c (per-sample squared norm)")
+    jvp_backend: Literal["forward_ad", "forward_ad_plain", "nograd", "finite_difference"] = Field(
+        "forward_ad", description="how d/dt u is computed")
+    fd_step: float = Field(1e-3, gt=0, description="step h of the finite-difference backend")
+    guidance: GuidanceSettings | None = Field(None, description="classifier-free guidance in training")
+
+
+class TrainSettings(Strict):
+    """Optimisation and run mechanics."""
+
+    steps: int = Field(2000, gt=0, description="optimizer steps")
+    batch_size: int = Field(256, gt=0, description="global batch size (split across processes)")
+    optimizer: Literal["adamw", "adam"] = Field("adamw", description="optimizer")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas")
+    weight_decay: float = Field(0.0, ge=0, description="decoupled weight decay (adamw)")
+    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up steps")
+    grad_clip: float | None = Field(1.0, gt=0, description="clip the global gradient norm (null: off)")
+    ema_decays: list[float] = Field(default_factory=lambda: [0.999], description="EMA decays kept (first: sampling default)")
+    seed: int = Field(0, description="seed of weights, data order, noise and times")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast on CUDA (target kept in fp32)")
+    compile: bool = Field(False, description="torch.compile the backbone")
+    num_workers: int = Field(0, ge=0, description="data loader worker processes")
+    log_every: int = Field(50, gt=0, description="steps between metric log lines")
+    checkpoint_every: int = Field(500, gt=0, description="steps between checkpoints")
+    keep_last: int = Field(3, gt=0, description="checkpoints kept")
+    preview_every: int = Field(0, ge=0, description="steps between sample previews (0: only at the end)")
+    preview_count: int = Field(512, gt=0, description="samples per preview")
+
+    @model_validator(mode="after")
+    def _check_decays(self) -> "TrainSettings":
+        for decay in self.ema_decays:
+            if not 0 < decay < 1:
+                raise ValueError(f"every EMA decay must lie in (0, 1), got {decay}")
+        return self
+
+
+class SampleSettings(Strict):
+    """Defaults of `mfkit sample` for runs of this recipe."""
+
+    steps: int = Field(1, gt=0, description="network calls per sample")
+    count: int = Field(1000, gt=0, description="samples to draw")
+    batch_size: int = Field(1000, gt=0, description="samples per network call")
+
+
+class Recipe(Strict):
+    """A whole recipe: what to train (modality, backbone, objective) and how (train, sample, output)."""
+
+    name: str = Field(description="run name; the run folder is <output_dir>/<name>")
+    modality: PluginRef = Field(description="registered modality and its parameters")
+    backbone: PluginRef = Field(description="registered backbone and its parameters")
+    objective: ObjectiveSettings = Field(default_factory=ObjectiveSettings, description="training objective")
+    train: TrainSettings = Field(default_factory=TrainSettings, description="optimisation and run mechanics")
+    sample: SampleSettings = Field(default_factory=SampleSettings, description="sampling defaults")
+    output_dir: str = Field("runs", description="folder that holds run folders")
