@@ -69,7 +69,12 @@ class Registry:
 
     def _load_group(self, group: str) -> dict[str, Installed]:
         found: dict[str, Installed] = {}
-        for entry_point in sorted(metadata.entry_points(group=group), key=lambda e: (e.name, e.value)):
+        # mfkit's own plugins first, then others by distribution: on a duplicate name the first one wins.
+        def order(entry_point):
+            distribution = _distribution_of(entry_point)
+            return (not distribution.startswith("mfkit "), distribution, entry_point.name)
+
+        for entry_point in sorted(metadata.entry_points(group=group), key=order):
             distribution = _distribution_of(entry_point)
             try:
                 spec = self._load_one(entry_point, group)

@@ -65,6 +65,8 @@ class TrainSettings(Strict):
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas")
     weight_decay: float = Field(0.0, ge=0, description="decoupled weight decay (adamw)")
     warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up steps")
+    lr_schedule: Literal["constant", "cosine", "linear"] = Field(
+        "constant", description="after warm-up: keep lr, or decay it to 0 at the last step (cosine or linear)")
     grad_clip: float | None = Field(1.0, gt=0, description="clip the global gradient norm (null: off)")
     ema_decays: list[float] = Field(default_factory=lambda: [0.999], description="EMA decays kept (first: sampling default)")
     seed: int = Field(0, description="seed of weights, data order, noise and times")

@@ -68,8 +68,16 @@ def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, to
     return state
 
 
-def _warmup(warmup_steps: int):
-    return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Multiplier of the peak lr for the update at ``step`` (0-based): linear warm-up, then the schedule."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant" or total <= warmup:
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0 - progress
 
 
 class Trainer:
@@ -114,7 +122,8 @@ class Trainer:
         optimizer_cls = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
         decay = {"weight_decay": train.weight_decay} if train.weight_decay or train.optimizer == "adamw" else {}
         self.optimizer = optimizer_cls(self.model.parameters(), lr=train.lr, betas=tuple(train.betas), **decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _warmup(train.warmup_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, train.warmup_steps, train.steps, train.lr_schedule))
         self.ema = EMA(self.model, train.ema_decays)
         self.generator = torch.Generator(self.device).manual_seed(train.seed + 1)
         self.step = 0

@@ -1,0 +1,85 @@
+"""mfkit.testing's contract checks pass on good plugins and catch broken ones."""
+import pytest
+import torch
+from torch import nn
+
+from mfkit.builtin.mlp import SPEC as MLP
+from mfkit.builtin.toy2d import SPEC as TOY2D, Toy2d, Toy2dParams
+from mfkit.nn import MLPBackbone
+from mfkit.plugins import DataInfo
+from mfkit.testing import ContractError, check_backbone, check_backbone_spec, check_modality, check_modality_spec
+
+
+@pytest.mark.parametrize("shape, classes", [((2,), None), ((2, 3), 4), ((1, 2, 2, 2), None)])
+def test_builtin_backbone_meets_the_contract(shape, classes):
+    check_backbone_spec(MLP, DataInfo(shape, classes))
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_builtin_modality_meets_the_contract(tmp_path, conditional):
+    check_modality_spec(TOY2D, tmp_path, {"size": 64, "conditional": conditional})
+    assert (tmp_path / "samples.png").stat().st_size > 0
+
+
+def test_wrong_output_shape_is_caught():
+    class Flat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = MLPBackbone(6, width=8, depth=1)
+
+        def forward(self, z, r, t, cond=None):
+            return self.inner(z.reshape(z.shape[0], -1), r, t)
+
+    with pytest.raises(ContractError, match="output shape"):
+        check_backbone(Flat(), (2, 3))
+
+
+def test_batch_statistics_are_caught():
+    class BatchNormed(MLPBackbone):
+        def __init__(self):
+            super().__init__(2, width=8, depth=1)
+            self.bn = nn.GroupNorm(1, 1)
+
+        def forward(self, z, r, t, cond=None):
+            centred = z - z.mean(dim=0, keepdim=True)  # mixes samples, like batch statistics
+            return super().forward(centred + z, r, t, cond)
+
+    with pytest.raises(ContractError, match="changes with the rest of the batch"):
+        check_backbone(BatchNormed(), (2,))
+
+
+def test_time_independence_and_dead_parameters_are_caught():
+    class Timeless(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(2, 2)
+
+        def forward(self, z, r, t, cond=None):
+            return self.linear(z)
+
+    with pytest.raises(ContractError, match="does not depend on t"):
+        check_backbone(Timeless(), (2,))
+
+    class Dead(MLPBackbone):
+        def __init__(self):
+            super().__init__(2, width=8, depth=1)
+            self.unused = nn.Linear(3, 3)
+
+    with pytest.raises(ContractError, match="no gradient: unused"):
+        check_backbone(Dead(), (2,))
+
+
+def test_broken_round_trip_and_missing_files_are_caught(tmp_path):
+    class Lossy(Toy2d):
+        def decode(self, tensor):
+            return super().decode(tensor) * 2
+
+    with pytest.raises(ContractError, match="does not give x back"):
+        check_modality(Lossy(Toy2dParams(size=8)), tmp_path)
+
+    class Liar(Toy2d):
+        def save(self, samples, out_dir, cond=None):
+            return [tmp_path / "nowhere.png"]
+
+    with pytest.raises(ContractError, match="missing or empty"):
+        check_modality(Liar(Toy2dParams(size=8)), tmp_path)

@@ -1,0 +1,121 @@
+"""Recipes: every shipped one validates; errors come all at once with field paths; overrides work."""
+import pytest
+import yaml
+
+import mfkit
+from mfkit.cli.recipes import shipped_recipes
+from mfkit.recipe import RecipeError, apply_overrides, load_recipe, parse_recipe, recipe_to_yaml
+from mfkit.recipe.build import build_modality, build_objective
+from tests.helpers import small_recipe, write_recipe
+
+
+def test_there_are_shipped_recipes():
+    assert any(name == "toy2d" for name, _, _ in shipped_recipes())
+
+
+@pytest.mark.parametrize("name, path", [(n, p) for n, p, _ in shipped_recipes()])
+def test_every_shipped_recipe_validates_and_states_its_hardware(name, path):
+    recipe = load_recipe(path)
+    build_objective(recipe.objective, build_modality(recipe).num_classes)
+    assert any(line.lower().startswith("# expects:") for line in path.read_text().splitlines()), \
+        f"{path} needs a header comment 'Expects: <hardware>, <time>'"
+
+
+def test_all_errors_are_reported_at_once_with_paths(tmp_path):
+    data = small_recipe(tmp_path)
+    data["objective"] = {"adaptive_p": "abc", "r_neq_t_share": 2, "typo_field": 1}
+    data["train"]["steps"] = 0
+    data["modality"]["params"]["distribution"] = "moon"
+    data["backbone"]["name"] = "mlpp"
+    with pytest.raises(RecipeError) as caught:
+        parse_recipe(data)
+    problems = caught.value.problems
+    assert "objective.adaptive_p: Input should be a valid number, unable to parse string as a number" in problems
+    assert any(p.startswith("objective.r_neq_t_share: Input should be less than or equal to 1") for p in problems)
+    assert any(p.startswith("objective.typo_field: unknown field") for p in problems)
+    assert any(p.startswith("train.steps: Input should be greater than 0") for p in problems)
+    assert any(p.startswith("modality.params.distribution: Input should be 'checkerboard'") for p in problems)
+    assert any("backbone.name: unknown backbone 'mlpp'. Did you mean 'mlp'?" in p for p in problems)
+    assert len(problems) == 6
+
+
+def test_plugin_parameters_are_validated_by_the_plugin(tmp_path):
+    data = small_recipe(tmp_path)
+    data["backbone"]["params"] = {"width": -3, "colour": "red"}
+    with pytest.raises(RecipeError) as caught:
+        parse_recipe(data)
+    assert any(p.startswith("backbone.params.width: Input should be greater than 0") for p in caught.value.problems)
+    assert any(p.startswith("backbone.params.colour: unknown field") for p in caught.value.problems)
+
+
+def test_no_recipe_can_name_arbitrary_code(tmp_path):
+    data = small_recipe(tmp_path)
+    data["backbone"]["name"] = "os:system"
+    with pytest.raises(RecipeError, match="unknown backbone 'os:system'"):
+        parse_recipe(data)
+    data = small_recipe(tmp_path)
+    data["modality"]["params"]["distribution"] = "!!python/object/apply:os.system ['echo hacked']"
+    with pytest.raises(RecipeError):
+        parse_recipe(data)
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("name: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(evil)
+
+
+def test_overrides_set_nested_values_with_yaml_types(tmp_path):
+    path = write_recipe(tmp_path / "r.yaml", small_recipe(tmp_path))
+    recipe = load_recipe(path, ["train.steps=7", "train.lr=3e-4", "objective.guidance=null",
+                                "train.ema_decays=[0.9, 0.95]", "name=other", "modality.params.conditional=true"])
+    assert recipe.train.steps == 7 and recipe.train.lr == 3e-4 and recipe.name == "other"
+    assert recipe.train.ema_decays == [0.9, 0.95] and recipe.modality.params["conditional"] is True
+
+
+@pytest.mark.parametrize("bad, message", [("train.steps", "key.path=value"), ("=3", "key.path=value"),
+                                          ("train.steps.deep=1", "is a value, not a section")])
+def test_bad_overrides_are_clear(tmp_path, bad, message):
+    with pytest.raises(RecipeError, match=message):
+        apply_overrides(small_recipe(tmp_path), [bad])
+
+
+def test_overrides_to_unknown_fields_fail_validation(tmp_path):
+    path = write_recipe(tmp_path / "r.yaml", small_recipe(tmp_path))
+    with pytest.raises(RecipeError, match="train.stpes: unknown field"):
+        load_recipe(path, ["train.stpes=3"])
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(RecipeError, match="no recipe file"):
+        load_recipe(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(RecipeError, match="a recipe is a mapping"):
+        load_recipe(listy)
+
+
+def test_resolved_recipe_round_trips(tmp_path):
+    recipe = parse_recipe(small_recipe(tmp_path))
+    again = parse_recipe(yaml.safe_load(recipe_to_yaml(recipe)))
+    assert again == recipe
+
+
+def test_objective_building_honours_presets_and_explicit_fields():
+    from mfkit.recipe.schema import ObjectiveSettings
+
+    cifar = build_objective(ObjectiveSettings(preset="cifar10"), None)
+    assert cifar.adaptive_p == 0.75 and cifar.adaptive_c == 1e-3 and cifar.times.r_neq_t_share == 0.75
+    assert cifar.times.r_dist == mfkit.LogitNormal(-4.0, 1.6)
+    tuned = build_objective(ObjectiveSettings(preset="cifar10", adaptive_p=1.0), None)
+    assert tuned.adaptive_p == 1.0 and tuned.adaptive_c == 1e-3
+    plain = build_objective(ObjectiveSettings(r_neq_t_share=0.5, time_sampler={"kind": "uniform"}), None)
+    assert plain.times.r_neq_t_share == 0.5 and plain.times.t_dist == mfkit.Uniform()
+    fm = build_objective(ObjectiveSettings(kind="flow_matching"), None)
+    assert isinstance(fm, mfkit.FlowMatching) and fm.adaptive_p == 0.0
+    guided = build_objective(ObjectiveSettings(guidance={"w_cfg": 0.2, "kappa": 0.92, "t_max": 0.75}), 8)
+    assert guided.guidance.null_label == 8 and guided.guidance.t_max == 0.75
+    with pytest.raises(RecipeError, match="objective.guidance: needs a modality that offers classes"):
+        build_objective(ObjectiveSettings(guidance={}), None)

@@ -1,0 +1,57 @@
+"""Two CPU processes under torchrun (gloo) hold identical weights that match one process on the same global batch."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.helpers import ROOT, small_recipe, write_recipe
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+
+
+def torchrun(nproc, recipe, out, *overrides):
+    launcher = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [launcher, "--standalone", f"--nproc_per_node={nproc}", str(WORKER), str(recipe), str(out), *overrides]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["forward_ad", "nograd"])
+def test_two_processes_match_one(tmp_path, backend):
+    recipe = write_recipe(tmp_path / "r.yaml", small_recipe(tmp_path, steps=12, checkpoint_every=6))
+    two, one = tmp_path / "two", tmp_path / "one"
+    two.mkdir(), one.mkdir()
+    torchrun(2, recipe, two, "name=two", f"objective.jvp_backend={backend}")
+    torchrun(1, recipe, one, "name=one", f"objective.jvp_backend={backend}")
+    rank0, rank1 = load_file(two / "rank0.safetensors"), load_file(two / "rank1.safetensors")
+    single = load_file(one / "rank0.safetensors")
+    initial = None
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), f"ranks differ at {key}"
+        torch.testing.assert_close(rank0[key], single[key], atol=2e-5, rtol=1e-4)
+    assert (tmp_path / "runs" / "two" / "checkpoints" / "step-0000012.safetensors").is_file()
+
+
+def test_a_bypassed_wrapper_is_caught(monkeypatch):
+    """If gradients skip DDP's all-reduce, the weight check raises instead of training silently apart."""
+    import torch.distributed as dist
+
+    from mfkit.train import distributed
+
+    group = distributed.ProcessGroup(rank=0, world_size=2)
+    model = torch.nn.Linear(2, 2)
+
+    def fake_all_reduce(tensor, op=None):  # another rank holding different weights
+        if op == dist.ReduceOp.MAX:
+            tensor.add_(1.0)
+
+    monkeypatch.setattr(dist, "all_reduce", fake_all_reduce)
+    with pytest.raises(distributed.OutOfSyncError, match="not being synchronised"):
+        distributed.assert_in_sync(model, group, torch.device("cpu"))
