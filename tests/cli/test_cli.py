@@ -1,0 +1,145 @@
+"""The command line as a user meets it: exit codes, one-line errors, the train -> sample loop."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mfkit.cli import app
+from tests.helpers import ROOT, install_example_plugin, small_recipe, write_recipe
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def recipe(tmp_path):
+    return write_recipe(tmp_path / "tiny.yaml", small_recipe(tmp_path, steps=20, checkpoint_every=10))
+
+
+def test_train_then_sample(tmp_path, recipe):
+    result = run("train", recipe)
+    assert result.exit_code == 0, result.output
+    assert "next: mfkit sample" in result.output
+    run_dir = tmp_path / "runs" / "tiny"
+    result = run("sample", "--run", run_dir, "--steps", "1", "--n", "30", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    png = run_dir / "samples" / "step-0000020-1step" / "samples.png"
+    assert str(png) in result.output and png.is_file()
+    out = tmp_path / "two-step"
+    result = run("sample", "--checkpoint", run_dir / "checkpoints" / "step-0000010.safetensors",
+                 "--steps", "2", "--out", out, "--no-ema", "sample.batch_size=7")
+    assert result.exit_code == 0, result.output
+    import numpy as np
+
+    assert np.load(out / "samples.npy").shape == (100, 2)
+
+
+def test_sample_defaults_to_the_latest_run(tmp_path, recipe, monkeypatch):
+    assert run("train", recipe).exit_code == 0
+    monkeypatch.chdir(tmp_path)
+    result = run("sample", "--n", "10")
+    assert result.exit_code == 0, result.output
+    assert "runs/tiny/samples/step-0000020-1step/samples.png" in result.output
+
+
+def test_conditional_sampling_by_class_name(tmp_path):
+    data = small_recipe(tmp_path, "cond", steps=10)
+    data["modality"]["params"]["conditional"] = True
+    path = write_recipe(tmp_path / "cond.yaml", data)
+    assert run("train", path).exit_code == 0
+    run_dir = tmp_path / "runs" / "cond"
+    result = run("sample", "--run", run_dir, "--cond", "upper", "--n", "10")
+    assert result.exit_code == 0, result.output
+    assert "step-0000010-1step-upper" in result.output
+    result = run("sample", "--run", run_dir, "--cond", "sideways")
+    assert result.exit_code == 2 and "unknown condition 'sideways'; choose one of: upper, lower" in result.output
+
+
+def test_user_mistakes_exit_2_with_one_message(tmp_path, recipe):
+    result = run("train", tmp_path / "missing.yaml")
+    assert result.exit_code == 2 and "no recipe file" in result.output and "Traceback" not in result.output
+    result = run("train", recipe, "objective.adaptive_p=abc", "backbone.name=mlpp")
+    assert result.exit_code == 2
+    assert "objective.adaptive_p: Input should be a valid number" in result.output
+    assert "Did you mean 'mlp'?" in result.output
+    result = run("sample", "--run", tmp_path / "nothing")
+    assert result.exit_code == 2 and "no checkpoint in" in result.output
+    result = run("validate", recipe, "train.steps")
+    assert result.exit_code == 2 and "key.path=value" in result.output
+    result = run("--verbose", "train", tmp_path / "missing.yaml")
+    assert result.exit_code == 2 and "Traceback" in result.output
+
+
+def test_validate_and_show(recipe):
+    result = run("validate", recipe, "train.lr=0.01", "--show")
+    assert result.exit_code == 0, result.output
+    assert "lr: 0.01" in result.output and "adaptive_c: 0.01" in result.output and "valid recipe" in result.output
+
+
+def test_plugins_and_recipes_tables():
+    result = run("plugins")
+    assert result.exit_code == 0 and "toy2d" in result.output and "mlp" in result.output
+    result = run("recipes")
+    assert result.exit_code == 0 and "toy2d" in result.output and "CPU" in result.output
+
+
+def test_help_has_examples():
+    for command in ("train", "sample", "validate"):
+        result = run(command, "--help")
+        assert result.exit_code == 0 and "mfkit " in result.output
+
+
+def _cli(*args, env=None, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "mfkit", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env or {**os.environ, "PYTHONPATH": str(ROOT)},
+                            **kwargs)
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_and_resume_continues(tmp_path):
+    path = write_recipe(tmp_path / "long.yaml", small_recipe(tmp_path, "long", steps=100_000, checkpoint_every=50_000))
+    process = _cli("train", path)
+    metrics = tmp_path / "runs" / "long" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 0):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output
+    assert "interrupted at step" in output and "--resume" in output and "Traceback" not in output
+    checkpoints = list((tmp_path / "runs" / "long" / "checkpoints").glob("step-*.safetensors"))
+    assert len(checkpoints) == 1
+    step = int(checkpoints[0].name[5:12])
+    assert step >= 10
+    done = subprocess.run([sys.executable, "-m", "mfkit", "train", path, "--resume", f"train.steps={step + 5}"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"done: {step + 5} steps" in done.stderr
+
+
+@pytest.mark.slow
+def test_third_party_plugin_is_found_and_trains(tmp_path):
+    """The example plugin package, pip-installed elsewhere, works without any change to mfkit."""
+    site = install_example_plugin(tmp_path / "site")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    listing = subprocess.run([sys.executable, "-m", "mfkit", "plugins"], capture_output=True, text=True, env=env)
+    assert "sines" in listing.stdout and "mfkit-sines 0.1.0" in listing.stdout and "conv1d" in listing.stdout
+    recipe = ROOT / "docs" / "example_plugin" / "recipe.yaml"
+    trained = subprocess.run([sys.executable, "-m", "mfkit", "train", recipe, "train.steps=20",
+                              f"output_dir={tmp_path / 'runs'}", "-q"], capture_output=True, text=True, env=env, timeout=300)
+    assert trained.returncode == 0, trained.stderr
+    sampled = subprocess.run([sys.executable, "-m", "mfkit", "sample", "--run", tmp_path / "runs" / "sines",
+                              "--cond", "high"], capture_output=True, text=True, env=env, timeout=120)
+    assert sampled.returncode == 0, sampled.stderr
+    assert (tmp_path / "runs" / "sines" / "samples" / "step-0000020-1step-high" / "signals.png").is_file()
+    contract = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                               str(ROOT / "docs" / "example_plugin" / "tests")], capture_output=True, text=True, env=env)
+    assert contract.returncode == 0, contract.stdout[-2000:]
