@@ -47,12 +47,21 @@ class SampleResult:
     out_dir: Path
 
 
+def sampler_for(recipe, euler: bool | None = None):
+    """mfkit.sample for MeanFlow runs, mfkit.euler_sample for flow-matching runs (or when asked)."""
+    if euler is None:
+        euler = recipe.objective.kind == "flow_matching"
+    return mfkit.euler_sample if euler else mfkit.sample
+
+
 def sample_checkpoint(path: Path, *, steps: int = 1, count: int | None = None, out_dir: Path | None = None,
                       cond: str | None = None, seed: int = 0, use_ema: bool = True, device: str = "auto",
-                      overrides: Sequence[str] = ()) -> SampleResult:
+                      overrides: Sequence[str] = (), euler: bool | None = None) -> SampleResult:
     """Load a checkpoint (weights and recipe only), draw samples, save them with the modality's writer.
 
     ``overrides`` (key.path=value) apply to the recipe stored in the checkpoint, e.g. sample.batch_size=64.
+    ``euler``: step with the instantaneous velocity u(z, t, t) (flow-matching Euler); by default this is
+    used exactly when the run trained flow matching, which never learns r != t.
     """
     checkpoint = load_checkpoint(path, weights_only=True)
     recipe = recipe_from_checkpoint(checkpoint, overrides)
@@ -63,6 +72,7 @@ def sample_checkpoint(path: Path, *, steps: int = 1, count: int | None = None, o
     model.load_state_dict(ema_weights(checkpoint, use_ema))
     model.eval()
     count = count or recipe.sample.count
+    sampler = sampler_for(recipe, euler)
     generator = torch.Generator(target).manual_seed(seed)
     chunks, labels = [], []
     for start in range(0, count, recipe.sample.batch_size):
@@ -73,7 +83,7 @@ def sample_checkpoint(path: Path, *, steps: int = 1, count: int | None = None, o
             labels_chunk = torch.full((n,), label, device=target, dtype=torch.long)
         elif modality.num_classes:
             labels_chunk = torch.arange(start, start + n, device=target) % modality.num_classes
-        chunks.append(mfkit.sample(model, noise, steps=steps, cond=labels_chunk).cpu())
+        chunks.append(sampler(model, noise, steps=steps, cond=labels_chunk).cpu())
         if labels_chunk is not None:
             labels.append(labels_chunk.cpu())
     run_dir = path.parent.parent

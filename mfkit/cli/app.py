@@ -126,6 +126,8 @@ def sample(
     seed: int = typer.Option(0, "--seed", help="noise seed"),
     no_ema: bool = typer.Option(False, "--no-ema", help="use the raw weights instead of the EMA"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+    euler: Optional[bool] = typer.Option(None, "--euler/--meanflow", help="step with u(z, t, t) (flow-matching "
+                                         "Euler) or u(z, r, t) (MeanFlow); default: what the run trained"),
 ) -> None:
     """Draw samples from a trained run (reads the recipe stored in the checkpoint).
 
@@ -141,7 +143,7 @@ def sample(
 
     path = resolve_checkpoint(run, checkpoint)
     result = sample_checkpoint(path, steps=steps, count=n, out_dir=out_dir, cond=cond, seed=seed,
-                               use_ema=not no_ema, device=device, overrides=overrides or [])
+                               use_ema=not no_ema, device=device, overrides=overrides or [], euler=euler)
     err.print(f"sampled with {steps} step(s) from {result.checkpoint} (step {result.step})")
     for file in result.files:
         out.print(str(file))

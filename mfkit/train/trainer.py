@@ -188,7 +188,8 @@ class Trainer:
         cond = None
         if self.modality.num_classes:
             cond = torch.arange(count, device=self.device) % self.modality.num_classes
-        samples = mfkit.sample(self.preview_model, noise, steps=self.recipe.sample.steps, cond=cond)
+        sampler = mfkit.euler_sample if self.recipe.objective.kind == "flow_matching" else mfkit.sample
+        samples = sampler(self.preview_model, noise, steps=self.recipe.sample.steps, cond=cond)
         return self.modality.save(samples.cpu(), self.run_dir / "previews" / f"step-{self.step:07d}",
                                   cond.cpu() if cond is not None else None)
 
