@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mfkit.cli.recipes import find_recipe, shipped_recipes
+from mfkit.cli.recipes import display_path, find_recipe, shipped_recipes
 
 app = typer.Typer(
     help="mfkit: one-step generative modeling with MeanFlow.\n\n"
@@ -229,7 +229,7 @@ def recipes() -> None:
     for column in ("name", "file", "expects"):
         table.add_column(column)
     for name, path, summary in shipped_recipes():
-        table.add_row(name, str(path), summary)
+        table.add_row(name, display_path(path), summary)
     out.print(table)
 
 

@@ -18,8 +18,16 @@ def _folders() -> list[Path]:
 def _summary(path: Path) -> str:
     """The header comment line that starts with 'Expects:' (hardware and time), else the first comment."""
     comments = [line.lstrip("# ").rstrip() for line in path.read_text().splitlines() if line.startswith("#")]
-    expects = [c for c in comments if c.lower().startswith("expects")]
+    expects = [c.split(":", 1)[1].strip() for c in comments if c.lower().startswith("expects:")]
     return (expects or comments or [""])[0]
+
+
+def display_path(path: Path) -> str:
+    """The path relative to the working folder when it lies below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def shipped_recipes() -> list[tuple[str, Path, str]]:

@@ -6,6 +6,7 @@ math in a loop, so objectives can be compared with everything else held equal.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -32,14 +33,18 @@ def train_toy(
     depth: int = 3,
     lr: float = 1e-3,
     ema_decay: float | None = None,
+    cosine: bool = False,
     seed: int = 0,
 ) -> ToyRun:
-    """Train an :class:`MLPBackbone` on fresh batches of a toy distribution with Adam (optional EMA)."""
+    """Train an :class:`MLPBackbone` on fresh batches of a toy distribution with Adam (optional EMA,
+    optional cosine decay of the learning rate to 0 at the last step)."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = MLPBackbone(2, width=width, depth=depth)
     ema = copy.deepcopy(model) if ema_decay is not None else None
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)) if cosine else 1.0)
     run = ToyRun(ema if ema is not None else model, model)
     for _ in range(steps):
         x = toy_sample(distribution, batch, generator)
@@ -47,6 +52,7 @@ def train_toy(
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()
+        schedule.step()
         if ema is not None:
             with torch.no_grad():
                 for averaged, current in zip(ema.parameters(), model.parameters()):

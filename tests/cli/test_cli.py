@@ -88,7 +88,7 @@ def test_plugins_and_recipes_tables():
     result = run("plugins")
     assert result.exit_code == 0 and "toy2d" in result.output and "mlp" in result.output
     result = run("recipes")
-    assert result.exit_code == 0 and "toy2d" in result.output and "CPU" in result.output
+    assert result.exit_code == 0 and "toy2d_guided" in result.output and "CPU" in result.output
 
 
 def test_help_has_examples():
