@@ -72,8 +72,9 @@ class Toy2d(Modality):
         points = self.decode(samples)
         labels = cond.detach().cpu().numpy() if cond is not None else None
         np.save(out_dir / "samples.npy", points)
-        title = f"toy2d {self.params.distribution}: {len(points)} samples"
-        png = scatter_png(points, out_dir / "samples.png", labels, title=title)
+        title = f"toy2d {self.params.distribution}: {len(points)} samples (grey: real data)"
+        reference, _ = toy_sample_labeled(self.params.distribution, 4000, torch.Generator().manual_seed(12345))
+        png = scatter_png(points, out_dir / "samples.png", labels, title=title, reference=reference.numpy())
         return [png, out_dir / "samples.npy"]
 
 
