@@ -143,3 +143,11 @@ def test_third_party_plugin_is_found_and_trains(tmp_path):
     contract = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                str(ROOT / "docs" / "example_plugin" / "tests")], capture_output=True, text=True, env=env)
     assert contract.returncode == 0, contract.stdout[-2000:]
+
+
+def test_demo_trains_samples_and_says_where(tmp_path):
+    result = run("demo", "--steps", "20", "--output-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    png = tmp_path / "runs" / "toy2d" / "samples" / "step-0000020-1step" / "samples.png"
+    assert str(png) in result.output and png.is_file()
+    assert "ONE network call" in result.output
