@@ -1,6 +1,6 @@
 """Checkpoints as single safetensors files: no pickle, written atomically, with a ``latest`` pointer.
 
-One file ``step-XXXXXXX.safetensors`` holds the weights (``model/``), every EMA (``ema/<decay>/``),
+One file ``step-NNNNNNN.safetensors`` holds the weights (``model/``), every EMA (``ema/<decay>/``),
 the optimizer's tensors (``optim/<param>/<key>``) and RNG states (``rng/``); its metadata holds the
 step, the resolved recipe (YAML) and the optimizer and scheduler settings (JSON). Loading reads only
 tensors and JSON, so it never unpickles anything. A file is written under a temporary name, flushed
@@ -65,7 +65,7 @@ def _optimizer_from_flat(tensors: dict[str, torch.Tensor], meta: str) -> dict[st
 
 
 def save_checkpoint(folder: Path, checkpoint: Checkpoint, keep_last: int | None = None) -> Path:
-    """Write ``folder/step-XXXXXXX.safetensors`` atomically, point ``folder/latest`` at it, prune old ones."""
+    """Write ``folder/step-NNNNNNN.safetensors`` atomically, point ``folder/latest`` at it, prune old ones."""
     folder.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {f"model/{k}": v for k, v in checkpoint.model.items()}
     for key, shadow in checkpoint.ema.items():

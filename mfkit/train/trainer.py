@@ -1,7 +1,7 @@
 """The training loop: recipe in, run folder out.
 
 Run folder ``<output_dir>/<name>/``: ``recipe.yaml`` (resolved), ``metrics.jsonl``, ``checkpoints/``
-(with ``latest``), ``previews/step-XXXXXXX/`` (the modality's own files). The same code runs as one
+(with ``latest``), ``previews/step-NNNNNNN/`` (the modality's own files). The same code runs as one
 process or as several under torchrun (DistributedDataParallel; gloo on CPU, NCCL on CUDA).
 """
 from __future__ import annotations
