@@ -25,7 +25,7 @@ from mfkit.recipe.build import build_backbone, build_modality, build_objective
 from mfkit.recipe.loading import apply_overrides, parse_recipe, recipe_to_yaml
 from mfkit.recipe.schema import Recipe
 from mfkit.train import distributed as dist_utils
-from mfkit.train.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
+from mfkit.train.checkpoint import Checkpoint, CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from mfkit.train.data import StepBatchSampler
 from mfkit.train.ema import EMA, decay_key
 from mfkit.train.logging import MetricsLog, TrainingProgress
@@ -120,8 +120,8 @@ class Trainer:
         self.preview_model = copy.deepcopy(self.model).eval()
         self.objective = build_objective(recipe.objective, self.modality.num_classes)
         optimizer_cls = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
-        decay = {"weight_decay": train.weight_decay} if train.weight_decay or train.optimizer == "adamw" else {}
-        self.optimizer = optimizer_cls(self.model.parameters(), lr=train.lr, betas=tuple(train.betas), **decay)
+        self.optimizer = optimizer_cls(self.model.parameters(), lr=train.lr, betas=tuple(train.betas),
+                                       weight_decay=train.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, train.warmup_steps, train.steps, train.lr_schedule))
         self.ema = EMA(self.model, train.ema_decays)
@@ -138,7 +138,12 @@ class Trainer:
         self.train_model = forward_model
 
     def _restore(self, checkpoint: Checkpoint) -> None:
-        self.model.load_state_dict(checkpoint.model)
+        try:
+            self.model.load_state_dict(checkpoint.model)
+        except RuntimeError as error:
+            first = str(error).strip().splitlines()[0]
+            raise CheckpointError(f"{self.resume_from} does not fit the model this recipe builds ({first}); "
+                                  f"resume with the backbone settings the run was trained with") from None
         self.ema.load(checkpoint.ema)
         if checkpoint.optimizer is not None:
             self.optimizer.load_state_dict(checkpoint.optimizer)

@@ -109,3 +109,13 @@ def test_conditional_guided_training_runs(tmp_path):
     data["objective"] = {"guidance": {"w_cfg": 0.5, "kappa": 0.3}}
     result = Trainer(parse_recipe(data), progress=False).fit()
     assert result.step == 10
+
+
+def test_resuming_with_another_architecture_is_a_clear_error(tmp_path):
+    from mfkit.train.checkpoint import CheckpointError
+
+    train(tmp_path, "arch", steps=10)
+    data = small_recipe(tmp_path, "arch", steps=20)
+    data["backbone"]["params"]["width"] = 48
+    with pytest.raises(CheckpointError, match="does not fit the model this recipe builds"):
+        Trainer(parse_recipe(data), resume=True, progress=False).fit()
