@@ -67,6 +67,10 @@ def sample_checkpoint(path: Path, *, steps: int = 1, count: int | None = None, o
     recipe = recipe_from_checkpoint(checkpoint, overrides)
     modality = build_modality(recipe)
     label = modality.label_of(cond) if cond is not None else None
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but no CUDA device is available; use --device cpu or auto")
     target = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     model = build_backbone(recipe, modality).to(target)
     model.load_state_dict(ema_weights(checkpoint, use_ema))
