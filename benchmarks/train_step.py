@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py                        # MLP 4 x 1024, batch 512, CPU
     python benchmarks/train_step.py --device cuda --dtype bf16
+    python benchmarks/train_step.py --backbone conv --width 64 --depth 2 --batch 32   # conv + attention
 
 A step is zero_grad + objective + backward + Adam step, on the same backbone and batch for every
 objective. Memory: on CUDA the peak allocated bytes of the step; on CPU each configuration runs in a
@@ -26,6 +27,33 @@ from mfkit.nn import MLPBackbone
 CONFIGS = ["flow_matching", "forward_ad", "forward_ad_plain", "nograd", "finite_difference"]
 
 
+class ConvAttentionNet(torch.nn.Module):
+    """A backbone as a third party would write it, from plain torch.nn layers only: convolutions,
+    GroupNorm, SiLU, LayerNorm and nn.MultiheadAttention over (C, H, W) images."""
+
+    def __init__(self, channels: int = 3, width: int = 128, blocks: int = 2, heads: int = 4) -> None:
+        super().__init__()
+        from mfkit.nn import TimePairEmbedding
+
+        nn = torch.nn
+        self.time = TimePairEmbedding(width, frequency_dim=64)
+        self.inp = nn.Conv2d(channels, width, 3, padding=1)
+        self.convs = nn.ModuleList(nn.Sequential(nn.GroupNorm(8, width), nn.SiLU(), nn.Conv2d(width, width, 3, padding=1))
+                                   for _ in range(blocks))
+        self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(blocks))
+        self.attentions = nn.ModuleList(nn.MultiheadAttention(width, heads, batch_first=True) for _ in range(blocks))
+        self.out = nn.Conv2d(width, channels, 3, padding=1)
+
+    def forward(self, z, r, t, cond=None):
+        h = self.inp(z) + self.time(r, t)[:, :, None, None]
+        b, c, height, width = h.shape
+        for conv, norm, attention in zip(self.convs, self.norms, self.attentions):
+            h = h + conv(h)
+            seq = norm(h.flatten(2).transpose(1, 2))
+            h = h + attention(seq, seq, seq, need_weights=False)[0].transpose(1, 2).reshape(b, c, height, width)
+        return self.out(torch.nn.functional.silu(h))
+
+
 def objective_for(name: str):
     if name == "flow_matching":
         return mfkit.FlowMatching(adaptive_p=1.0)
@@ -35,10 +63,14 @@ def objective_for(name: str):
 def measure(name: str, args) -> dict:
     torch.manual_seed(0)
     device = torch.device(args.device)
-    model = MLPBackbone(args.dim, width=args.width, depth=args.depth).to(device)
+    if args.backbone == "conv":
+        model = ConvAttentionNet(width=args.width, blocks=args.depth).to(device)
+        x = torch.randn(args.batch, 3, args.image, args.image, device=device)
+    else:
+        model = MLPBackbone(args.dim, width=args.width, depth=args.depth).to(device)
+        x = torch.randn(args.batch, args.dim, device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     objective = objective_for(name)
-    x = torch.randn(args.batch, args.dim, device=device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
@@ -72,6 +104,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--backbone", choices=["mlp", "conv"], default="mlp",
+                        help="mlp: MLPBackbone on vectors; conv: conv + attention net on 3 x image x image")
+    parser.add_argument("--image", type=int, default=16, help="image side for --backbone conv")
     parser.add_argument("--dim", type=int, default=64, help="data dimension")
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--depth", type=int, default=4)
@@ -95,7 +130,9 @@ def main() -> None:
             child += [f"--{key}", str(value)]
         rows.append(json.loads(subprocess.run(child, check=True, capture_output=True, text=True).stdout))
     baseline = next((r for r in rows if r["config"] == "flow_matching"), rows[0])
-    print(f"MLP {args.depth} x {args.width}, data dim {args.dim}, batch {args.batch}, {args.device} {args.dtype}, "
+    shape = f"conv+attention width {args.width}, {args.depth} blocks, 3x{args.image}x{args.image}" \
+        if args.backbone == "conv" else f"MLP {args.depth} x {args.width}, data dim {args.dim}"
+    print(f"{shape}, batch {args.batch}, {args.device} {args.dtype}, "
           f"threads {args.threads or torch.get_num_threads()}")
     print(f"{'config':<20}{'median ms':>12}{'x FM':>8}{'peak MiB':>12}")
     for row in rows:

@@ -218,10 +218,13 @@ _RULES[torch.relu] = _RULES[F.relu]
 
 
 # ---------------------------------------------------------------- attention
-def attention_tangent(q, k, v, qt, kt, vt, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
-    """JVP of softmax(q k^T * scale + mask) v by the math formula, any of qt, kt, vt may be None.
+def attention_tangent(q, k, v, qt, kt, vt, attn_mask=None, is_causal=False, scale=None, enable_gqa=False,
+                      out=None):
+    """JVP of O = softmax(q k^T * scale + mask) v by the math formula; any of qt, kt, vt may be None.
 
-    S_t = scale (q_t k^T + q k_t^T), P_t = P * (S_t - rowsum(P * S_t)), O_t = P_t v + P v_t.
+    With P the attention weights and S_t = scale (q_t k^T + q k_t^T):
+    O_t = (P * S_t) v - rowsum(P * S_t) O + P v_t, which needs one pass over the (L, S) weights for
+    the product and one for its row sums. ``out`` is the primal O when the caller has it.
     Shapes: (..., L, E) queries, (..., S, E) keys, (..., S, Ev) values.
     """
     if enable_gqa and k.shape[-3] != q.shape[-3]:
@@ -230,29 +233,29 @@ def attention_tangent(q, k, v, qt, kt, vt, attn_mask=None, is_causal=False, scal
         kt = kt.repeat_interleave(repeat, -3) if kt is not None else None
         vt = vt.repeat_interleave(repeat, -3) if vt is not None else None
     scale = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
-    scores = q @ k.transpose(-2, -1) * scale
+    q_scaled = q * scale
+    scores = q_scaled @ k.transpose(-2, -1)
     if is_causal:
-        length, source = q.shape[-2], k.shape[-2]
-        causal = torch.ones(length, source, dtype=torch.bool, device=q.device).tril()
-        scores = scores.masked_fill(~causal, float("-inf"))
+        causal = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+        scores = scores.masked_fill_(~causal, float("-inf"))
     if attn_mask is not None:
-        if attn_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attn_mask, float("-inf"))
-        else:
-            scores = scores + attn_mask
+        scores = scores.masked_fill_(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores.add_(attn_mask)
     probs = torch.softmax(_wide(scores), dim=-1).to(q.dtype)
-    out_t = torch.zeros(*probs.shape[:-1], v.shape[-1], dtype=q.dtype, device=q.device)
-    if qt is not None or kt is not None:
-        scores_t = torch.zeros_like(scores)
-        if qt is not None:
-            scores_t = scores_t + qt @ k.transpose(-2, -1) * scale
-        if kt is not None:
-            scores_t = scores_t + q @ kt.transpose(-2, -1) * scale
-        probs_t = probs * (scores_t - (probs * scores_t).sum(dim=-1, keepdim=True))
-        out_t = out_t + probs_t @ v
-    if vt is not None:
-        out_t = out_t + probs @ vt
-    return out_t
+    del scores
+    out_t = probs @ vt if vt is not None else None
+    if qt is None and kt is None:
+        return out_t if out_t is not None else torch.zeros_like(probs @ v)
+    if qt is not None and kt is not None:  # q_t k^T + q k_t^T as one product over the doubled feature axis
+        scores_t = torch.cat([qt * scale, q_scaled], -1) @ torch.cat([k, kt], -1).transpose(-2, -1)
+    elif qt is not None:
+        scores_t = (qt * scale) @ k.transpose(-2, -1)
+    else:
+        scores_t = q_scaled @ kt.transpose(-2, -1)
+    weighted = scores_t.mul_(probs)  # P * S_t, in place
+    row = weighted.sum(dim=-1, keepdim=True)
+    out = out if out is not None else probs @ v
+    result = weighted @ v - row * out
+    return result + out_t if out_t is not None else result
 
 
 _SDPA_NAMES = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
@@ -268,7 +271,7 @@ def _sdpa(func, args, kwargs):
     yp = F.scaled_dot_product_attention(qp, kp, vp, **{n: a[n] for n in _SDPA_NAMES[3:]})
     with torch.no_grad():
         yt = attention_tangent(qp, kp, vp, qt, kt, vt, a["attn_mask"], a["is_causal"], a["scale"],
-                               a["enable_gqa"])
+                               a["enable_gqa"], out=yp.detach())
     return _dual(yp, yt)
 
 
