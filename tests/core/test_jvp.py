@@ -172,3 +172,41 @@ def test_fast_rules_fire_for_plain_torch_nn_layers(monkeypatch):
     expected = {"linear", "conv2d", "conv1d", "conv_transpose2d", "group_norm", "layer_norm", "rms_norm",
                 "silu", "gelu", "relu", "scaled_dot_product_attention", "multi_head_attention_forward"}
     assert expected <= used, f"rules never used: {expected - used}"
+
+
+@pytest.mark.parametrize("which", ["q", "k", "v", "qk", "kv", "qkv"])
+@pytest.mark.parametrize("gqa", [False, True])
+def test_attention_rule_with_partial_tangents_and_grouped_heads(which, gqa):
+    from mfkit.core.tangent_rules import attention_tangent
+    import torch.autograd.forward_ad as fwAD
+    g = torch.Generator().manual_seed(1)
+    kv_heads = 2 if gqa else 4
+    q = torch.randn(2, 4, 5, 3, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(2, kv_heads, 6, 3, generator=g, dtype=torch.float64) for _ in range(2))
+    tangents = {name: torch.randn_like(x) if name in which else None for name, x in zip("qkv", (q, k, v))}
+    with fwAD.dual_level(), mfkit.core.tangent_rules.math_attention():
+        dual = [fwAD.make_dual(x, tangents[n]) if tangents[n] is not None else x for n, x in zip("qkv", (q, k, v))]
+        out = F.scaled_dot_product_attention(*dual, enable_gqa=gqa)
+        expected = fwAD.unpack_dual(out).tangent
+    got = attention_tangent(q, k, v, tangents["q"], tangents["k"], tangents["v"], enable_gqa=gqa)
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_attention_outside_the_rules_falls_back_to_a_kernel_with_forward_mode(backend):
+    """CPU's fused SDPA kernel has no forward-mode AD; dropout takes SDPA outside the fast rule."""
+    class DroppingAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(4, 4)
+
+        def forward(self, z, r, t, cond=None):
+            x = self.proj(z) * t[:, None, None]
+            heads = x.reshape(x.shape[0], x.shape[1], 2, 2).transpose(1, 2)
+            out = F.scaled_dot_product_attention(heads, heads, heads, dropout_p=0.2)
+            return out.transpose(1, 2).reshape(z.shape)
+
+    z, r, t, v = make_inputs((6, 4))
+    torch.manual_seed(0)
+    u, du = mfkit.jvp(DroppingAttention(), z, r, t, tangents(r, t, v), backend=backend)
+    assert torch.isfinite(du).all() and du.abs().sum() > 0
