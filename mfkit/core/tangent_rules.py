@@ -68,6 +68,11 @@ def _wide(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
+def _as_autocast_norm_input(x: torch.Tensor) -> torch.Tensor:
+    """Autocast runs normalisations in float32; calling the native ops directly must do the same."""
+    return x.float() if torch.is_autocast_enabled(x.device.type) and x.dtype != torch.float64 else x
+
+
 def _dual(primal: torch.Tensor, tangent: torch.Tensor) -> torch.Tensor:
     return fwAD.make_dual(primal, tangent.to(primal.dtype))
 
@@ -114,12 +119,9 @@ def _linear_in_input(func, a: dict):
 
 
 # ---------------------------------------------------------------- normalisation
-def _normalised_tangent(xt, xhat, inv_std, dims):
-    """JVP of xhat = (x - mean) / std over ``dims``: inv_std * (x_t - mean(x_t) - xhat * mean(x_t xhat))."""
-    mean_t = xt.mean(dim=dims, keepdim=True)
-    proj = (xt * xhat).mean(dim=dims, keepdim=True)
-    return inv_std * (xt - mean_t - xhat * proj)
-
+# The Jacobian of the normalisation xhat = (x - mean) / std over a group is symmetric,
+# inv_std (I - 1 1^T / n - xhat xhat^T / n), so its JVP equals its VJP: PyTorch's fused backward
+# kernels (called without the affine weight) compute the tangent in one pass; the weight scales it after.
 
 @_rule(F.layer_norm)
 def _layer_norm(func, args, kwargs):
@@ -128,13 +130,12 @@ def _layer_norm(func, args, kwargs):
     if _has_tangent(a["weight"]) or _has_tangent(a["bias"]):
         raise _Fallback
     xp, xt = _split(a["input"])
-    # native_layer_norm returns the statistics too, so the tangent needs no second reduction.
-    yp, mean, inv_std = torch.native_layer_norm(xp, list(a["normalized_shape"]), a["weight"], a["bias"], a["eps"])
+    xp = _as_autocast_norm_input(xp)
+    shape = list(a["normalized_shape"])
+    yp, mean, inv_std = torch.native_layer_norm(xp, shape, a["weight"], a["bias"], a["eps"])
     with torch.no_grad():
-        dims = tuple(range(-len(a["normalized_shape"]), 0))
-        x32, t32 = _wide(xp), _wide(xt)
-        inv_std = inv_std.to(x32.dtype)
-        yt = _normalised_tangent(t32, (x32 - mean.to(x32.dtype)) * inv_std, inv_std, dims)
+        yt = torch.ops.aten.native_layer_norm_backward(
+            xt.to(xp.dtype), xp, shape, mean, inv_std, None, None, [True, False, False])[0]
         if a["weight"] is not None:
             yt = yt * a["weight"]
     return _dual(yp, yt)
@@ -147,15 +148,14 @@ def _group_norm(func, args, kwargs):
     if _has_tangent(a["weight"]) or _has_tangent(a["bias"]):
         raise _Fallback
     xp, xt = _split(a["input"])
+    xp = _as_autocast_norm_input(xp)
     n, c = xp.shape[:2]
-    groups = a["num_groups"]
-    yp, mean, inv_std = torch.native_group_norm(xp, a["weight"], a["bias"], n, c, xp[0, 0].numel(), groups, a["eps"])
+    spatial, groups = xp[0, 0].numel(), a["num_groups"]
+    yp, mean, inv_std = torch.native_group_norm(xp, a["weight"], a["bias"], n, c, spatial, groups, a["eps"])
     with torch.no_grad():
-        grouped = (n, groups, -1)
-        x32, t32 = _wide(xp).reshape(grouped), _wide(xt).reshape(grouped)
-        inv_std = inv_std.to(x32.dtype).reshape(n, groups, 1)
-        xhat = (x32 - mean.to(x32.dtype).reshape(n, groups, 1)) * inv_std
-        yt = _normalised_tangent(t32, xhat, inv_std, (2,)).reshape(xp.shape)
+        yt = torch.ops.aten.native_group_norm_backward(
+            xt.to(xp.dtype).contiguous(), xp.contiguous(), mean, inv_std, None, n, c, spatial, groups,
+            [True, False, False])[0]
         if a["weight"] is not None:
             yt = yt * a["weight"].reshape(1, c, *([1] * (xp.ndim - 2)))
     return _dual(yp, yt)
@@ -180,40 +180,34 @@ def _rms_norm(func, args, kwargs):
 
 
 # ---------------------------------------------------------------- activations
-def _activation(primal_fn, derivative):
+# Elementwise: the tangent x_t * f'(x) is exactly what the fused backward kernel computes from x_t.
+
+def _activation(primal_fn, backward):
     def rule(func, args, kwargs):
         xp, xt = _split(args[0])
         yp = primal_fn(xp, *args[1:], **kwargs)
         with torch.no_grad():
-            yt = xt * derivative(xp, *args[1:], **kwargs)
+            yt = backward(xt.to(xp.dtype), xp, *args[1:], **kwargs)
         return _dual(yp, yt)
 
     return rule
 
 
-def _silu_derivative(x, inplace=False):
-    s = torch.sigmoid(x)
-    return s * (1 + x * (1 - s))
+def _silu_tangent(xt, x, inplace=False):
+    return torch.ops.aten.silu_backward(xt, x)
 
 
-def _gelu_derivative(x, approximate="none"):
-    if approximate == "tanh":
-        k = math.sqrt(2 / math.pi)
-        inner = k * (x + 0.044715 * x**3)
-        th = torch.tanh(inner)
-        return 0.5 * (1 + th) + 0.5 * x * (1 - th**2) * k * (1 + 3 * 0.044715 * x**2)
-    cdf = 0.5 * (1 + torch.erf(x / math.sqrt(2)))
-    pdf = torch.exp(-0.5 * x**2) / math.sqrt(2 * math.pi)
-    return cdf + x * pdf
+def _gelu_tangent(xt, x, approximate="none"):
+    return torch.ops.aten.gelu_backward(xt, x, approximate=approximate)
 
 
-def _relu_derivative(x, inplace=False):
-    return (x > 0).to(x.dtype)
+def _relu_tangent(xt, x, inplace=False):
+    return torch.ops.aten.threshold_backward(xt, x, 0)
 
 
-_RULES[F.silu] = _activation(lambda x, inplace=False: F.silu(x), _silu_derivative)
-_RULES[F.gelu] = _activation(F.gelu, _gelu_derivative)
-_RULES[F.relu] = _activation(lambda x, inplace=False: F.relu(x), _relu_derivative)
+_RULES[F.silu] = _activation(lambda x, inplace=False: F.silu(x), _silu_tangent)
+_RULES[F.gelu] = _activation(F.gelu, _gelu_tangent)
+_RULES[F.relu] = _activation(lambda x, inplace=False: F.relu(x), _relu_tangent)
 _RULES[torch.relu] = _RULES[F.relu]
 
 

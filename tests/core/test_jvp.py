@@ -210,3 +210,15 @@ def test_attention_outside_the_rules_falls_back_to_a_kernel_with_forward_mode(ba
     torch.manual_seed(0)
     u, du = mfkit.jvp(DroppingAttention(), z, r, t, tangents(r, t, v), backend=backend)
     assert torch.isfinite(du).all() and du.abs().sum() > 0
+
+
+def test_fast_rules_under_bf16_autocast_follow_autocast_dtypes():
+    torch.manual_seed(0)
+    model = KitchenSink()
+    z, r, t, v = make_inputs((4, 4, 4))
+    _, exact = mfkit.jvp(model, z, r, t, tangents(r, t, v))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        u, du = mfkit.jvp(model, z, r, t, tangents(r, t, v))
+    assert torch.isfinite(du).all()
+    error = (du.float() - exact).abs().max() / exact.abs().max()
+    assert error < 0.05, f"bf16 tangent is {error:.3f} away from float32 (relative)"
