@@ -210,7 +210,45 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 
+    def _train_step(self, batch, last_saved: Path | None) -> tuple[dict[str, float], float | None]:
+        """One optimisation step on this process's share of the global batch; returns metrics, grad norm."""
+        train = self.recipe.train
+        x, cond = split_batch(batch)
+        x = x.to(self.device, non_blocking=True).float()
+        cond = cond.to(self.device, non_blocking=True) if cond is not None else None
+        share = train.batch_size // self.group.world_size
+        draw = self.objective.draw((train.batch_size, *self.modality.sample_shape), device=self.device,
+                                   generator=self.generator)[self.group.rank * share:(self.group.rank + 1) * share]
+        with self._autocast():
+            out = self.objective(self.train_model, x, cond, draw=draw)
+        if dist_utils.any_true(not math.isfinite(out.loss.item()), self.group, self.device):
+            where = f"the last good checkpoint is {last_saved}" if last_saved else "no checkpoint was saved yet"
+            raise TrainingDiverged(f"the loss became non-finite at step {self.step + 1}; {where}. "
+                                   f"Lower train.lr, raise train.warmup_steps or use precision=fp32")
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        grad_norm = None
+        if train.grad_clip:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.ema.update(self.model)
+        self.step += 1
+        return out.metrics(), grad_norm
+
+    def _log(self, log: MetricsLog | None, metrics: dict[str, float], grad_norm: float | None,
+             speed: float) -> dict[str, float]:
+        """Average the metrics over processes and write them (main process); returns the averages."""
+        metrics = dist_utils.mean_over_processes(metrics, self.group, self.device)
+        if log is not None:
+            extra = {"lr": self.scheduler.get_last_lr()[0], "it_per_s": round(speed, 3)}
+            if grad_norm is not None:
+                extra["grad_norm"] = grad_norm
+            log.write(self.step, {**metrics, **extra})
+        return metrics
+
     def fit(self) -> TrainResult:
+        """Train to ``train.steps`` (or until Ctrl-C), checkpointing and previewing on the way."""
         self._build()
         train = self.recipe.train
         if self.group.is_main:
@@ -221,40 +259,13 @@ class Trainer:
         progress = TrainingProgress(train.steps, self.step, self.console, self.show_progress and self.group.is_main)
         previous = signal.signal(signal.SIGINT, self._request_stop)
         last_saved = latest_checkpoint(self.checkpoints)
-        share = train.batch_size // self.group.world_size
-        lo, hi = self.group.rank * share, (self.group.rank + 1) * share
-        shape = tuple(self.modality.sample_shape)
         interrupted = False
         try:
             for batch in self._loader():
-                x, cond = split_batch(batch)
-                x = x.to(self.device, non_blocking=True).float()
-                cond = cond.to(self.device, non_blocking=True) if cond is not None else None
-                draw = self.objective.draw((train.batch_size, *shape), device=self.device, generator=self.generator)
-                with self._autocast():
-                    out = self.objective(self.train_model, x, cond, draw=draw[lo:hi])
-                if dist_utils.any_true(not math.isfinite(out.loss.item()), self.group, self.device):
-                    where = f"the last good checkpoint is {last_saved}" if last_saved else "no checkpoint was saved yet"
-                    raise TrainingDiverged(f"the loss became non-finite at step {self.step + 1}; {where}. "
-                                           f"Lower train.lr, raise train.warmup_steps or use precision=fp32")
-                self.optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                grad_norm = None
-                if train.grad_clip:
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip))
-                self.optimizer.step()
-                self.scheduler.step()
-                self.ema.update(self.model)
-                self.step += 1
-                metrics = out.metrics()
+                metrics, grad_norm = self._train_step(batch, last_saved)
                 log_now = self.step % train.log_every == 0 or self.step == train.steps
                 if log_now:
-                    metrics = dist_utils.mean_over_processes(metrics, self.group, self.device)
-                    if log is not None:
-                        extra = {"lr": self.scheduler.get_last_lr()[0], "it_per_s": round(progress.speed(self.step), 3)}
-                        if grad_norm is not None:
-                            extra["grad_norm"] = grad_norm
-                        log.write(self.step, {**metrics, **extra})
+                    metrics = self._log(log, metrics, grad_norm, progress.speed(self.step))
                 progress.update(self.step, metrics["loss"], metrics["mse"], log_now)
                 if self.step % train.checkpoint_every == 0 and self.step < train.steps:
                     last_saved = self.save()
