@@ -1,6 +1,5 @@
 """mfkit.testing's contract checks pass on good plugins and catch broken ones."""
 import pytest
-import torch
 from torch import nn
 
 from mfkit.builtin.mlp import SPEC as MLP

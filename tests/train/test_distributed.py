@@ -32,7 +32,6 @@ def test_two_processes_match_one(tmp_path, backend):
     torchrun(1, recipe, one, "name=one", f"objective.jvp_backend={backend}")
     rank0, rank1 = load_file(two / "rank0.safetensors"), load_file(two / "rank1.safetensors")
     single = load_file(one / "rank0.safetensors")
-    initial = None
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), f"ranks differ at {key}"
         torch.testing.assert_close(rank0[key], single[key], atol=2e-5, rtol=1e-4)
