@@ -16,6 +16,7 @@ from mfkit.cli.recipes import display_path, find_recipe, shipped_recipes
 app = typer.Typer(
     help="mfkit: one-step generative modeling with MeanFlow.\n\n"
          "Quick start:\n\n"
+         "  mfkit demo\n\n"
          "  mfkit train recipes/toy2d.yaml\n\n"
          "  mfkit sample --steps 1",
     no_args_is_help=True,
@@ -155,8 +156,10 @@ def demo(
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="training steps (default: the recipe's 3000)"),
     output_dir: Path = typer.Option(Path("runs"), "--output-dir", help="folder for the run"),
 ) -> None:
-    """Train the embedded demo recipe (2-D checkerboard, a few minutes on a CPU), sample it with one
-    step, and say where the samples are. Starts the run over if it exists.
+    """Train the demo (2-D checkerboard, about 2 minutes on a CPU), sample it with one step.
+
+    Trains the embedded demo recipe, draws samples with one network call each, and prints where they
+    are. Starts the run over if it exists.
 
     Example: mfkit demo
     """
