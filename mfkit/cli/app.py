@@ -60,6 +60,9 @@ def handle_errors(command: Callable) -> Callable:
         except ValueError as error:  # bad values handed to the library (labels, grids, ...)
             _report(error, "error")
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:  # outside the training loop (which saves and exits by itself)
+            err.print("interrupted")
+            raise typer.Exit(130) from None
 
     return wrapper
 
