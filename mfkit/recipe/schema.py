@@ -47,7 +47,7 @@ class ObjectiveSettings(Strict):
     time_sampler: TimeDistribution = Field(default_factory=TimeDistribution, description="distribution of t (and r)")
     r_sampler: TimeDistribution | None = Field(None, description="separate distribution of r (CIFAR 'v1'); null: same as t")
     r_neq_t_share: float = Field(0.25, ge=0, le=1, description="share of samples with r != t, chosen per sample")
-    adaptive_p: float = Field(1.0, ge=0, description="adaptive loss weight power p (0: plain L2)")
+    adaptive_p: float = Field(1.0, ge=0, description="adaptive loss weight power p (0: plain L2; kind flow_matching uses 0 unless set)")
     adaptive_c: float = Field(1e-2, gt=0, description="adaptive loss weight constant c (per-sample squared norm)")
     jvp_backend: Literal["forward_ad", "forward_ad_plain", "nograd", "finite_difference"] = Field(
         "forward_ad", description="how d/dt u is computed")
