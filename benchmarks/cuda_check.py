@@ -1,0 +1,98 @@
+"""One-shot check of the CUDA paths, for a machine with a GPU (also runs on CPU, for a dry run).
+
+    python benchmarks/cuda_check.py                 # device auto
+    python benchmarks/cuda_check.py --device cpu
+
+Checks, printing one line each and exiting non-zero on the first failure:
+1. every JVP backend agrees with a float64 central difference on a conv + attention network (fp32);
+2. under bf16 autocast the default backend's tangent stays within 5% of fp32 and the target is fp32;
+3. a short training run of the demo recipe with precision bf16 (autocast applies on CUDA only) keeps a
+   finite loss, and its checkpoint resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+
+import torch
+
+import mfkit
+
+
+def conv_attention_net(device):
+    sys.path.insert(0, __file__.rsplit("/", 1)[0])
+    from train_step import ConvAttentionNet
+
+    torch.manual_seed(0)
+    return ConvAttentionNet(width=32, blocks=1, heads=4).to(device)
+
+
+def check_backends(device) -> None:
+    model = conv_attention_net(device)
+    g = torch.Generator(device).manual_seed(0)
+    z = torch.randn(4, 3, 8, 8, device=device, generator=g)
+    v = torch.randn(4, 3, 8, 8, device=device, generator=g)
+    t, r = torch.rand(4, device=device, generator=g) * 0.5 + 0.5, torch.rand(4, device=device, generator=g) * 0.5
+    h = 1e-4
+    with torch.no_grad():
+        double = conv_attention_net(device).double()
+        reference = (double(z.double() + h * v.double(), r.double(), t.double() + h)
+                     - double(z.double() - h * v.double(), r.double(), t.double() - h)) / (2 * h)
+    for backend in mfkit.JVP_BACKENDS:
+        _, du = mfkit.jvp(model, z, r, t, (v, torch.zeros_like(r), torch.ones_like(t)), backend=backend, fd_step=1e-3)
+        error = ((du.double() - reference).abs().max() / reference.abs().max()).item()
+        limit = 5e-2 if backend == "finite_difference" else 1e-3
+        status = "ok" if error < limit else "FAIL"
+        print(f"[{status}] {device.type} fp32 JVP backend {backend}: relative error {error:.2e}")
+        if status == "FAIL":
+            raise SystemExit(1)
+
+
+def check_bf16(device) -> None:
+    model = conv_attention_net(device)
+    z = torch.randn(4, 3, 8, 8, device=device)
+    v, t, r = torch.randn_like(z), torch.full((4,), 0.9, device=device), torch.full((4,), 0.2, device=device)
+    tangents = (v, torch.zeros_like(r), torch.ones_like(t))
+    _, exact = mfkit.jvp(model, z, r, t, tangents)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        _, half = mfkit.jvp(model, z, r, t, tangents)
+        target = mfkit.meanflow_target(model, z, r, t, v)
+    error = ((half.float() - exact).abs().max() / exact.abs().max()).item()
+    ok = error < 0.05 and target.dtype == torch.float32
+    print(f"[{'ok' if ok else 'FAIL'}] {device.type} bf16 tangent relative error {error:.2e}, target dtype {target.dtype}")
+    if not ok:
+        raise SystemExit(1)
+
+
+def check_training(device) -> None:
+    from mfkit.cli.demo import demo_recipe_data
+    from mfkit.recipe import parse_recipe
+    from mfkit.train.trainer import Trainer
+
+    with tempfile.TemporaryDirectory() as folder:
+        data = demo_recipe_data()
+        data["output_dir"] = folder
+        data["train"].update({"steps": 200, "checkpoint_every": 100, "device": device.type, "precision": "bf16"})
+        first = Trainer(parse_recipe(data), progress=False).fit()
+        data["train"]["steps"] = 300
+        resumed = Trainer(parse_recipe(data), resume=True, progress=False).fit()
+        print(f"[ok] {device.type} bf16 training: {first.step} steps, resumed to {resumed.step}; "
+              f"checkpoint {resumed.checkpoint.name}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    name = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    device = torch.device(name)
+    print(f"torch {torch.__version__}, device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    check_backends(device)
+    check_bf16(device)
+    check_training(device)
+
+
+if __name__ == "__main__":
+    main()
