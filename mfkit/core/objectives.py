@@ -254,6 +254,8 @@ class MeanFlow:
         guidance = self.guidance
         if cond is None:
             raise ValueError("guidance is set but the batch has no conditions (class labels)")
+        if dropped is None:  # a Draw made without guidance: drop nothing
+            dropped = torch.zeros(cond.shape[0], dtype=torch.bool, device=cond.device)
         cond = torch.where(dropped, torch.full_like(cond, guidance.null_label), cond)
         needs_model = guidance.kappa != 0 or guidance.w_cfg + guidance.kappa != 1
         if not needs_model:
