@@ -123,14 +123,19 @@ def _linear_in_input(func, a: dict):
 # inv_std (I - 1 1^T / n - xhat xhat^T / n), so its JVP equals its VJP: PyTorch's fused backward
 # kernels (called without the affine weight) compute the tangent in one pass; the weight scales it after.
 
-@_rule(F.layer_norm)
-def _layer_norm(func, args, kwargs):
-    a = _bind(args, kwargs, ("input", "normalized_shape", "weight", "bias", "eps"),
-              {"weight": None, "bias": None, "eps": 1e-5})
+def _norm_inputs(args, kwargs, names, defaults):
+    """Bind a normalisation's arguments; (arguments, primal in autocast's dtype, tangent)."""
+    a = _bind(args, kwargs, names, defaults)
     if _has_tangent(a["weight"]) or _has_tangent(a["bias"]):
         raise _Fallback
     xp, xt = _split(a["input"])
-    xp = _as_autocast_norm_input(xp)
+    return a, _as_autocast_norm_input(xp), xt
+
+
+@_rule(F.layer_norm)
+def _layer_norm(func, args, kwargs):
+    a, xp, xt = _norm_inputs(args, kwargs, ("input", "normalized_shape", "weight", "bias", "eps"),
+                             {"weight": None, "bias": None, "eps": 1e-5})
     shape = list(a["normalized_shape"])
     yp, mean, inv_std = torch.native_layer_norm(xp, shape, a["weight"], a["bias"], a["eps"])
     with torch.no_grad():
@@ -143,12 +148,8 @@ def _layer_norm(func, args, kwargs):
 
 @_rule(F.group_norm)
 def _group_norm(func, args, kwargs):
-    a = _bind(args, kwargs, ("input", "num_groups", "weight", "bias", "eps"),
-              {"weight": None, "bias": None, "eps": 1e-5})
-    if _has_tangent(a["weight"]) or _has_tangent(a["bias"]):
-        raise _Fallback
-    xp, xt = _split(a["input"])
-    xp = _as_autocast_norm_input(xp)
+    a, xp, xt = _norm_inputs(args, kwargs, ("input", "num_groups", "weight", "bias", "eps"),
+                             {"weight": None, "bias": None, "eps": 1e-5})
     n, c = xp.shape[:2]
     spatial, groups = xp[0, 0].numel(), a["num_groups"]
     yp, mean, inv_std = torch.native_group_norm(xp, a["weight"], a["bias"], n, c, spatial, groups, a["eps"])
@@ -352,8 +353,8 @@ class FastTangents(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         rule = _RULES.get(func)
-        if rule is not None and args and _has_tangent(args[0] if func is not F.scaled_dot_product_attention
-                                                      else _any_tangent(args, kwargs)):
+        probe = _any_tangent(args, kwargs) if func is F.scaled_dot_product_attention else (args[0] if args else None)
+        if rule is not None and _has_tangent(probe):
             try:
                 return rule(func, args, kwargs)
             except _Fallback:
@@ -365,12 +366,9 @@ class FastTangents(TorchFunctionMode):
 
 
 def _any_tangent(args, kwargs):
-    """For attention: return a tensor with a tangent among q, k, v if any (else the query)."""
+    """For attention: a tensor with a tangent among q, k, v, or None."""
     candidates = list(args[:3]) + [kwargs.get(n) for n in ("query", "key", "value")]
-    for c in candidates:
-        if _has_tangent(c):
-            return c
-    return args[0]
+    return next((c for c in candidates if _has_tangent(c)), None)
 
 
 def math_attention():

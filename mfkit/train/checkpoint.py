@@ -103,11 +103,17 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+def checkpoint_step(path: Path) -> int | None:
+    """The step in a checkpoint's file name (step-0001000.safetensors -> 1000), None for other names."""
+    match = _NAME.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
 def list_checkpoints(folder: Path) -> list[Path]:
     """Complete checkpoints in a folder, oldest first."""
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    found = [(step, p) for p in folder.iterdir() if (step := checkpoint_step(p)) is not None]
     return [p for _, p in sorted(found)]
 
 

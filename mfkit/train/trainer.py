@@ -25,7 +25,7 @@ from mfkit.recipe.build import build_backbone, build_modality, build_objective
 from mfkit.recipe.loading import apply_overrides, parse_recipe, recipe_to_yaml
 from mfkit.recipe.schema import Recipe
 from mfkit.train import distributed as dist_utils
-from mfkit.train.checkpoint import Checkpoint, CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from mfkit.train.checkpoint import Checkpoint, CheckpointError, checkpoint_step, latest_checkpoint, load_checkpoint, save_checkpoint
 from mfkit.train.data import StepBatchSampler
 from mfkit.train.ema import EMA, decay_key
 from mfkit.train.logging import MetricsLog, TrainingProgress
@@ -279,15 +279,11 @@ class Trainer:
             progress.close()
             if log is not None:
                 log.close()
-        if last_saved is None or load_step(last_saved) != self.step:
+        if last_saved is None or checkpoint_step(last_saved) != self.step:
             last_saved = self.save()
         if not interrupted:
             self.preview()
         return TrainResult(self.run_dir, self.step, last_saved, interrupted)
-
-
-def load_step(path: Path) -> int:
-    return int(path.name.split("-")[1].split(".")[0])
 
 
 def recipe_from_checkpoint(checkpoint: Checkpoint, overrides=()) -> Recipe:
