@@ -20,6 +20,17 @@ Backends (select by name):
     [u(z + h z_t, r + h r_t, t + h t_t) - u(z, r, t)] / h: one extra forward, works with any kernel,
     at an O(h) bias.
 
+Precision (``precision=``): ``"fp32"`` (default) computes the JVP with autocast switched off, so under
+bf16/fp16 autocast the tangent (and, for finite differences, both outputs that are subtracted) are
+float32, while the forward that carries the loss's gradient still runs under autocast: one extra
+no-grad forward under autocast, none without it. ``"autocast"`` runs the JVP under the ambient autocast
+(one pass, faster, less exact: see docs/concepts.md for measured errors). Without autocast both are the
+same single pass in the dtype of the model and inputs.
+
+``torch.compile``: dual tensors do not survive compiled graphs (a compiled module returns a zero
+tangent), so the forward-mode passes run compiled code eagerly (``torch.compiler.set_stance``); the
+loss forward of ``nograd`` and ``finite_difference`` stays compiled.
+
 Randomness (dropout) is replayed so that every pass of one call sees the same mask.
 """
 from __future__ import annotations
@@ -30,15 +41,23 @@ from typing import Any, Callable, Iterator
 
 import torch
 import torch.autograd.forward_ad as fwAD
+from torch import nn
 
+from mfkit.core.calling import Backbone, call_model, innermost, without_wrapper
 from mfkit.core.tangent_rules import FastTangents, math_attention
 
 # PyTorch loads its forward-AD decompositions through torch.jit.script on the first dual tensor and
-# warns about it; the warning concerns PyTorch internals, not the user's code.
-warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+# warns about it; the warning concerns PyTorch internals, not the user's code. Filtered for that one
+# message only, and only while mfkit runs a JVP (see _quiet_jit_warning), so plugin authors' own
+# warning filters are untouched.
+_JIT_WARNING = r"`torch\.jit\.script` is deprecated"
 
-Backbone = Callable[..., torch.Tensor]
 JVP_BACKENDS = ("forward_ad", "forward_ad_plain", "nograd", "finite_difference")
+JVP_PRECISIONS = ("fp32", "autocast")
+
+
+class JVPError(RuntimeError):
+    """A backend cannot differentiate the backbone (a layer without a forward-mode rule, ...)."""
 
 
 def jvp(
@@ -51,73 +70,125 @@ def jvp(
     *,
     backend: str = "forward_ad",
     fd_step: float = 1e-3,
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (u, J_u . tangents) for u = model(z, r, t, cond).
 
     Shapes: z (B, ...), r and t (B,); tangents match (z, r, t). ``u`` keeps its autograd graph,
-    the JVP is detached.
+    the JVP is detached. ``precision``: see the module docstring. A model whose ``forward`` takes no
+    ``cond`` is called as ``model(z, r, t)``.
     """
+    if backend not in _BACKENDS:
+        raise ValueError(f"unknown JVP backend {backend!r}; choose one of {', '.join(JVP_BACKENDS)}")
+    if precision not in JVP_PRECISIONS:
+        raise ValueError(f"unknown JVP precision {precision!r}; choose one of {', '.join(JVP_PRECISIONS)}")
+    if backend == "finite_difference" and not fd_step > 0:
+        raise ValueError(f"fd_step must be positive, got {fd_step}")
+    pair, tangent_only = _BACKENDS[backend]
+    args = (z, r, t, tuple(dx.to(x.dtype) for x, dx in zip((z, r, t), tangents)), cond, fd_step)
     try:
-        implementation = _BACKENDS[backend]
-    except KeyError:
-        raise ValueError(f"unknown JVP backend {backend!r}; choose one of {', '.join(JVP_BACKENDS)}") from None
-    if backend == "finite_difference":
-        if not fd_step > 0:
-            raise ValueError(f"fd_step must be positive, got {fd_step}")
-        return implementation(model, z, r, t, tangents, cond, fd_step)
-    return implementation(model, z, r, t, tangents, cond)
+        with _quiet_jit_warning():
+            if precision == "fp32" and torch.is_autocast_enabled(z.device.type):
+                with replayed_randomness(z.device), autocast_off(z.device), torch.no_grad():
+                    du = tangent_only(without_wrapper(model), *args)
+                return call_model(model, z, r, t, cond), du
+            return pair(model, *args)
+    except (RuntimeError, NotImplementedError) as error:
+        if isinstance(error, JVPError) or not _is_forward_mode_failure(error):
+            raise
+        raise JVPError(_explain(error, model, backend, lambda: pair(model, *args))) from error
 
 
-def _forward_ad(model, z, r, t, tangents, cond, fast: bool = True):
-    with fwAD.dual_level():
-        dual = [fwAD.make_dual(x, dx.to(x.dtype)) for x, dx in zip((z, r, t), tangents)]
+# ---------------------------------------------------------------- forward-mode AD (dual tensors)
+def _dual_pass(model, z, r, t, tangents, cond, fast):
+    with fwAD.dual_level(), _eager():
+        dual = [fwAD.make_dual(x, dx) for x, dx in zip((z, r, t), tangents)]
         with FastTangents() if fast else math_attention():
-            out = model(*dual, cond=cond)
+            out = call_model(model, *dual, cond)
         u, du = fwAD.unpack_dual(out)
         if du is None:  # the output does not depend on the inputs at all
             du = torch.zeros_like(u)
     return u, du.detach()
 
 
-def _forward_ad_plain(model, z, r, t, tangents, cond):
-    return _forward_ad(model, z, r, t, tangents, cond, fast=False)
+def _forward_ad_pair(model, z, r, t, tangents, cond, h, fast=True):
+    return _dual_pass(model, z, r, t, tangents, cond, fast)
 
 
-def _without_wrapper(model):
-    """The module inside a DistributedDataParallel wrapper, for passes that need no gradient.
-
-    Gradient-carrying passes always go through the wrapper, so its all-reduce hooks see them.
-    """
-    return getattr(model, "module", model) if type(model).__name__ == "DistributedDataParallel" else model
+def _forward_ad_tangent(inner, z, r, t, tangents, cond, h, fast=True):
+    return _dual_pass(inner, z, r, t, tangents, cond, fast)[1]
 
 
-def _nograd(model, z, r, t, tangents, cond):
-    inner = _without_wrapper(model)
+def _plain_pair(model, z, r, t, tangents, cond, h):
+    return _forward_ad_pair(model, z, r, t, tangents, cond, h, fast=False)
 
+
+def _plain_tangent(inner, z, r, t, tangents, cond, h):
+    return _forward_ad_tangent(inner, z, r, t, tangents, cond, h, fast=False)
+
+
+# ---------------------------------------------------------------- torch.func.jvp under no_grad
+def _func_jvp_tangent(inner, z, r, t, tangents, cond, h):
     def u_of(z_, r_, t_):
-        return inner(z_, r_, t_, cond=cond)
+        return call_model(inner, z_, r_, t_, cond)
 
+    with torch.no_grad(), math_attention(), _eager():
+        return torch.func.jvp(u_of, (z, r, t), tangents)[1]
+
+
+def _nograd_pair(model, z, r, t, tangents, cond, h):
     with replayed_randomness(z.device):
-        with torch.no_grad(), math_attention():
-            _, du = torch.func.jvp(u_of, (z, r, t), tuple(dx.to(x.dtype) for x, dx in zip((z, r, t), tangents)))
-    return model(z, r, t, cond=cond), du
+        du = _func_jvp_tangent(without_wrapper(model), z, r, t, tangents, cond, h)
+    return call_model(model, z, r, t, cond), du
 
 
-def _finite_difference(model, z, r, t, tangents, cond, h):
+# ---------------------------------------------------------------- finite differences
+def _shifted(inner, z, r, t, tangents, cond, h):
     dz, dr, dt = tangents
+    with torch.no_grad():
+        return call_model(inner, z + h * dz, r + h * dr, t + h * dt, cond)
+
+
+def _difference_pair(model, z, r, t, tangents, cond, h):
     with replayed_randomness(z.device):
-        with torch.no_grad():
-            shifted = _without_wrapper(model)(z + h * dz.to(z.dtype), r + h * dr.to(r.dtype), t + h * dt.to(t.dtype), cond=cond)
-    u = model(z, r, t, cond=cond)
+        shifted = _shifted(without_wrapper(model), z, r, t, tangents, cond, h)
+    u = call_model(model, z, r, t, cond)
     return u, (shifted - u.detach()) / h
 
 
+def _difference_tangent(inner, z, r, t, tangents, cond, h):
+    with replayed_randomness(z.device):
+        shifted = _shifted(inner, z, r, t, tangents, cond, h)
+    with torch.no_grad():
+        base = call_model(inner, z, r, t, cond)
+    return (shifted - base) / h
+
+
+# name -> (one pass giving (u with gradient, du), tangent alone under no_grad)
 _BACKENDS = {
-    "forward_ad": _forward_ad,
-    "forward_ad_plain": _forward_ad_plain,
-    "nograd": _nograd,
-    "finite_difference": _finite_difference,
+    "forward_ad": (_forward_ad_pair, _forward_ad_tangent),
+    "forward_ad_plain": (_plain_pair, _plain_tangent),
+    "nograd": (_nograd_pair, _func_jvp_tangent),
+    "finite_difference": (_difference_pair, _difference_tangent),
 }
+
+
+# ---------------------------------------------------------------- helpers
+def autocast_off(device: torch.device):
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def _eager():
+    """Run compiled modules and functions eagerly: compiled graphs drop forward-mode tangents."""
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    return set_stance("force_eager") if set_stance is not None else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _quiet_jit_warning() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_JIT_WARNING, category=FutureWarning)
+        yield
 
 
 @contextlib.contextmanager
@@ -126,3 +197,57 @@ def replayed_randomness(device: torch.device) -> Iterator[None]:
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
         yield
+
+
+# ---------------------------------------------------------------- clear errors
+_FORWARD_MODE_HINTS = ("forward ad", "forward-mode", "forward mode", "jvp", "dual", "fw_grad", "forward grad",
+                       "tangent")
+
+
+def _is_forward_mode_failure(error: BaseException) -> bool:
+    text = str(error).lower()
+    return any(hint in text for hint in _FORWARD_MODE_HINTS)
+
+
+def _explain(error: BaseException, model, backend: str, rerun: Callable[[], Any]) -> str:
+    """One message: which backend failed, in which layer, and what to use instead."""
+    layer = _failing_layer(model, rerun)
+    where = f" in layer {layer}" if layer else ""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    instead = "finite_difference" if backend != "finite_difference" else "nograd"
+    return (f"JVP backend {backend!r} cannot differentiate the backbone{where}: {first}. "
+            f"Use jvp_backend={instead} (objective.jvp_backend in a recipe; finite differences work with "
+            f"any layer at an O(h) bias), or give the layer a forward-mode rule (a custom "
+            f"autograd.Function needs a jvp staticmethod).")
+
+
+def _failing_layer(model, rerun: Callable[[], Any]) -> str | None:
+    """Rerun the failing pass with module hooks; the innermost module entered and not left is the culprit."""
+    root = innermost(model)
+    if not isinstance(root, nn.Module):
+        return None
+    names = {id(module): name or type(root).__name__ for name, module in root.named_modules()}
+    stack: list[nn.Module] = []
+    failed: list[nn.Module] = []
+
+    def enter(module, args):
+        stack.append(module)
+
+    def leave(module, args, output):
+        if stack and stack[-1] is module:
+            stack.pop()
+
+    handles = [nn.modules.module.register_module_forward_pre_hook(enter),
+               nn.modules.module.register_module_forward_hook(leave)]
+    try:
+        with _quiet_jit_warning():
+            rerun()
+    except Exception:  # noqa: BLE001 - the failure we are locating
+        failed = [m for m in stack if id(m) in names]
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not failed:
+        return None
+    module = failed[-1]
+    return f"{names[id(module)]} ({type(module).__name__})"

@@ -14,15 +14,19 @@ With classifier-free guidance folded into training, v is replaced by the guided 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any
+import contextlib
+from dataclasses import InitVar, dataclass, field, replace
+from typing import Any, Iterator
 
 import torch
+from torch import nn
 
+from mfkit.core import presets
 from mfkit.core.broadcast import expand_like, sum_non_batch
-from mfkit.core.jvp import JVP_BACKENDS, jvp
+from mfkit.core.calling import call_model, without_wrapper
+from mfkit.core.jvp import JVP_BACKENDS, JVP_PRECISIONS, JVPError, autocast_off, jvp
 from mfkit.core.path import conditional_velocity, interpolate
-from mfkit.core.time_sampling import LogitNormal, TimePairSampler, cifar10_v1_sampler
+from mfkit.core.time_sampling import LogitNormal, TimePairSampler
 
 
 def meanflow_target(
@@ -35,28 +39,26 @@ def meanflow_target(
     *,
     backend: str = "forward_ad",
     fd_step: float = 1e-3,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """The stop-gradient MeanFlow target u_tgt = v - (t - r) d/dt u(z, r, t), with tangent (v, 0, 1).
 
-    z, v: (B, ...); r, t: (B,). Computed in float32 whatever the autocast state. Returns a detached
+    z, v: (B, ...); r, t: (B,). The subtraction is done in float32 whatever the autocast state; with
+    ``precision="fp32"`` (default) the JVP is float32 too (see :func:`mfkit.jvp`). Returns a detached
     tensor of z's shape. When ``model`` is the exact average velocity of a flow and ``v`` its marginal
     velocity, the target equals ``model(z, r, t)`` (the MeanFlow identity).
     """
-    _, target = _prediction_and_target(model, z, r, t, v, cond, backend, fd_step)
-    return target
+    return _prediction_and_target(model, z, r, t, v, cond, backend, fd_step, precision)[1]
 
 
-def _prediction_and_target(model, z, r, t, v, cond, backend, fd_step):
+def _prediction_and_target(model, z, r, t, v, cond, backend, fd_step, precision="fp32"):
+    """(u with gradient, detached float32 target, detached JVP)."""
     tangents = (v, torch.zeros_like(r), torch.ones_like(t))
-    u, du_dt = jvp(model, z, r, t, tangents, cond, backend=backend, fd_step=fd_step)
-    with _autocast_off(z.device):
+    u, du_dt = jvp(model, z, r, t, tangents, cond, backend=backend, fd_step=fd_step, precision=precision)
+    with autocast_off(z.device):
         gap = expand_like(t - r, z).float()
         target = (v.float() - gap * du_dt.float()).detach()
-    return u, target
-
-
-def _autocast_off(device: torch.device):
-    return torch.autocast(device_type=device.type, enabled=False)
+    return u, target, du_dt
 
 
 def adaptive_weight(err: torch.Tensor, p: float, c: float) -> torch.Tensor:
@@ -98,14 +100,22 @@ class Guidance:
 
 def guided_velocity(
     v: torch.Tensor,
-    u_cond: torch.Tensor,
-    u_null: torch.Tensor,
+    u_cond: torch.Tensor | None,
+    u_null: torch.Tensor | None,
     t: torch.Tensor,
     guidance: Guidance,
     dropped: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """v_g = w v + kappa u_cond + (1 - w - kappa) u_null inside the t-window (and where not dropped), else v."""
-    mixed = guidance.w_cfg * v + guidance.kappa * u_cond + (1 - guidance.w_cfg - guidance.kappa) * u_null
+    """v_g = w v + kappa u_cond + (1 - w - kappa) u_null inside the t-window (and where not dropped), else v.
+
+    A network term whose weight is zero may be passed as None (it is not needed).
+    """
+    mixed = guidance.w_cfg * v
+    for weight, term in ((guidance.kappa, u_cond), (1 - guidance.w_cfg - guidance.kappa, u_null)):
+        if weight != 0:
+            if term is None:
+                raise ValueError(f"guided_velocity: a network term with weight {weight} is None")
+            mixed = mixed + weight * term.to(mixed.dtype)
     active = (t >= guidance.t_min) & (t <= guidance.t_max)
     if dropped is not None:
         active = active & ~dropped
@@ -162,8 +172,14 @@ class MeanFlow:
     """The MeanFlow objective. Call as ``objective(model, x, cond=None)`` -> :class:`ObjectiveOutput`.
 
     Defaults are the paper's ImageNet settings: (t, r) from LN(-0.4, 1) with 25% of samples r != t,
-    adaptive weight p = 1, c = 1e-2, exact forward-mode JVP. ``MeanFlow.preset("cifar10")`` gives the
-    CIFAR-10 settings. ``guidance`` folds classifier-free guidance into training (class labels only).
+    adaptive weight p = 1, c = 1e-2, exact forward-mode JVP in float32. ``MeanFlow.preset("cifar10")``
+    gives the CIFAR-10 settings. ``guidance`` folds classifier-free guidance into training (class labels
+    only). ``r_neq_t_share`` is a flat shortcut for ``times.r_neq_t_share``.
+
+    ``jvp_precision``: ``"fp32"`` (default) keeps the JVP, the guidance passes and the target in float32
+    under autocast; ``"autocast"`` opts into a JVP under the ambient autocast (see docs/concepts.md).
+    ``jvp_guard``: on the first ``jvp_guard`` calls that have samples with r != t, stop with
+    :class:`mfkit.core.jvp.JVPError` if the JVP is identically zero or not finite (0: off).
     """
 
     times: TimePairSampler = field(default_factory=TimePairSampler)
@@ -172,21 +188,35 @@ class MeanFlow:
     guidance: Guidance | None = None
     jvp_backend: str = "forward_ad"
     fd_step: float = 1e-3
+    jvp_precision: str = "fp32"
+    jvp_guard: int = 3
+    r_neq_t_share: InitVar[float | None] = None
+    _guard_left: int = field(default=0, init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, r_neq_t_share: float | None = None) -> None:
+        if r_neq_t_share is not None:
+            self.times = replace(self.times, r_neq_t_share=r_neq_t_share)
+        self._check_common()
         if self.jvp_backend not in JVP_BACKENDS:
             raise ValueError(f"unknown JVP backend {self.jvp_backend!r}; choose one of {', '.join(JVP_BACKENDS)}")
+        if self.jvp_precision not in JVP_PRECISIONS:
+            raise ValueError(f"unknown jvp_precision {self.jvp_precision!r}; choose one of {', '.join(JVP_PRECISIONS)}")
+        if not self.fd_step > 0:
+            raise ValueError(f"fd_step must be positive, got {self.fd_step}")
+        if self.jvp_guard < 0:
+            raise ValueError(f"jvp_guard counts calls and must be >= 0, got {self.jvp_guard}")
+        self._guard_left = self.jvp_guard
+
+    def _check_common(self) -> None:
         if self.adaptive_p < 0 or self.adaptive_c <= 0:
             raise ValueError(f"adaptive weight needs p >= 0 and c > 0, got p={self.adaptive_p}, c={self.adaptive_c}")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "MeanFlow":
-        """Paper settings by data set: ``"imagenet"`` or ``"cifar10"``; keyword overrides win."""
-        try:
-            settings = PRESETS[name]
-        except KeyError:
-            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
-        return replace(cls(), **{**settings(), **overrides})
+        """Paper settings by data set: ``"imagenet"`` or ``"cifar10"``; keyword overrides win (flat
+        ``r_neq_t_share=`` included). The optimisation settings that go with a preset are
+        ``mfkit.core.presets.training_settings(name)``."""
+        return replace(cls(), **{**presets.objective_settings(name), **overrides})
 
     def sample_times(self, n: int, device: torch.device, generator: torch.Generator | None):
         return self.times.sample(n, device=device, generator=generator)
@@ -208,7 +238,10 @@ class MeanFlow:
         return Draw(noise, t.to(dtype), r.to(dtype), dropped)
 
     def prediction_and_target(self, model, z, r, t, v, cond):
-        return _prediction_and_target(model, z, r, t, v, cond, self.jvp_backend, self.fd_step)
+        u, target, du = _prediction_and_target(model, z, r, t, v, cond, self.jvp_backend, self.fd_step,
+                                               self.jvp_precision)
+        self._guard(du, r, t)
+        return u, target
 
     def __call__(
         self,
@@ -235,7 +268,7 @@ class MeanFlow:
         if self.guidance is not None:
             cond, v = self._guide(model, z, t, v, cond, draw.dropped)
         u, target = self.prediction_and_target(model, z, r, t, v, cond)
-        with _autocast_off(x.device):
+        with autocast_off(x.device):
             err = sum_non_batch((u.float() - target).pow(2))
             weight = adaptive_weight(err, self.adaptive_p, self.adaptive_c)
             loss = (weight * err).mean()
@@ -249,21 +282,68 @@ class MeanFlow:
             per_sample_error=err.detach(),
         )
 
+    def _guard(self, du: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> None:
+        """Stop a run whose JVP is silently wrong: identically zero (for r != t) or not finite."""
+        if self._guard_left <= 0:
+            return
+        moving = r != t
+        if not bool(moving.any()):
+            return
+        self._guard_left -= 1
+        rows = du.detach()[moving]
+        if not bool(torch.isfinite(rows).all()):
+            raise JVPError(
+                f"the JVP (backend {self.jvp_backend!r}, precision {self.jvp_precision!r}) is NaN or infinite "
+                f"on the first steps, so every MeanFlow target would be wrong. Likely causes: half precision "
+                f"overflow (keep jvp_precision=fp32), an attention mask that blocks every key of a query, or "
+                f"a layer whose derivative is undefined at its input; compare with jvp_backend=nograd")
+        if not bool(rows.any()):
+            raise JVPError(
+                f"the JVP (backend {self.jvp_backend!r}) is exactly zero for every sample with r != t, so the "
+                f"target would silently become v (plain flow matching). Likely causes: torch.no_grad, "
+                f".detach() or .item() on z, r or t inside the network, a custom autograd.Function without a "
+                f"jvp, or compiled code the backend cannot see through; try jvp_backend=nograd or "
+                f"finite_difference. If the network really ignores z and t, set jvp_guard=0")
+
     def _guide(self, model, z, t, v, cond, dropped):
-        """Drop labels to null and replace v by the guided velocity (network terms without gradient)."""
+        """Drop labels to null and replace v by the guided velocity.
+
+        The network terms u(z, t, t | c) and u(z, t, t | null) run without gradient, with the network in
+        eval mode (no dropout, no running-statistics updates) and, under jvp_precision fp32, with
+        autocast off; a term whose weight is zero is not computed.
+        """
         guidance = self.guidance
         if cond is None:
             raise ValueError("guidance is set but the batch has no conditions (class labels)")
         if dropped is None:  # a Draw made without guidance: drop nothing
             dropped = torch.zeros(cond.shape[0], dtype=torch.bool, device=cond.device)
         cond = torch.where(dropped, torch.full_like(cond, guidance.null_label), cond)
-        needs_model = guidance.kappa != 0 or guidance.w_cfg + guidance.kappa != 1
-        if not needs_model:
+        null_weight = 1 - guidance.w_cfg - guidance.kappa
+        if guidance.kappa == 0 and null_weight == 0:
             return cond, v
-        with torch.no_grad():
-            u_cond = model(z, t, t, cond=cond)
-            u_null = model(z, t, t, cond=torch.full_like(cond, guidance.null_label))
+        inner = without_wrapper(model)
+        precision = autocast_off(z.device) if self.jvp_precision == "fp32" else contextlib.nullcontext()
+        with torch.no_grad(), _eval_mode(inner), precision:
+            u_cond = call_model(inner, z, t, t, cond) if guidance.kappa != 0 else None
+            u_null = None
+            if null_weight != 0:
+                u_null = call_model(inner, z, t, t, torch.full_like(cond, guidance.null_label))
         return cond, guided_velocity(v, u_cond, u_null, t, guidance, dropped)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: Any) -> Iterator[None]:
+    """The network in eval mode for the block (if it is a module), then back to its previous mode."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 @dataclass
@@ -271,26 +351,33 @@ class FlowMatching(MeanFlow):
     """Flow matching: the r = t special case of MeanFlow (target v, no JVP). Same interface.
 
     Defaults: t from LN(-0.4, 1), plain L2 (adaptive_p = 0); set adaptive_p to compare like with like.
+    Only ``times.t_dist`` is used; settings that would have no effect (a JVP backend or precision,
+    ``fd_step``, a share of r != t, an r distribution) are refused rather than ignored.
     """
 
     times: TimePairSampler = field(default_factory=lambda: TimePairSampler(LogitNormal(), r_neq_t_share=0.0))
     adaptive_p: float = 0.0
+    jvp_backend: str | None = None
+    fd_step: float | None = None
+    jvp_precision: str | None = None
+    jvp_guard: int = 0
+
+    def __post_init__(self, r_neq_t_share: float | None = None) -> None:
+        self._check_common()
+        ignored = [name for name in ("jvp_backend", "fd_step", "jvp_precision") if getattr(self, name) is not None]
+        if self.jvp_guard:
+            ignored.append("jvp_guard")
+        if r_neq_t_share or self.times.r_neq_t_share:
+            ignored.append("r_neq_t_share")
+        if self.times.r_dist is not None:
+            ignored.append("times.r_dist")
+        if ignored:
+            raise ValueError(f"FlowMatching computes no JVP and uses only times.t_dist (r = t); remove "
+                             f"{', '.join(ignored)} or use MeanFlow")
 
     def sample_times(self, n, device, generator):
         t = self.times.t_dist.sample(n, device=device, generator=generator)
         return t, t
 
     def prediction_and_target(self, model, z, r, t, v, cond):
-        return model(z, r, t, cond=cond), v.float().detach()
-
-
-def _imagenet() -> dict[str, Any]:
-    return {"times": TimePairSampler(LogitNormal(-0.4, 1.0), r_neq_t_share=0.25), "adaptive_p": 1.0,
-            "adaptive_c": 1e-2}
-
-
-def _cifar10() -> dict[str, Any]:
-    return {"times": cifar10_v1_sampler(0.75), "adaptive_p": 0.75, "adaptive_c": 1e-3}
-
-
-PRESETS = {"imagenet": _imagenet, "cifar10": _cifar10}
+        return call_model(model, z, r, t, cond), v.float().detach()

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from mfkit.core.broadcast import expand_like
+from mfkit.core.calling import call_model
 
 
 @dataclass
@@ -81,7 +82,7 @@ def sample(
     ``grid`` overrides ``steps``: any strictly decreasing sequence in [0, 1], e.g. [1.0, 0.5, 0.0].
     Uses ``steps`` network calls and no guidance. Put the model in eval mode first.
     """
-    return _walk(lambda z, r, t: model(z, r, t, cond=cond), noise, steps, grid, callback)
+    return _walk(lambda z, r, t: call_model(model, z, r, t, cond), noise, steps, grid, callback)
 
 
 def euler_sample(
@@ -93,4 +94,4 @@ def euler_sample(
     callback: Callback | None = None,
 ) -> torch.Tensor:
     """Flow-matching Euler over the same grid: z_r = z_t - (t - r) u(z_t, t, t). The many-step baseline."""
-    return _walk(lambda z, r, t: model(z, t, t, cond=cond), noise, steps, grid, callback)
+    return _walk(lambda z, r, t: call_model(model, z, t, t, cond), noise, steps, grid, callback)

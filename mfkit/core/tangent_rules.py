@@ -171,8 +171,9 @@ def _rms_norm(func, args, kwargs):
     yp = F.rms_norm(xp, a["normalized_shape"], a["weight"], a["eps"])
     with torch.no_grad():
         dims = tuple(range(-len(a["normalized_shape"]), 0))
-        eps = a["eps"] if a["eps"] is not None else torch.finfo(xp.dtype).eps
         x32, t32 = _wide(xp), _wide(xt)
+        # PyTorch computes half-precision RMSNorm in float32 and takes eps=None from that dtype.
+        eps = a["eps"] if a["eps"] is not None else torch.finfo(x32.dtype).eps
         inv_rms = torch.rsqrt(x32.pow(2).mean(dim=dims, keepdim=True) + eps)
         yt = inv_rms * (t32 - x32 * inv_rms.pow(2) * (x32 * t32).mean(dim=dims, keepdim=True))
         if a["weight"] is not None:
@@ -182,9 +183,13 @@ def _rms_norm(func, args, kwargs):
 
 # ---------------------------------------------------------------- activations
 # Elementwise: the tangent x_t * f'(x) is exactly what the fused backward kernel computes from x_t.
+# In-place calls (``inplace=True``) fall back to PyTorch's rule, which keeps the aliasing a network
+# may rely on (the rule here would return a new tensor and leave the input unchanged).
 
 def _activation(primal_fn, backward):
     def rule(func, args, kwargs):
+        if kwargs.get("inplace") or (len(args) > 1 and args[1] is True):
+            raise _Fallback
         xp, xt = _split(args[0])
         yp = primal_fn(xp, *args[1:], **kwargs)
         with torch.no_grad():
@@ -235,7 +240,10 @@ def attention_tangent(q, k, v, qt, kt, vt, attn_mask=None, is_causal=False, scal
         scores = scores.masked_fill_(~causal, float("-inf"))
     if attn_mask is not None:
         scores = scores.masked_fill_(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores.add_(attn_mask)
-    probs = torch.softmax(_wide(scores), dim=-1).to(q.dtype)
+    probs = torch.softmax(_wide(scores), dim=-1)
+    if attn_mask is not None:  # a fully masked row gets zero weights (PyTorch's choice), not NaN
+        probs = probs.masked_fill_(torch.isneginf(scores).all(dim=-1, keepdim=True), 0.0)
+    probs = probs.to(q.dtype)
     del scores
     out_t = probs @ vt if vt is not None else None
     if qt is None and kt is None:

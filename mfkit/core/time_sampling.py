@@ -6,7 +6,7 @@ and for a random share of the samples sets r = t (those samples are plain flow m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 
@@ -54,19 +54,27 @@ class Uniform:
 class TimePairSampler:
     """Draws (t, r) with r <= t.
 
-    Two times a ~ ``t_dist`` and b ~ ``r_dist`` are drawn independently, t = max(a, b), r = min(a, b).
-    Then each sample independently keeps r != t with probability ``r_neq_t_share`` and gets r = t
-    otherwise. With ``r_dist`` = ``t_dist`` this is the paper's sampler; the CIFAR-10 "v1" sampler of
-    the official PyTorch port uses a separate logit-normal for r (see :func:`cifar10_v1_sampler`).
+    Two times a ~ ``t_dist`` and b ~ ``r_dist`` (default: ``t_dist``) are drawn independently.
+
+    ``order="sort"`` (the paper's sampler): t = max(a, b), r = min(a, b); then each sample independently
+    keeps r != t with probability ``r_neq_t_share`` and gets r = t otherwise. The share of r != t is
+    exactly ``r_neq_t_share`` (up to ties of measure zero).
+
+    ``order="clip"`` (the official PyTorch port's "v1" post-processing): t = a; each sample keeps
+    r = b with probability ``r_neq_t_share`` and gets r = t otherwise; then r = min(t, r), with no
+    swap. The share of r != t is then ``r_neq_t_share * P(b < a)``, below ``r_neq_t_share``.
     """
 
     t_dist: TimeDistribution = LogitNormal()
     r_dist: TimeDistribution | None = None
     r_neq_t_share: float = 0.25
+    order: Literal["sort", "clip"] = "sort"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.r_neq_t_share <= 1.0:
             raise ValueError(f"r_neq_t_share must lie in [0, 1], got {self.r_neq_t_share}")
+        if self.order not in ("sort", "clip"):
+            raise ValueError(f"order must be 'sort' or 'clip', got {self.order!r}")
 
     def sample(
         self, n: int, *, device: torch.device | str = "cpu", generator: torch.Generator | None = None
@@ -74,11 +82,17 @@ class TimePairSampler:
         """Return (t, r), each of shape (n,), with 0 <= r <= t <= 1."""
         a = self.t_dist.sample(n, device=device, generator=generator)
         b = (self.r_dist or self.t_dist).sample(n, device=device, generator=generator)
+        u = torch.rand(n, device=device, generator=generator)
+        if self.order == "clip":  # the port's own comparison, so equal seeds give equal draws
+            return a, torch.minimum(a, torch.where(u < 1 - self.r_neq_t_share, a, b))
+        keep_r = u < self.r_neq_t_share
         t, r = torch.maximum(a, b), torch.minimum(a, b)
-        keep_r = torch.rand(n, device=device, generator=generator) < self.r_neq_t_share
         return t, torch.where(keep_r, r, t)
 
 
 def cifar10_v1_sampler(r_neq_t_share: float = 0.75) -> TimePairSampler:
-    """The official PyTorch port's CIFAR-10 "v1" sampler: t ~ LN(-0.6, 1.6), r ~ LN(-4.0, 1.6)."""
-    return TimePairSampler(LogitNormal(-0.6, 1.6), LogitNormal(-4.0, 1.6), r_neq_t_share)
+    """The official PyTorch port's CIFAR-10 "v1" sampler: t ~ LN(-0.6, 1.6), r ~ LN(-4.0, 1.6), r = t for
+    a share 1 - ``r_neq_t_share`` of samples (the port's ``ratio`` is ``r_neq_t_share``), then
+    r = min(t, r) without a swap. With the default 0.75 about 70% of samples get r != t (r drawn above t
+    in the rest)."""
+    return TimePairSampler(LogitNormal(-0.6, 1.6), LogitNormal(-4.0, 1.6), r_neq_t_share, order="clip")
