@@ -44,7 +44,7 @@ import torch.autograd.forward_ad as fwAD
 from torch import nn
 
 from mfkit.core.calling import Backbone, call_model, innermost, without_wrapper
-from mfkit.core.tangent_rules import FastTangents, math_attention
+from mfkit.core.tangent_rules import FastTangents, SavedTensorHooksProbe, math_attention
 
 # PyTorch loads its forward-AD decompositions through torch.jit.script on the first dual tensor and
 # warns about it; the warning concerns PyTorch internals, not the user's code. Filtered for that one
@@ -101,13 +101,25 @@ def jvp(
 
 # ---------------------------------------------------------------- forward-mode AD (dual tensors)
 def _dual_pass(model, z, r, t, tangents, cond, fast):
-    with fwAD.dual_level(), _eager():
+    """(u, du) from one pass with dual tensors.
+
+    If the network checkpoints activations (saved-tensor hooks appear inside the pass), the primal of
+    the dual pass cannot carry the gradient: the recomputation in backward would save other tensors.
+    Then u comes from a second, ordinary forward that replays the same randomness (exact, one extra
+    forward).
+    """
+    rng = _rng_state(z.device)
+    with fwAD.dual_level(), _jvp_safe():
         dual = [fwAD.make_dual(x, dx) for x, dx in zip((z, r, t), tangents)]
-        with FastTangents() if fast else math_attention():
+        mode = FastTangents() if fast else SavedTensorHooksProbe()
+        with mode, contextlib.nullcontext() if fast else math_attention():
             out = call_model(model, *dual, cond)
         u, du = fwAD.unpack_dual(out)
         if du is None:  # the output does not depend on the inputs at all
             du = torch.zeros_like(u)
+    if mode.saw_new_saved_tensor_hooks and torch.is_grad_enabled():
+        _set_rng_state(z.device, rng)
+        u = call_model(model, z, r, t, cond)
     return u, du.detach()
 
 
@@ -132,7 +144,7 @@ def _func_jvp_tangent(inner, z, r, t, tangents, cond, h):
     def u_of(z_, r_, t_):
         return call_model(inner, z_, r_, t_, cond)
 
-    with torch.no_grad(), math_attention(), _eager():
+    with torch.no_grad(), math_attention(), _jvp_safe():
         return torch.func.jvp(u_of, (z, r, t), tangents)[1]
 
 
@@ -178,10 +190,28 @@ def autocast_off(device: torch.device):
     return torch.autocast(device_type=device.type, enabled=False)
 
 
-def _eager():
-    """Run compiled modules and functions eagerly: compiled graphs drop forward-mode tangents."""
+@contextlib.contextmanager
+def _jvp_safe() -> Iterator[None]:
+    """Run compiled code eagerly (compiled graphs drop forward-mode tangents) and keep
+    nn.MultiheadAttention / TransformerEncoder off their fused inference fast path (no forward AD)."""
     set_stance = getattr(torch.compiler, "set_stance", None)
-    return set_stance("force_eager") if set_stance is not None else contextlib.nullcontext()
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with set_stance("force_eager") if set_stance is not None else contextlib.nullcontext():
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def _rng_state(device: torch.device):
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_rng_state(device: torch.device, state) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
 
 
 @contextlib.contextmanager
@@ -214,7 +244,11 @@ def _explain(error: BaseException, model, backend: str, rerun: Callable[[], Any]
     layer = _failing_layer(model, rerun)
     where = f" in layer {layer}" if layer else ""
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    instead = "finite_difference" if backend != "finite_difference" else "nograd"
+    instead = "finite_difference"  # torch.func's own limits below are not forward mode's
+    if backend == "nograd" and "setup_context" in first:
+        instead = "finite_difference (or forward_ad if that layer's autograd.Function defines jvp)"
+    elif backend == "nograd" and any(word in first for word in ("captured", "in-place")):
+        instead = "forward_ad or finite_difference"
     return (f"JVP backend {backend!r} cannot differentiate the backbone{where}: {first}. "
             f"Use jvp_backend={instead} (objective.jvp_backend in a recipe; finite differences work with "
             f"any layer at an O(h) bias), or give the layer a forward-mode rule (a custom "

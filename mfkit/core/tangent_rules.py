@@ -358,8 +358,17 @@ class FastTangents(TorchFunctionMode):
     runs under the math kernel.
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._hooks_at_entry = saved_tensor_hooks()
+        #: Set when an op ran under saved-tensor hooks that were not active on entry (activation
+        #: checkpointing): its recomputation in backward would not match the dual pass.
+        self.saw_new_saved_tensor_hooks = False
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if not self.saw_new_saved_tensor_hooks:
+            self.saw_new_saved_tensor_hooks = saved_tensor_hooks() != self._hooks_at_entry
         rule = _RULES.get(func)
         probe = _any_tangent(args, kwargs) if func is F.scaled_dot_product_attention else (args[0] if args else None)
         if rule is not None and _has_tangent(probe):
@@ -371,6 +380,25 @@ class FastTangents(TorchFunctionMode):
             with math_attention():
                 return func(*args, **kwargs)
         return func(*args, **kwargs)
+
+
+class SavedTensorHooksProbe(TorchFunctionMode):
+    """Records whether any op ran under saved-tensor hooks not active on entry (see FastTangents)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._hooks_at_entry = saved_tensor_hooks()
+        self.saw_new_saved_tensor_hooks = False
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if not self.saw_new_saved_tensor_hooks:
+            self.saw_new_saved_tensor_hooks = saved_tensor_hooks() != self._hooks_at_entry
+        return func(*args, **(kwargs or {}))
+
+
+def saved_tensor_hooks():
+    """The innermost active saved-tensor hooks (pack, unpack), or None."""
+    return torch._C._autograd._top_saved_tensors_default_hooks(False)
 
 
 def _any_tangent(args, kwargs):
