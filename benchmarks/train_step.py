@@ -3,6 +3,7 @@
     python benchmarks/train_step.py                        # MLP 4 x 1024, batch 512, CPU
     python benchmarks/train_step.py --device cuda --dtype bf16
     python benchmarks/train_step.py --backbone conv --width 64 --depth 2 --batch 32   # conv + attention
+    python benchmarks/train_step.py --compile              # adds torch.compile'd FM and MeanFlow steps
 
 A step is zero_grad + objective + backward + Adam step, on the same backbone and batch for every
 objective. Memory: on CUDA the peak allocated bytes of the step; on CPU each configuration runs in a
@@ -54,6 +55,9 @@ class ConvAttentionNet(torch.nn.Module):
         return self.out(torch.nn.functional.silu(h))
 
 
+COMPILED = ["flow_matching+compile", "forward_ad+compile", "nograd+compile"]
+
+
 def objective_for(name: str):
     if name == "flow_matching":
         return mfkit.FlowMatching(adaptive_p=1.0)
@@ -70,6 +74,8 @@ def measure(name: str, args) -> dict:
         model = MLPBackbone(args.dim, width=args.width, depth=args.depth).to(device)
         x = torch.randn(args.batch, args.dim, device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    if name.endswith("+compile"):  # compiled during the warm-up steps
+        name, model = name.removesuffix("+compile"), torch.compile(model)
     objective = objective_for(name)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -115,6 +121,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--compile", action="store_true", help="also measure " + ", ".join(COMPILED))
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -123,8 +130,9 @@ def main() -> None:
         print(json.dumps(measure(args.one, args)))
         return
     rows = []
-    for name in args.configs.split(","):
-        settings = {k: v for k, v in vars(args).items() if k not in ("configs", "one")}
+    names = args.configs.split(",") + (COMPILED if args.compile else [])
+    for name in names:
+        settings = {k: v for k, v in vars(args).items() if k not in ("configs", "one", "compile")}
         child = [sys.executable, __file__, "--one", name]
         for key, value in settings.items():
             child += [f"--{key}", str(value)]
@@ -134,10 +142,12 @@ def main() -> None:
         if args.backbone == "conv" else f"MLP {args.depth} x {args.width}, data dim {args.dim}"
     print(f"{shape}, batch {args.batch}, {args.device} {args.dtype}, "
           f"threads {args.threads or torch.get_num_threads()}")
-    print(f"{'config':<20}{'median ms':>12}{'x FM':>8}{'peak MiB':>12}")
+    compiled_fm = next((r for r in rows if r["config"] == "flow_matching+compile"), None)
+    print(f"{'config':<22}{'median ms':>12}{'x FM':>8}{'x FM+compile':>14}{'peak MiB':>12}")
     for row in rows:
         ratio = row["median_ms"] / baseline["median_ms"]
-        print(f"{row['config']:<20}{row['median_ms']:>12.1f}{ratio:>8.2f}{row['peak_mib']:>12.1f}")
+        compiled = f"{row['median_ms'] / compiled_fm['median_ms']:.2f}" if compiled_fm else "-"
+        print(f"{row['config']:<22}{row['median_ms']:>12.1f}{ratio:>8.2f}{compiled:>14}{row['peak_mib']:>12.1f}")
 
 
 if __name__ == "__main__":

@@ -8,19 +8,35 @@ port's CIFAR-10 script (U-Net, "v1" time sampler; 8 GPUs x 128 = batch 1024, war
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
-from mfkit.core.time_sampling import LogitNormal, TimePairSampler, cifar10_v1_sampler
+from mfkit.core.time_sampling import LogitNormal, TimePairSampler
+
+
+#: The objective part of each preset, named as the recipe's ``objective`` fields (the same numbers
+#: build :class:`mfkit.MeanFlow` through :func:`objective_settings`).
+OBJECTIVE: dict[str, dict[str, Any]] = {
+    "imagenet": {"time_sampler": {"kind": "logit_normal", "mean": -0.4, "std": 1.0}, "r_sampler": None,
+                 "r_neq_t_share": 0.25, "time_pair_order": "sort", "adaptive_p": 1.0, "adaptive_c": 1e-2},
+    "cifar10": {"time_sampler": {"kind": "logit_normal", "mean": -0.6, "std": 1.6},
+                "r_sampler": {"kind": "logit_normal", "mean": -4.0, "std": 1.6},
+                "r_neq_t_share": 0.75, "time_pair_order": "clip", "adaptive_p": 0.75, "adaptive_c": 1e-3},
+}
 
 
 def objective_settings(name: str) -> dict[str, Any]:
     """Keyword arguments of :class:`mfkit.MeanFlow` for the preset ``name``."""
-    if name == "imagenet":
-        return {"times": TimePairSampler(LogitNormal(-0.4, 1.0), r_neq_t_share=0.25), "adaptive_p": 1.0,
-                "adaptive_c": 1e-2}
-    if name == "cifar10":
-        return {"times": cifar10_v1_sampler(0.75), "adaptive_p": 0.75, "adaptive_c": 1e-3}
-    raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
+    fields = _lookup(OBJECTIVE, name)
+    t, r = fields["time_sampler"], fields["r_sampler"]
+    times = TimePairSampler(LogitNormal(t["mean"], t["std"]), LogitNormal(r["mean"], r["std"]) if r else None,
+                            fields["r_neq_t_share"], order=fields["time_pair_order"])
+    return {"times": times, "adaptive_p": fields["adaptive_p"], "adaptive_c": fields["adaptive_c"]}
+
+
+def recipe_objective_fields(name: str) -> dict[str, Any]:
+    """The ``objective`` fields of the preset ``name`` (a fresh copy)."""
+    return copy.deepcopy(_lookup(OBJECTIVE, name))
 
 
 #: Optimisation settings of each preset, named as the recipe's ``train`` fields. Gradient clipping is
@@ -38,6 +54,10 @@ PRESET_NAMES = tuple(TRAINING)
 
 def training_settings(name: str) -> dict[str, Any]:
     """The ``train`` fields of the preset ``name`` (a fresh copy)."""
-    if name not in TRAINING:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
-    return {key: list(value) if isinstance(value, list) else value for key, value in TRAINING[name].items()}
+    return copy.deepcopy(_lookup(TRAINING, name))
+
+
+def _lookup(table: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    if name not in table:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(table)}")
+    return table[name]

@@ -27,32 +27,23 @@ def _distribution(settings: TimeDistribution):
 
 
 def build_objective(settings: ObjectiveSettings, num_classes: int | None) -> mfkit.MeanFlow:
-    """MeanFlow or FlowMatching from the recipe.
+    """MeanFlow or FlowMatching from the recipe's objective section.
 
-    With a preset, the preset's values stand wherever the recipe leaves a field unset; without one,
-    the recipe's values (and defaults) apply. Flow matching keeps plain L2 unless adaptive_p is set.
+    A preset's values (and flow matching's plain-L2 default) are already in ``settings``, filled in
+    when the recipe was validated, so the resolved recipe alone rebuilds the same objective.
     """
-    cls = mfkit.MeanFlow if settings.kind == "meanflow" else mfkit.FlowMatching
-    if settings.preset:
-        objective, explicit = cls.preset(settings.preset), set(settings.model_fields_set)
-    else:
-        objective, explicit = cls(), set(ObjectiveSettings.model_fields)
-        if settings.kind == "flow_matching" and "adaptive_p" not in settings.model_fields_set:
-            explicit.discard("adaptive_p")
-    times = objective.times
-    t_dist = _distribution(settings.time_sampler) if "time_sampler" in explicit else times.t_dist
-    r_dist = times.r_dist
-    if "r_sampler" in explicit:
-        r_dist = _distribution(settings.r_sampler) if settings.r_sampler else None
-    share = settings.r_neq_t_share if "r_neq_t_share" in explicit else times.r_neq_t_share
-    objective.times = mfkit.TimePairSampler(t_dist, r_dist, share)
-    for name in ("adaptive_p", "adaptive_c", "jvp_backend", "fd_step"):
-        if name in explicit:
-            setattr(objective, name, getattr(settings, name))
+    times = mfkit.TimePairSampler(_distribution(settings.time_sampler),
+                                  _distribution(settings.r_sampler) if settings.r_sampler else None,
+                                  settings.r_neq_t_share, order=settings.time_pair_order)
+    guidance = None
     if settings.guidance is not None:
         if not num_classes:
             raise RecipeError(["objective.guidance: needs a modality that offers classes "
                                "(e.g. toy2d with conditional: true)"])
-        objective.guidance = mfkit.Guidance(null_label=num_classes, **settings.guidance.model_dump())
-    objective.__post_init__()
-    return objective
+        guidance = mfkit.Guidance(null_label=num_classes, **settings.guidance.model_dump())
+    common = {"adaptive_p": settings.adaptive_p, "adaptive_c": settings.adaptive_c, "guidance": guidance}
+    if settings.kind == "flow_matching":
+        return mfkit.FlowMatching(times=mfkit.TimePairSampler(times.t_dist, r_neq_t_share=0.0), **common)
+    return mfkit.MeanFlow(times=times, jvp_backend=settings.jvp_backend,
+                          fd_step=settings.fd_step, jvp_precision=settings.jvp_precision,
+                          jvp_guard=settings.jvp_guard, **common)

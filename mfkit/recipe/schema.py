@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mfkit.core import presets
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -38,21 +40,62 @@ class GuidanceSettings(Strict):
     class_dropout: float = Field(0.1, ge=0, lt=1, description="share of labels dropped to the null label")
 
 
+#: Objective fields that only MeanFlow uses; a flow-matching recipe must leave them at their defaults.
+MEANFLOW_ONLY = ("r_sampler", "r_neq_t_share", "time_pair_order", "jvp_backend", "fd_step", "jvp_precision",
+                 "jvp_guard")
+
+
 class ObjectiveSettings(Strict):
     """The training objective and every knob of the paper (defaults: ImageNet settings)."""
 
     kind: Literal["meanflow", "flow_matching"] = Field("meanflow", description="objective")
     preset: Literal["imagenet", "cifar10"] | None = Field(
-        None, description="start from a paper preset; fields set explicitly here win")
+        None, description="start from a paper preset (its objective fields here, its optimisation settings in "
+                          "train); fields set explicitly win")
     time_sampler: TimeDistribution = Field(default_factory=TimeDistribution, description="distribution of t (and r)")
     r_sampler: TimeDistribution | None = Field(None, description="separate distribution of r (CIFAR 'v1'); null: same as t")
     r_neq_t_share: float = Field(0.25, ge=0, le=1, description="share of samples with r != t, chosen per sample")
-    adaptive_p: float = Field(1.0, ge=0, description="adaptive loss weight power p (0: plain L2; kind flow_matching uses 0 unless set)")
+    time_pair_order: Literal["sort", "clip"] = Field(
+        "sort", description="sort: t = max, r = min of the two draws (the paper); clip: keep t, r = min(t, r) "
+                            "after choosing r = t (the official CIFAR-10 'v1'; gives fewer r != t than r_neq_t_share)")
+    adaptive_p: float = Field(1.0, ge=0, description="adaptive loss weight power p (0: plain L2; kind flow_matching: 0 unless set or preset)")
     adaptive_c: float = Field(1e-2, gt=0, description="adaptive loss weight constant c (per-sample squared norm)")
     jvp_backend: Literal["forward_ad", "forward_ad_plain", "nograd", "finite_difference"] = Field(
         "forward_ad", description="how d/dt u is computed")
     fd_step: float = Field(1e-3, gt=0, description="step h of the finite-difference backend")
+    jvp_precision: Literal["fp32", "autocast"] = Field(
+        "fp32", description="fp32: under bf16 autocast the JVP, the guidance passes, the target and the loss "
+                            "reduction run in float32 (autocast off); only the forward that carries the gradient "
+                            "runs in bf16 (one extra no-grad forward). autocast: the JVP runs in bf16 too (one "
+                            "pass, about 1e-2 relative error); no effect without autocast")
+    jvp_guard: int = Field(3, ge=0, description="stop if the JVP is all zero or not finite on any of the first N "
+                                                "steps with r != t (0: off)")
     guidance: GuidanceSettings | None = Field(None, description="classifier-free guidance in training")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """Fill the fields a recipe leaves unset from its preset, so the resolved recipe holds the values."""
+        if not isinstance(data, dict):
+            return data
+        fields: dict[str, Any] = {}
+        if data.get("kind") == "flow_matching":
+            fields["adaptive_p"] = 0.0  # plain L2 unless set: written into the resolved recipe
+        if data.get("preset") in presets.OBJECTIVE:
+            fields.update(presets.recipe_objective_fields(data["preset"]))
+            if data.get("kind") == "flow_matching":
+                fields = {k: v for k, v in fields.items() if k not in MEANFLOW_ONLY}
+        return {**fields, **data}
+
+    @model_validator(mode="after")
+    def _flow_matching_takes_no_meanflow_fields(self) -> "ObjectiveSettings":
+        if self.kind == "flow_matching":
+            defaults = ObjectiveSettings()
+            changed = [name for name in MEANFLOW_ONLY if getattr(self, name) != getattr(defaults, name)]
+            if changed:
+                raise ValueError(f"kind flow_matching computes no JVP and uses r = t; remove {', '.join(changed)} "
+                                 f"(or use kind: meanflow)")
+        return self
 
 
 class TrainSettings(Strict):
@@ -71,7 +114,9 @@ class TrainSettings(Strict):
     ema_decays: list[float] = Field(default_factory=lambda: [0.999], description="EMA decays kept (first: sampling default)")
     seed: int = Field(0, description="seed of weights, data order, noise and times")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available")
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast on CUDA (target kept in fp32)")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: autocast on CUDA for the network's forward and backward; the MeanFlow JVP, "
+                            "target, guidance passes and loss stay float32 (see objective.jvp_precision)")
     compile: bool = Field(False, description="torch.compile the backbone")
     num_workers: int = Field(0, ge=0, description="data loader worker processes")
     log_every: int = Field(50, gt=0, description="steps between metric log lines")
@@ -106,3 +151,14 @@ class Recipe(Strict):
     train: TrainSettings = Field(default_factory=TrainSettings, description="optimisation and run mechanics")
     sample: SampleSettings = Field(default_factory=SampleSettings, description="sampling defaults")
     output_dir: str = Field("runs", description="folder that holds run folders")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset_training(cls, data: Any) -> Any:
+        """A preset also brings the paper's optimisation settings, wherever ``train`` leaves them unset."""
+        if not isinstance(data, dict) or not isinstance(data.get("objective"), dict):
+            return data
+        preset = data["objective"].get("preset")
+        if preset not in presets.TRAINING or not isinstance(data.get("train", {}), dict):
+            return data
+        return {**data, "train": {**presets.training_settings(preset), **(data.get("train") or {})}}

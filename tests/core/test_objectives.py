@@ -199,3 +199,65 @@ def test_a_sliced_draw_reproduces_the_whole_batch():
     whole = objective(model, x, draw=draw).loss
     halves = [objective(model, x[i:i + 4], draw=draw[i:i + 4]).loss for i in (0, 4)]
     torch.testing.assert_close(whole, sum(halves) / 2)
+
+
+class ModeRecorder(torch.nn.Module):
+    """Records (training mode, labels) of every call; batch norm shows running-statistics updates."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = MLPBackbone(2, width=16, depth=1, num_classes=3)
+        self.norm = torch.nn.BatchNorm1d(2)
+        self.calls = []
+
+    def forward(self, z, r, t, cond=None):
+        self.calls.append((self.training, None if cond is None else cond.clone()))
+        return self.norm(self.net(z, r, t, cond=cond))
+
+
+@pytest.mark.parametrize("kappa, w_cfg, expected_terms", [(0.5, 0.2, 2), (0.0, 0.4, 1), (0.6, 0.4, 1), (0.0, 1.0, 0)])
+def test_guidance_passes_run_in_eval_mode_and_only_when_weighted(kappa, w_cfg, expected_terms):
+    model = ModeRecorder().train()
+    g = mfkit.Guidance(null_label=3, w_cfg=w_cfg, kappa=kappa, class_dropout=0.0)
+    x, cond = torch.randn(64, 2), torch.randint(0, 3, (64,))
+    before = model.norm.num_batches_tracked.item()
+    mfkit.MeanFlow(guidance=g)(model, x, cond, generator=torch.Generator().manual_seed(0))
+    guidance_calls = model.calls[:-1]  # the last call is the training forward
+    assert len(guidance_calls) == expected_terms
+    assert all(not training for training, _ in guidance_calls)
+    assert model.training and model.calls[-1][0]  # back in train mode for the loss forward
+    assert model.norm.num_batches_tracked.item() == before + 1  # only the training forward updates statistics
+    nulls = [labels for _, labels in guidance_calls if (labels == 3).all()]
+    assert len(nulls) == (1 if 1 - w_cfg - kappa != 0 else 0)
+
+
+def test_flat_keywords_and_preset_overrides():
+    assert mfkit.MeanFlow(r_neq_t_share=0.6).times.r_neq_t_share == 0.6
+    cifar = mfkit.MeanFlow.preset("cifar10", r_neq_t_share=0.5)
+    assert cifar.times.r_neq_t_share == 0.5 and cifar.times.r_dist == mfkit.LogitNormal(-4.0, 1.6)
+    assert cifar.times.order == "clip"
+
+
+@pytest.mark.parametrize("settings", [{"jvp_backend": "nograd"}, {"fd_step": 1e-2}, {"r_neq_t_share": 0.3},
+                                      {"jvp_precision": "autocast"},
+                                      {"times": mfkit.TimePairSampler(r_neq_t_share=0.25)}])
+def test_flow_matching_refuses_settings_it_would_ignore(settings):
+    with pytest.raises(ValueError, match="FlowMatching computes no JVP"):
+        mfkit.FlowMatching(**settings)
+
+
+def test_unconditional_network_without_cond_argument():
+    class Plain(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = MLPBackbone(2, width=16, depth=1)
+
+        def forward(self, z, r, t):
+            return self.net(z, r, t)
+
+    model, x = Plain(), torch.randn(16, 2)
+    for objective in (mfkit.MeanFlow(), mfkit.FlowMatching(), mfkit.MeanFlow(jvp_backend="nograd"),
+                      mfkit.MeanFlow(jvp_backend="finite_difference")):
+        objective(model, x).loss.backward()
+    assert mfkit.sample(model, torch.randn(4, 2), steps=2).shape == (4, 2)
+    assert mfkit.euler_sample(model, torch.randn(4, 2), steps=2).shape == (4, 2)

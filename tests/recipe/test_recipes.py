@@ -119,3 +119,49 @@ def test_objective_building_honours_presets_and_explicit_fields():
     assert guided.guidance.null_label == 8 and guided.guidance.t_max == 0.75
     with pytest.raises(RecipeError, match="objective.guidance: needs a modality that offers classes"):
         build_objective(ObjectiveSettings(guidance={}), None)
+
+
+def test_preset_brings_the_papers_optimisation_settings(tmp_path):
+    data = small_recipe(tmp_path)
+    data["objective"] = {"preset": "cifar10"}
+    data["train"] = {"steps": 10, "lr": 1e-3}  # set explicitly: wins over the preset
+    recipe = parse_recipe(data)
+    train = recipe.train
+    assert train.lr == 1e-3 and train.steps == 10
+    assert train.batch_size == 1024 and train.betas == (0.9, 0.999) and train.grad_clip is None
+    assert train.ema_decays == [0.9999, 0.99995, 0.9996] and train.optimizer == "adam"
+    imagenet = parse_recipe({**data, "objective": {"preset": "imagenet"}, "train": {}})
+    assert imagenet.train.lr == 1e-4 and imagenet.train.betas == (0.9, 0.95) and imagenet.train.batch_size == 256
+
+
+@pytest.mark.parametrize("objective", [{"preset": "cifar10"}, {"preset": "imagenet", "adaptive_p": 0.5},
+                                       {"kind": "flow_matching"}, {"kind": "flow_matching", "preset": "cifar10"}])
+def test_resolved_recipe_rebuilds_the_same_objective(tmp_path, objective):
+    recipe = parse_recipe({**small_recipe(tmp_path), "objective": objective})
+    again = parse_recipe(yaml.safe_load(recipe_to_yaml(recipe)))
+    assert build_objective(again.objective, None) == build_objective(recipe.objective, None)
+
+
+def test_cifar10_preset_objective_is_the_official_one():
+    from mfkit.recipe.schema import ObjectiveSettings
+
+    built = build_objective(ObjectiveSettings(preset="cifar10"), None)
+    assert built.times == mfkit.cifar10_v1_sampler() and built == mfkit.MeanFlow.preset("cifar10")
+    fm = build_objective(ObjectiveSettings(kind="flow_matching", preset="cifar10"), None)
+    assert fm.adaptive_p == 0.75 and fm.times.t_dist == mfkit.LogitNormal(-0.6, 1.6)
+
+
+@pytest.mark.parametrize("field", ["jvp_backend: nograd", "r_neq_t_share: 0.5", "jvp_precision: autocast"])
+def test_flow_matching_refuses_meanflow_only_fields(tmp_path, field):
+    key, value = field.split(": ")
+    data = small_recipe(tmp_path)
+    data["objective"] = {"kind": "flow_matching", key: yaml.safe_load(value)}
+    with pytest.raises(RecipeError, match=f"flow_matching computes no JVP.*{key}"):
+        parse_recipe(data)
+
+
+def test_precision_fields_say_what_stays_float32():
+    from mfkit.recipe.schema import ObjectiveSettings, TrainSettings
+
+    assert "float32" in ObjectiveSettings.model_fields["jvp_precision"].description
+    assert "float32" in TrainSettings.model_fields["precision"].description
