@@ -16,9 +16,10 @@ Generated from the Typer app by `python -m mfkit.cli.reference > docs/cli.md`; a
 file and the code disagree. Every command also answers `--help`.
 
 Exit codes: 0 success; 1 training stopped (non-finite loss, processes out of sync); 2 a mistake the
-user can fix (bad recipe or override, unknown plugin, missing run or checkpoint), reported as one
-message (add `--verbose` before the command for the traceback); 130 training interrupted with Ctrl-C
-after saving a checkpoint.
+user can fix (bad recipe or override, unknown plugin, missing run or checkpoint, a run folder another
+process is writing, an output path that cannot be written, a checkpoint that could not be saved),
+reported as one message (add `--verbose` before the command for the traceback); 130 training stopped
+by Ctrl-C (SIGINT) and 143 by SIGTERM, both after saving a checkpoint.
 """
 
 

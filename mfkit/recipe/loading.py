@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from mfkit.plugins.discovery import Registry, UnknownPluginError, registry as default_registry
 from mfkit.recipe.schema import Recipe
+from mfkit.train.run_folder import run_name_problem
 
 
 class RecipeError(ValueError):
@@ -80,6 +81,8 @@ def parse_recipe(data: Any, source: str = "recipe", plugins: Registry | None = N
         recipe = Recipe.model_validate(data)
     except ValidationError as error:
         problems += _lines(error)
+    if isinstance(data.get("name"), str) and (problem := run_name_problem(data["name"])):
+        problems.append(f"name: {problem}")
     for section in ("modality", "backbone"):
         ref = data.get(section)
         if not isinstance(ref, dict) or not isinstance(ref.get("name"), str):

@@ -4,7 +4,9 @@ One file ``step-NNNNNNN.safetensors`` holds the weights (``model/``), every EMA 
 the optimizer's tensors (``optim/<param>/<key>``) and RNG states (``rng/``); its metadata holds the
 step, the resolved recipe (YAML) and the optimizer and scheduler settings (JSON). Loading reads only
 tensors and JSON, so it never unpickles anything. A file is written under a temporary name, flushed
-to disk, then renamed, so a kill during a save leaves the previous checkpoint intact.
+to disk, then renamed, so a kill during a save leaves the previous checkpoint intact; a save that fails
+(a full disk) raises :class:`CheckpointSaveError` and leaves no partial file behind. Checkpoints get the
+ordinary permissions of a new file (0o666 less the umask).
 """
 from __future__ import annotations
 
@@ -16,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from torch import nn
+
+from mfkit.folders import file_mode
 
 FORMAT = "mfkit-checkpoint-1"
 _NAME = re.compile(r"^step-(\d+)\.safetensors$")
@@ -25,6 +30,10 @@ _NAME = re.compile(r"^step-(\d+)\.safetensors$")
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable or not an mfkit checkpoint."""
+
+
+class CheckpointSaveError(CheckpointError):
+    """A checkpoint could not be written (disk full, no permission, I/O error); no partial file is left."""
 
 
 @dataclass
@@ -66,7 +75,6 @@ def _optimizer_from_flat(tensors: dict[str, torch.Tensor], meta: str) -> dict[st
 
 def save_checkpoint(folder: Path, checkpoint: Checkpoint, keep_last: int | None = None) -> Path:
     """Write ``folder/step-NNNNNNN.safetensors`` atomically, point ``folder/latest`` at it, prune old ones."""
-    folder.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {f"model/{k}": v for k, v in checkpoint.model.items()}
     for key, shadow in checkpoint.ema.items():
         tensors.update({f"ema/{key}/{k}": v for k, v in shadow.items()})
@@ -81,14 +89,31 @@ def save_checkpoint(folder: Path, checkpoint: Checkpoint, keep_last: int | None 
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     path = folder / f"step-{checkpoint.step:07d}.safetensors"
     temporary = folder / f".{path.name}.tmp-{os.getpid()}"
-    save_file(tensors, str(temporary), metadata=metadata)
-    _fsync(temporary)
-    os.replace(temporary, path)
-    _write_atomically(folder / "latest", path.name + "\n")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(temporary), metadata=metadata)
+        os.chmod(temporary, file_mode())
+        _fsync(temporary)
+        os.replace(temporary, path)
+        _write_atomically(folder / "latest", path.name + "\n")
+    except (OSError, SafetensorError) as error:
+        _discard(temporary)
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise CheckpointSaveError(f"could not save checkpoint {path}: {reason}") from error
+    except BaseException:
+        _discard(temporary)
+        raise
     if keep_last:
         for old in list_checkpoints(folder)[:-keep_last]:
             old.unlink(missing_ok=True)
     return path
+
+
+def _discard(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _fsync(path: Path) -> None:
@@ -98,9 +123,12 @@ def _fsync(path: Path) -> None:
 
 def _write_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(text)
-    _fsync(temporary)
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(text)
+        _fsync(temporary)
+        os.replace(temporary, path)
+    finally:
+        _discard(temporary)
 
 
 def checkpoint_step(path: Path) -> int | None:
@@ -128,6 +156,26 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def _unreadable(path: Path, error: Exception) -> CheckpointError:
+    return CheckpointError(f"cannot read checkpoint {path}: {error}. It may be damaged; use an earlier one from the "
+                           f"same folder (to resume: mfkit train RUN_FOLDER --resume --from CHECKPOINT)")
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """A checkpoint's metadata (step, recipe, ...) without reading its tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception as error:  # safetensors raises several types for damaged files
+        raise _unreadable(path, error) from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an mfkit checkpoint (format {metadata.get('format')!r})")
+    return metadata
+
+
 def load_checkpoint(path: Path, *, weights_only: bool = False) -> Checkpoint:
     """Read a checkpoint; ``weights_only`` skips the optimizer and RNG tensors."""
     path = Path(path)
@@ -147,8 +195,7 @@ def load_checkpoint(path: Path, *, weights_only: bool = False) -> Checkpoint:
     except CheckpointError:
         raise
     except Exception as error:  # safetensors raises several types for damaged files
-        raise CheckpointError(f"cannot read checkpoint {path}: {error}. It may be damaged; use an earlier one "
-                              f"from the same folder") from None
+        raise _unreadable(path, error) from None
     ema: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in groups["ema"].items():
         decay, _, name = key.partition("/")
@@ -161,3 +208,39 @@ def load_checkpoint(path: Path, *, weights_only: bool = False) -> Checkpoint:
         step=int(metadata["step"]), recipe_yaml=metadata["recipe"], model=groups["model"], ema=ema,
         optimizer=optimizer, scheduler=scheduler, rng=groups["rng"], extra=json.loads(metadata.get("extra", "{}")),
     )
+
+
+def set_aside_after(folder: Path, step: int) -> list[Path]:
+    """Move the checkpoints later than ``step`` into ``folder/set-aside/`` (kept, not deleted); return their new paths.
+
+    Used when a run resumes from an earlier checkpoint: the later ones belong to the abandoned attempt
+    and must not count as ``latest`` nor be pruned in place of the new ones.
+    """
+    later = [p for p in list_checkpoints(folder) if (checkpoint_step(p) or 0) > step]
+    if not later:
+        return []
+    target = folder / "set-aside"
+    target.mkdir(exist_ok=True)
+    moved = []
+    for path in later:
+        destination, number = target / path.name, 1
+        while destination.exists():
+            number += 1
+            destination = target / f"{path.stem}-{number}{path.suffix}"
+        os.replace(path, destination)
+        moved.append(destination)
+    pointer = folder / "latest"
+    if pointer.is_file() and not (folder / pointer.read_text().strip()).is_file():
+        pointer.unlink()
+    return moved
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path | str, hint: str) -> None:
+    """``model.load_state_dict(weights)``, or a one-line :class:`CheckpointError` saying what does not fit."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else "different tensors"
+        raise CheckpointError(f"{source} does not fit the model this recipe builds ({detail.rstrip('.')}); "
+                              f"{hint}") from None

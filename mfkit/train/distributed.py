@@ -47,11 +47,16 @@ def shutdown(group: ProcessGroup) -> None:
 
 def any_true(flag: bool, group: ProcessGroup, device: torch.device) -> bool:
     """True on every process if it is true on any (so all processes take the same branch)."""
+    return max_over_processes(1 if flag else 0, group, device) > 0
+
+
+def max_over_processes(value: int, group: ProcessGroup, device: torch.device) -> int:
+    """The largest of the processes' values, on every process (e.g. the stop signal any of them received)."""
     if not group.distributed:
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item() > 0)
+        return value
+    tensor = torch.tensor([float(value)], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
 
 
 def mean_over_processes(values: dict[str, float], group: ProcessGroup, device: torch.device) -> dict[str, float]:

@@ -2,44 +2,88 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
 class MetricsLog:
-    """Appends one JSON object per line to ``metrics.jsonl``; mirrors scalars to TensorBoard if available."""
+    """Appends one JSON object per line to ``metrics.jsonl``; mirrors scalars to TensorBoard if available.
 
-    def __init__(self, run_dir: Path) -> None:
+    ``resumed_at``: the step a resumed run restarts from. Lines of later steps (written before a crash,
+    and about to be replayed) are dropped first, so every step appears once. A line that cannot be
+    written (a full disk) is reported once through ``warn`` and training goes on.
+    """
+
+    def __init__(self, run_dir: Path, resumed_at: int | None = None, warn: Callable[[str], None] | None = None) -> None:
         self.path = run_dir / "metrics.jsonl"
+        self._warn, self._warned = warn, False
+        if resumed_at is not None:
+            drop_lines_after(self.path, resumed_at)
         self._handle = open(self.path, "a", buffering=1)
         self._board = None
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._board = SummaryWriter(str(run_dir / "tensorboard"))
+            purge = None if resumed_at is None else resumed_at + 1
+            self._board = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
         except Exception:  # noqa: BLE001 - TensorBoard is optional
             self._board = None
 
     def write(self, step: int, values: dict[str, Any]) -> None:
         record = {"step": step, "time": round(time.time(), 3), **values}
-        self._handle.write(json.dumps(record) + "\n")
+        try:
+            self._handle.write(json.dumps(record) + "\n")
+        except OSError as error:
+            if self._warn is not None and not self._warned:
+                self._warn(f"cannot write {self.path} ({error.strerror or error}); training goes on without metrics lines")
+            self._warned = True
         if self._board is not None:
             for key, value in values.items():
                 if isinstance(value, (int, float)):
                     self._board.add_scalar(key, value, step)
 
     def close(self) -> None:
-        self._handle.close()
+        try:
+            self._handle.close()
+        except OSError:
+            pass
         if self._board is not None:
             self._board.close()
 
 
+def drop_lines_after(path: Path, step: int) -> int:
+    """Keep the lines of ``path`` whose step is at most ``step`` (and that are whole JSON); return how many were dropped."""
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            keep = int(json.loads(line)["step"]) <= step
+        except (ValueError, KeyError, TypeError):
+            keep = False
+        if keep:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text("".join(line + "\n" for line in kept))
+        os.replace(temporary, path)
+    return dropped
+
+
 class TrainingProgress:
-    """A rich progress bar (step, loss, unweighted MSE, it/s, ETA) on a terminal; plain log lines elsewhere."""
+    """A rich progress bar (step, unweighted MSE, weighted loss, it/s, ETA) on a terminal; plain log lines elsewhere.
+
+    The unweighted MSE comes first: it is the number that falls as the model learns. The loss the
+    optimiser sees is adaptive-weighted (each sample divided by about its own error) and stays
+    near a constant by design.
+    """
 
     def __init__(self, total: int, start: int, console: Console, enabled: bool = True) -> None:
         self.console, self.enabled = console, enabled
@@ -49,7 +93,8 @@ class TrainingProgress:
         if self.live:
             self._progress = Progress(
                 TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4f}  mse {task.fields[mse]:.4f}  {task.fields[speed]:.1f} it/s"),
+                TextColumn("[bold]mse {task.fields[mse]:.4f}[/]  (weighted loss {task.fields[loss]:.3f})  "
+                           "{task.fields[speed]:.1f} it/s"),
                 TimeRemainingColumn(), console=console,
             )
             self._task = self._progress.add_task("train", total=total, completed=start, loss=float("nan"),
@@ -66,7 +111,8 @@ class TrainingProgress:
         if self._progress is not None:
             self._progress.update(self._task, completed=step, loss=loss, mse=mse, speed=self.speed(step))
         elif log_line:
-            self.console.print(f"step {step}  loss {loss:.4f}  mse {mse:.4f}  {self.speed(step):.1f} it/s")
+            self.console.print(f"step {step}  mse {mse:.4f}  (weighted loss {loss:.3f})  {self.speed(step):.1f} it/s",
+                               highlight=False)
 
     def close(self) -> None:
         if self._progress is not None:

@@ -1,38 +1,43 @@
 """The training loop: recipe in, run folder out.
 
-Run folder ``<output_dir>/<name>/``: ``recipe.yaml`` (resolved), ``metrics.jsonl``, ``checkpoints/``
-(with ``latest``), ``previews/step-NNNNNNN/`` (the modality's own files). The same code runs as one
-process or as several under torchrun (DistributedDataParallel; gloo on CPU, NCCL on CUDA).
+Run folder ``<output_dir>/<name>/``: ``.mfkit-run`` (marker), ``recipe.yaml`` (resolved), ``metrics.jsonl``,
+``checkpoints/`` (with ``latest``), ``previews/step-NNNNNNN/`` (the modality's own files), and while a
+process writes it ``.mfkit-lock``. The same code runs as one process or as several under torchrun
+(DistributedDataParallel; gloo on CPU, NCCL on CUDA); only the main process (rank 0) touches the folder.
 """
 from __future__ import annotations
 
 import copy
 import math
-import shutil
-import signal
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from rich.console import Console
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 import mfkit
 from mfkit.recipe.build import build_backbone, build_modality, build_objective
-from mfkit.recipe.loading import apply_overrides, parse_recipe, recipe_to_yaml
+from mfkit.recipe.loading import recipe_to_yaml
 from mfkit.recipe.schema import Recipe
 from mfkit.train import distributed as dist_utils
-from mfkit.train.checkpoint import Checkpoint, CheckpointError, checkpoint_step, latest_checkpoint, load_checkpoint, save_checkpoint
+from mfkit.train.checkpoint import (
+    Checkpoint, CheckpointError, CheckpointSaveError, checkpoint_step, latest_checkpoint, list_checkpoints,
+    load_checkpoint, load_weights, read_metadata, save_checkpoint, set_aside_after,
+)
 from mfkit.train.data import StepBatchSampler
-from mfkit.train.ema import EMA, decay_key
+from mfkit.train.ema import EMA
+from mfkit.train.lock import RunLock
 from mfkit.train.logging import MetricsLog, TrainingProgress
+from mfkit.train.resume import check_resume_recipe, saved_recipe
+from mfkit.train.run_folder import RunFolderError, open_run_folder, run_dir_of
+from mfkit.train.signals import GracefulStop, signal_label
+from mfkit.train.weights import ema_weights, recipe_from_checkpoint, select_weights
 
-
-class RunFolderError(RuntimeError):
-    """The run folder is in a state the command cannot use (exists without --resume, nothing to resume)."""
+__all__ = ["RunFolderError", "TrainResult", "Trainer", "TrainingDiverged", "ema_weights", "lr_factor",
+           "recipe_from_checkpoint", "select_weights"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -44,7 +49,11 @@ class TrainResult:
     run_dir: Path
     step: int
     checkpoint: Path | None
-    interrupted: bool = False
+    signal: int | None = None  # the signal that stopped the run early (SIGINT, SIGTERM), None if it finished
+
+    @property
+    def interrupted(self) -> bool:
+        return self.signal is not None
 
 
 def resolve_device(setting: str, group: dist_utils.ProcessGroup) -> torch.device:
@@ -80,37 +89,108 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
     return 1.0 - progress
 
 
+def gradient_norm(parameters) -> torch.Tensor:
+    """The global L2 norm of the gradients (what clipping would measure), without changing them."""
+    norms = [torch.linalg.vector_norm(p.grad.detach()) for p in parameters if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
 class Trainer:
-    """Trains the recipe's backbone with its objective. ``fit()`` runs to ``train.steps`` or an interrupt."""
+    """Trains the recipe's backbone with its objective. ``fit()`` runs to ``train.steps`` or a stop signal.
+
+    ``resume``: continue from the latest checkpoint (or ``resume_from``, a checkpoint file); the recipe
+    may then differ from the run's saved one only in run-length settings unless ``allow_changes``.
+    ``overwrite``: clear the run folder first (only a folder mfkit created). The main process holds the
+    run folder's lock from the start of ``fit()`` to its end.
+    """
 
     def __init__(self, recipe: Recipe, *, resume: bool = False, overwrite: bool = False,
+                 resume_from: Path | str | None = None, allow_changes: bool = False,
                  console: Console | None = None, progress: bool = True) -> None:
+        resume = resume or resume_from is not None
+        if resume and overwrite:
+            raise RunFolderError("--resume and --overwrite exclude each other: continue the run, or start it over")
         self.recipe, self.console, self.show_progress = recipe, console or Console(stderr=True), progress
+        self.run_dir = run_dir_of(recipe.output_dir, recipe.name)
+        self.checkpoints = self.run_dir / "checkpoints"
+        self.resume, self.overwrite, self.allow_changes = resume, overwrite, allow_changes
+        self.explicit_checkpoint = Path(resume_from) if resume_from is not None else None
+        self.resume_from: Path | None = None
+        self.lock: RunLock | None = None
         self.group = dist_utils.init_from_environment("cuda" if recipe.train.device != "cpu" and torch.cuda.is_available() else "cpu")
         self.device = resolve_device(recipe.train.device, self.group)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        self.run_dir = Path(recipe.output_dir) / recipe.name
-        self.checkpoints = self.run_dir / "checkpoints"
-        self._prepare_run_dir(resume, overwrite)
-        self._stop_requested = False
+        self._stop = GracefulStop(self._on_signal)
+
+    def _say(self, message: str) -> None:
+        if self.group.is_main:
+            self.console.print(message, highlight=False)
+
+    def _warn(self, message: str) -> None:
+        self._say(f"[yellow]warning:[/] {message}")
+
+    # ------------------------------------------------------------------ the run folder
+    def _checkpoint_to_resume(self) -> Path:
+        if self.explicit_checkpoint is not None:
+            return self.explicit_checkpoint
+        found = latest_checkpoint(self.checkpoints)
+        if found is None:
+            raise RunFolderError(f"--resume: no checkpoint in {self.checkpoints} yet; start the run over with "
+                                 f"--overwrite")
+        return found
+
+    def _damaged(self, error: CheckpointError, path: Path) -> CheckpointError:
+        """The error of an unreadable resume checkpoint, with the command that resumes from the one before."""
+        earlier = [p for p in list_checkpoints(self.checkpoints) if p != path]
+        if not earlier or "cannot read" not in str(error):
+            return error
+        return CheckpointError(f"{error}. To resume from the previous one: mfkit train {self.run_dir} --resume "
+                               f"--from {earlier[-1]}")
+
+    def _open_as_main(self) -> None:
+        mode = "resume" if self.resume else "overwrite" if self.overwrite else "new"
+        self.lock = open_run_folder(self.run_dir, mode)
+        if self.lock.took_over is not None:
+            self._say(f"taking over the stale lock of {self.lock.took_over.describe()}, which no longer runs")
+        if self.resume:
+            path = self._checkpoint_to_resume()
+            try:
+                metadata = read_metadata(path)
+            except CheckpointError as error:
+                raise self._damaged(error, path) from None
+            saved = saved_recipe(self.run_dir, metadata.get("recipe"))
+            changes = check_resume_recipe(saved, self.recipe, self.allow_changes)
+            if changes:
+                self._say("resuming with changes: " + "; ".join(str(c) for c in changes))
+            if self.explicit_checkpoint is not None:
+                moved = set_aside_after(self.checkpoints, int(metadata["step"]))
+                if moved:
+                    self._say(f"set aside {len(moved)} later checkpoint(s) in {moved[0].parent} (kept, not deleted)")
+        (self.run_dir / "recipe.yaml").write_text(recipe_to_yaml(self.recipe))
+
+    def _open_run_folder(self) -> None:
+        """Main process: check, lock and prepare the run folder; every process learns whether that worked."""
+        failure: Exception | None = None
+        if self.group.is_main:
+            try:
+                self._open_as_main()
+            except Exception as error:  # noqa: BLE001 - re-raised below, after the other processes know
+                failure = error
+        if dist_utils.any_true(failure is not None, self.group, self.device):
+            self._release()
+            if failure is not None:
+                raise failure
+            raise RunFolderError("the main process (rank 0) could not open the run folder; see its message")
+        if self.resume:
+            self.resume_from = self._checkpoint_to_resume()
+
+    def _release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     # ------------------------------------------------------------------ set-up
-    def _prepare_run_dir(self, resume: bool, overwrite: bool) -> None:
-        existing = latest_checkpoint(self.checkpoints)
-        if resume and existing is None:
-            raise RunFolderError(f"--resume: no checkpoint in {self.checkpoints}; start without --resume")
-        if not resume and self.run_dir.exists() and any(self.run_dir.iterdir()):
-            if not overwrite:
-                raise RunFolderError(
-                    f"run folder {self.run_dir} already exists. Continue it with --resume, start over with "
-                    f"--overwrite (deletes it), or pick another name (name=... on the command line)")
-            if self.group.is_main:
-                shutil.rmtree(self.run_dir)
-        if self.group.distributed:
-            torch.distributed.barrier()
-        self.resume_from = existing if resume else None
-
     def _build(self) -> None:
         recipe, train = self.recipe, self.recipe.train
         torch.manual_seed(train.seed)
@@ -128,7 +208,14 @@ class Trainer:
         self.generator = torch.Generator(self.device).manual_seed(train.seed + 1)
         self.step = 0
         if self.resume_from is not None:
-            self._restore(load_checkpoint(self.resume_from))
+            try:
+                checkpoint = load_checkpoint(self.resume_from)
+            except CheckpointError as error:
+                raise self._damaged(error, self.resume_from) from None
+            self._restore(checkpoint)
+        if train.precision == "bf16" and self.device.type != "cuda":
+            self._warn("train.precision is bf16, but this run is on the CPU: it trains in fp32 "
+                       "(bf16 autocast is used on CUDA only)")
         forward_model = self.model
         if train.compile:
             forward_model = torch.compile(forward_model)
@@ -138,12 +225,8 @@ class Trainer:
         self.train_model = forward_model
 
     def _restore(self, checkpoint: Checkpoint) -> None:
-        try:
-            self.model.load_state_dict(checkpoint.model)
-        except RuntimeError as error:
-            first = str(error).strip().splitlines()[0]
-            raise CheckpointError(f"{self.resume_from} does not fit the model this recipe builds ({first}); "
-                                  f"resume with the backbone settings the run was trained with") from None
+        load_weights(self.model, checkpoint.model, self.resume_from,
+                     "resume with the backbone settings the run was trained with")
         self.ema.load(checkpoint.ema)
         if checkpoint.optimizer is not None:
             self.optimizer.load_state_dict(checkpoint.optimizer)
@@ -166,9 +249,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ saving
     def save(self) -> Path | None:
-        """Write a checkpoint of the current step (main process), after checking processes agree."""
+        """Write a checkpoint of the current step (main process), after checking processes agree.
+
+        Returns the checkpoint's path, or None when it could not be written (the reason is in
+        :attr:`save_failure`; the previous checkpoints are untouched).
+        """
         dist_utils.assert_in_sync(self.model, self.group, self.device)
-        path = None
+        path, self.save_failure = None, None
         if self.group.is_main:
             checkpoint = Checkpoint(
                 step=self.step, recipe_yaml=recipe_to_yaml(self.recipe), model=self.model.state_dict(),
@@ -176,13 +263,18 @@ class Trainer:
                 scheduler=self.scheduler.state_dict(), rng=_rng_state(self.generator, self.device),
                 extra={"mfkit_version": mfkit.__version__, "world_size": self.group.world_size},
             )
-            path = save_checkpoint(self.checkpoints, checkpoint, self.recipe.train.keep_last)
+            try:
+                path = save_checkpoint(self.checkpoints, checkpoint, self.recipe.train.keep_last)
+            except CheckpointSaveError as error:
+                self.save_failure = error
         if self.group.distributed:
             torch.distributed.barrier()
+        if dist_utils.any_true(self.save_failure is not None, self.group, self.device):
+            return None
         return path or latest_checkpoint(self.checkpoints)
 
     def preview(self) -> list[Path]:
-        """Draw samples with the first EMA (one step) and save them with the modality's own writer."""
+        """Draw samples with the first EMA (the recipe's sample.steps) and save them with the modality's writer."""
         if not self.group.is_main:
             return []
         train = self.recipe.train
@@ -195,23 +287,25 @@ class Trainer:
             cond = torch.arange(count, device=self.device) % self.modality.num_classes
         sampler = mfkit.euler_sample if self.recipe.objective.kind == "flow_matching" else mfkit.sample
         samples = sampler(self.preview_model, noise, steps=self.recipe.sample.steps, cond=cond)
-        return self.modality.save(samples.cpu(), self.run_dir / "previews" / f"step-{self.step:07d}",
-                                  cond.cpu() if cond is not None else None)
+        try:
+            return self.modality.save(samples.cpu(), self.run_dir / "previews" / f"step-{self.step:07d}",
+                                      cond.cpu() if cond is not None else None)
+        except OSError as error:
+            self._warn(f"could not write the preview of step {self.step} ({error.strerror or error}); training goes on")
+            return []
 
     # ------------------------------------------------------------------ the loop
-    def _request_stop(self, signum, frame) -> None:
-        if self._stop_requested:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self._stop_requested = True
-        self.console.print("[yellow]interrupt: finishing this step, saving a checkpoint (Ctrl-C again to abort)")
+    def _on_signal(self, signum: int) -> None:
+        self._say(f"[yellow]{signal_label(signum)}: finishing this step, saving a checkpoint "
+                  f"(send it again to stop at once)")
 
     def _autocast(self):
         if self.recipe.train.precision == "bf16" and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 
-    def _train_step(self, batch, last_saved: Path | None) -> tuple[dict[str, float], float | None]:
-        """One optimisation step on this process's share of the global batch; returns metrics, grad norm."""
+    def _train_step(self, batch, last_saved: Path | None, want_grad_norm: bool):
+        """One optimisation step on this process's share of the global batch; returns metrics, grad norm (tensor)."""
         train = self.recipe.train
         x, cond = split_batch(batch)
         x = x.to(self.device, non_blocking=True).float()
@@ -229,75 +323,85 @@ class Trainer:
         out.loss.backward()
         grad_norm = None
         if train.grad_clip:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip))
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
+        elif want_grad_norm:
+            grad_norm = gradient_norm(self.model.parameters())
         self.optimizer.step()
         self.scheduler.step()
         self.ema.update(self.model)
         self.step += 1
         return out.metrics(), grad_norm
 
-    def _log(self, log: MetricsLog | None, metrics: dict[str, float], grad_norm: float | None,
-             speed: float) -> dict[str, float]:
+    def _log(self, log: MetricsLog | None, metrics: dict[str, float], grad_norm, speed: float) -> dict[str, float]:
         """Average the metrics over processes and write them (main process); returns the averages."""
+        if grad_norm is not None:
+            metrics = {**metrics, "grad_norm": float(grad_norm)}
         metrics = dist_utils.mean_over_processes(metrics, self.group, self.device)
         if log is not None:
             extra = {"lr": self.scheduler.get_last_lr()[0], "it_per_s": round(speed, 3)}
-            if grad_norm is not None:
-                extra["grad_norm"] = grad_norm
             log.write(self.step, {**metrics, **extra})
         return metrics
 
-    def fit(self) -> TrainResult:
-        """Train to ``train.steps`` (or until Ctrl-C), checkpointing and previewing on the way."""
-        self._build()
+    def _checkpoint(self, last_saved: Path | None) -> Path | None:
+        """A periodic checkpoint; when it cannot be written, say so and keep training (the next one retries)."""
+        saved = self.save()
+        if saved is not None:
+            return saved
+        nxt = self.step + self.recipe.train.checkpoint_every
+        then = f"tries again at step {nxt}" if nxt < self.recipe.train.steps else "tries again at the end"
+        self._warn(f"{self.save_failure}; the last good checkpoint is {last_saved or 'none yet'}; "
+                   f"training goes on and {then}")
+        return last_saved
+
+    def _loop(self) -> tuple[Path | None, int | None]:
+        """Steps until ``train.steps`` or a stop signal; returns the last checkpoint written and the signal."""
         train = self.recipe.train
-        if self.group.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "recipe.yaml").write_text(recipe_to_yaml(self.recipe))
-        dist_utils.assert_in_sync(self.model, self.group, self.device)
-        log = MetricsLog(self.run_dir) if self.group.is_main else None
+        log = MetricsLog(self.run_dir, self.step if self.resume_from else None, self._warn) if self.group.is_main else None
         progress = TrainingProgress(train.steps, self.step, self.console, self.show_progress and self.group.is_main)
-        previous = signal.signal(signal.SIGINT, self._request_stop)
-        last_saved = latest_checkpoint(self.checkpoints)
-        interrupted = False
+        last_saved = self.resume_from if self.resume_from is not None else latest_checkpoint(self.checkpoints)
+        stopped_by = None
         try:
             for batch in self._loader():
-                metrics, grad_norm = self._train_step(batch, last_saved)
-                log_now = self.step % train.log_every == 0 or self.step == train.steps
+                log_now = (self.step + 1) % train.log_every == 0 or self.step + 1 == train.steps
+                metrics, grad_norm = self._train_step(batch, last_saved, log_now)
                 if log_now:
                     metrics = self._log(log, metrics, grad_norm, progress.speed(self.step))
                 progress.update(self.step, metrics["loss"], metrics["mse"], log_now)
                 if self.step % train.checkpoint_every == 0 and self.step < train.steps:
-                    last_saved = self.save()
+                    last_saved = self._checkpoint(last_saved)
                 if train.preview_every and self.step % train.preview_every == 0 and self.step < train.steps:
                     self.preview()
-                if dist_utils.any_true(self._stop_requested, self.group, self.device):
-                    interrupted = True
+                stopped_by = dist_utils.max_over_processes(self._stop.received or 0, self.group, self.device) or None
+                if stopped_by is not None:
                     break
         finally:
-            signal.signal(signal.SIGINT, previous)
             progress.close()
             if log is not None:
                 log.close()
-        if last_saved is None or checkpoint_step(last_saved) != self.step:
-            last_saved = self.save()
-        if not interrupted:
-            self.preview()
-        return TrainResult(self.run_dir, self.step, last_saved, interrupted)
+        return last_saved, stopped_by
 
+    def _is_current(self, checkpoint: Path | None) -> bool:
+        """Whether ``checkpoint`` is this run's checkpoint of the current step (nothing left to save)."""
+        return (checkpoint is not None and checkpoint_step(checkpoint) == self.step
+                and checkpoint.resolve().parent == self.checkpoints.resolve())
 
-def recipe_from_checkpoint(checkpoint: Checkpoint, overrides=()) -> Recipe:
-    """The recipe a checkpoint was trained with, optionally with key.path=value overrides."""
-    data = yaml.safe_load(checkpoint.recipe_yaml)
-    if overrides:
-        data = apply_overrides(data, overrides)
-    return parse_recipe(data, "recipe stored in the checkpoint")
-
-
-def ema_weights(checkpoint: Checkpoint, use_ema: bool = True) -> dict[str, torch.Tensor]:
-    """The weights to sample with: the first EMA of the recipe if kept and wanted, else the raw weights."""
-    if use_ema and checkpoint.ema:
-        recipe = recipe_from_checkpoint(checkpoint)
-        key = decay_key(recipe.train.ema_decays[0]) if recipe.train.ema_decays else next(iter(checkpoint.ema))
-        return checkpoint.ema.get(key) or next(iter(checkpoint.ema.values()))
-    return checkpoint.model
+    def fit(self) -> TrainResult:
+        """Train to ``train.steps`` (or until Ctrl-C / SIGTERM), checkpointing and previewing on the way."""
+        with self._stop:
+            self._open_run_folder()
+            try:
+                self._build()
+                dist_utils.assert_in_sync(self.model, self.group, self.device)
+                last_saved, stopped_by = self._loop()
+                if not self._is_current(last_saved):
+                    saved = self.save()
+                    if saved is None:
+                        raise CheckpointSaveError(
+                            f"{self.save_failure}; the last good checkpoint is {last_saved or 'none'}: free some "
+                            f"space, then continue with mfkit train {self.run_dir} --resume") from None
+                    last_saved = saved
+                if stopped_by is None:
+                    self.preview()
+            finally:
+                self._release()
+        return TrainResult(self.run_dir, self.step, last_saved, stopped_by)

@@ -1,21 +1,14 @@
 """The command line as a user meets it: exit codes, one-line errors, the train -> sample loop."""
 import os
+import shlex
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from typer.testing import CliRunner
 
-from mfkit.cli import app
+from tests.cli.util import env, run, start, wait_for_metrics
 from tests.helpers import ROOT, install_example_plugin, small_recipe, write_recipe
-
-runner = CliRunner()
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture
@@ -26,11 +19,11 @@ def recipe(tmp_path):
 def test_train_then_sample(tmp_path, recipe):
     result = run("train", recipe)
     assert result.exit_code == 0, result.output
-    assert "next: mfkit sample" in result.output
     run_dir = tmp_path / "runs" / "tiny"
+    assert f"next: mfkit sample --run {run_dir}" in result.output
     result = run("sample", "--run", run_dir, "--steps", "1", "--n", "30", "--seed", "1")
     assert result.exit_code == 0, result.output
-    png = run_dir / "samples" / "step-0000020-1step" / "samples.png"
+    png = run_dir / "samples" / "step-0000020-1step-n30-seed1-ema" / "samples.png"
     assert str(png) in result.output and png.is_file()
     out = tmp_path / "two-step"
     result = run("sample", "--checkpoint", run_dir / "checkpoints" / "step-0000010.safetensors",
@@ -46,7 +39,7 @@ def test_sample_defaults_to_the_latest_run(tmp_path, recipe, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = run("sample", "--n", "10")
     assert result.exit_code == 0, result.output
-    assert "runs/tiny/samples/step-0000020-1step/samples.png" in result.output
+    assert "runs/tiny/samples/step-0000020-1step-n10-seed0-ema/samples.png" in result.output
 
 
 def test_conditional_sampling_by_class_name(tmp_path):
@@ -57,7 +50,7 @@ def test_conditional_sampling_by_class_name(tmp_path):
     run_dir = tmp_path / "runs" / "cond"
     result = run("sample", "--run", run_dir, "--cond", "upper", "--n", "10")
     assert result.exit_code == 0, result.output
-    assert "step-0000010-1step-upper" in result.output
+    assert "step-0000010-1step-n10-seed0-ema-upper" in result.output
     result = run("sample", "--run", run_dir, "--cond", "sideways")
     assert result.exit_code == 2 and "unknown condition 'sideways'; choose one of: upper, lower" in result.output
 
@@ -96,57 +89,64 @@ def test_help_has_examples():
         assert result.exit_code == 0 and "mfkit " in result.output
 
 
-def _cli(*args, env=None, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "mfkit", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env or {**os.environ, "PYTHONPATH": str(ROOT)},
-                            **kwargs)
-
-
 @pytest.mark.slow
-def test_ctrl_c_saves_and_resume_continues(tmp_path):
+def test_ctrl_c_saves_and_the_printed_hint_resumes_the_same_run(tmp_path):
+    """The run is started with overrides (name, steps); the hint printed after Ctrl-C must continue *that* run."""
     path = write_recipe(tmp_path / "long.yaml", small_recipe(tmp_path, "long", steps=100_000, checkpoint_every=50_000))
-    process = _cli("train", path)
-    metrics = tmp_path / "runs" / "long" / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 0):
-        time.sleep(0.2)
+    assert run("train", path, "train.steps=10").exit_code == 0  # a finished run of the recipe's own name
+    process = start("train", path, "name=other", "train.steps=100000", "train.lr=0.002")
+    run_dir = tmp_path / "runs" / "other"
+    wait_for_metrics(run_dir, process)
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 130, output
-    assert "interrupted at step" in output and "--resume" in output and "Traceback" not in output
-    checkpoints = list((tmp_path / "runs" / "long" / "checkpoints").glob("step-*.safetensors"))
+    assert "interrupted (Ctrl-C) at step" in output and "Traceback" not in output
+    checkpoints = list((run_dir / "checkpoints").glob("step-*.safetensors"))
     assert len(checkpoints) == 1
     step = int(checkpoints[0].name[5:12])
     assert step >= 10
-    done = subprocess.run([sys.executable, "-m", "mfkit", "train", path, "--resume", f"train.steps={step + 5}"],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    hint = next(line for line in output.splitlines() if line.startswith("continue with: "))
+    command = shlex.split(hint.removeprefix("continue with: "))
+    assert command[:2] == ["mfkit", "train"] and command[2] == str(run_dir)
+    done = subprocess.run([sys.executable, "-m", "mfkit", *command[1:], f"train.steps={step + 5}"],
+                          capture_output=True, text=True, env=env(), timeout=120)
     assert done.returncode == 0, done.stderr
-    assert f"done: {step + 5} steps" in done.stderr
+    assert f"done: {step + 5} steps" in done.stderr and "train.steps: 100000 -> " in done.stderr
+    assert "lr: 0.002" in (run_dir / "recipe.yaml").read_text()  # the run's own overrides were kept
 
 
 @pytest.mark.slow
 def test_third_party_plugin_is_found_and_trains(tmp_path):
     """The example plugin package, pip-installed elsewhere, works without any change to mfkit."""
     site = install_example_plugin(tmp_path / "site")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
-    listing = subprocess.run([sys.executable, "-m", "mfkit", "plugins"], capture_output=True, text=True, env=env)
+    plugin_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    listing = subprocess.run([sys.executable, "-m", "mfkit", "plugins"], capture_output=True, text=True, env=plugin_env)
     assert "sines" in listing.stdout and "mfkit-sines 0.1.0" in listing.stdout and "conv1d" in listing.stdout
     recipe = ROOT / "docs" / "example_plugin" / "recipe.yaml"
     trained = subprocess.run([sys.executable, "-m", "mfkit", "train", recipe, "train.steps=20",
-                              f"output_dir={tmp_path / 'runs'}", "-q"], capture_output=True, text=True, env=env, timeout=300)
+                              f"output_dir={tmp_path / 'runs'}", "-q"], capture_output=True, text=True, env=plugin_env, timeout=300)
     assert trained.returncode == 0, trained.stderr
     sampled = subprocess.run([sys.executable, "-m", "mfkit", "sample", "--run", tmp_path / "runs" / "sines",
-                              "--cond", "high"], capture_output=True, text=True, env=env, timeout=120)
+                              "--cond", "high"], capture_output=True, text=True, env=plugin_env, timeout=120)
     assert sampled.returncode == 0, sampled.stderr
-    assert (tmp_path / "runs" / "sines" / "samples" / "step-0000020-1step-high" / "signals.png").is_file()
+    assert (tmp_path / "runs" / "sines" / "samples" / "step-0000020-1step-n16-seed0-ema-high" / "signals.png").is_file()
     contract = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                               str(ROOT / "docs" / "example_plugin" / "tests")], capture_output=True, text=True, env=env)
+                               str(ROOT / "docs" / "example_plugin" / "tests")], capture_output=True, text=True, env=plugin_env)
     assert contract.returncode == 0, contract.stdout[-2000:]
 
 
-def test_demo_trains_samples_and_says_where(tmp_path):
-    result = run("demo", "--steps", "20", "--output-dir", tmp_path / "runs")
+def test_demo_trains_samples_and_says_where_without_deleting_anything(tmp_path):
+    runs = tmp_path / "runs"
+    sentinel = runs / "toy2d" / "checkpoints" / "precious.txt"  # the quick start's run folder
+    sentinel.parent.mkdir(parents=True)
+    sentinel.write_text("keep")
+    result = run("demo", "--steps", "20", "--output-dir", runs)
     assert result.exit_code == 0, result.output
-    png = tmp_path / "runs" / "toy2d" / "samples" / "step-0000020-1step" / "samples.png"
+    png = runs / "demo" / "samples" / "step-0000020-1step-n4000-seed0-ema" / "samples.png"
     assert str(png) in result.output and png.is_file()
     assert "ONE network call" in result.output
+    first = png.read_bytes()
+    again = run("demo", "--steps", "10", "--output-dir", runs)
+    assert again.exit_code == 0, again.output
+    assert f"run folder {runs / 'demo-2'}" in again.output and (runs / "demo-2" / "checkpoints").is_dir()
+    assert png.read_bytes() == first and sentinel.read_text() == "keep"

@@ -39,7 +39,7 @@ def test_run_folder_contents(tmp_path):
     assert (run / "recipe.yaml").is_file()
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [10, 20]
-    assert {"loss", "mse", "adaptive_weight", "r_neq_t_share", "lr", "it_per_s"} <= set(lines[0])
+    assert {"loss", "mse", "adaptive_weight", "r_neq_t_share", "lr", "it_per_s", "grad_norm"} <= set(lines[0])
     assert (run / "previews" / "step-0000020" / "samples.png").is_file()
     assert latest_checkpoint(run / "checkpoints").name == "step-0000020.safetensors"
     assert len(list((run / "checkpoints").glob("*.safetensors"))) == 1
@@ -51,7 +51,7 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path):
     train(tmp_path, "again", steps=10)
     with pytest.raises(RunFolderError, match="--resume.*--overwrite"):
         train(tmp_path, "again", steps=10)
-    with pytest.raises(RunFolderError, match="no checkpoint"):
+    with pytest.raises(RunFolderError, match="no run folder"):
         train(tmp_path, "never-ran", resume=True)
     recipe = parse_recipe(small_recipe(tmp_path, "again", steps=10))
     assert Trainer(recipe, overwrite=True, progress=False).fit().step == 10
@@ -117,5 +117,127 @@ def test_resuming_with_another_architecture_is_a_clear_error(tmp_path):
     train(tmp_path, "arch", steps=10)
     data = small_recipe(tmp_path, "arch", steps=20)
     data["backbone"]["params"]["width"] = 48
-    with pytest.raises(CheckpointError, match="does not fit the model this recipe builds"):
+    with pytest.raises(RunFolderError, match=r"backbone.params.width: 32 -> 48"):
         Trainer(parse_recipe(data), resume=True, progress=False).fit()
+    with pytest.raises(CheckpointError, match="does not fit the model this recipe builds"):
+        Trainer(parse_recipe(data), resume=True, allow_changes=True, progress=False).fit()
+
+
+def test_grad_norm_is_logged_without_clipping_and_matches_clipping(tmp_path):
+    def norms(name, clip):
+        result = train(tmp_path, name, steps=10, log_every=5, grad_clip=clip)
+        return [json.loads(line)["grad_norm"] for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+
+    unclipped, clipped = norms("free", None), norms("clipped", 1e6)  # a huge clip never clips: same training
+    assert len(unclipped) == 2 and all(n > 0 for n in unclipped)
+    assert unclipped == pytest.approx(clipped, rel=1e-5)
+
+
+def test_bf16_on_a_cpu_says_it_trains_in_fp32(tmp_path):
+    from io import StringIO
+
+    from rich.console import Console
+
+    buffer = StringIO()
+    recipe = parse_recipe(small_recipe(tmp_path, "bf16", steps=2, precision="bf16"))
+    Trainer(recipe, console=Console(file=buffer, width=300), progress=False).fit()
+    assert "train.precision is bf16, but this run is on the CPU: it trains in fp32" in buffer.getvalue()
+
+
+def test_checkpoints_get_ordinary_file_permissions(tmp_path):
+    import os
+
+    from mfkit.folders import file_mode
+
+    result = train(tmp_path, "perm", steps=2)
+    assert file_mode() == 0o666 & ~_umask()
+    for path in (result.checkpoint, result.checkpoint.parent / "latest"):
+        assert os.stat(path).st_mode & 0o777 == file_mode(), path
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_a_failed_checkpoint_save_keeps_training_and_retries(tmp_path, monkeypatch):
+    import mfkit.train.checkpoint as checkpoint_module
+
+    real, calls = checkpoint_module.save_file, {"n": 0}
+
+    def disk_full_once(tensors, filename, metadata=None):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the checkpoint of step 10
+            with open(filename, "wb") as handle:
+                handle.write(b"partial")
+            raise OSError(28, "No space left on device")
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint_module, "save_file", disk_full_once)
+    from io import StringIO
+
+    from rich.console import Console
+
+    buffer = StringIO()
+    recipe = parse_recipe(small_recipe(tmp_path, "full", steps=20, checkpoint_every=5, keep_last=5))
+    result = Trainer(recipe, console=Console(file=buffer, width=400), progress=False).fit()
+    message = buffer.getvalue()
+    assert "could not save checkpoint" in message and "No space left on device" in message
+    assert "the last good checkpoint is" in message and "step-0000005" in message and "tries again at step 15" in message
+    folder = result.run_dir / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "latest", "step-0000005.safetensors", "step-0000015.safetensors", "step-0000020.safetensors"]
+    assert result.step == 20 and load_checkpoint(result.checkpoint).step == 20
+
+
+def test_a_final_save_that_fails_is_a_clear_error_and_keeps_the_last_good_one(tmp_path, monkeypatch):
+    import mfkit.train.checkpoint as checkpoint_module
+    from mfkit.train.checkpoint import CheckpointSaveError
+
+    real, calls = checkpoint_module.save_file, {"n": 0}
+
+    def full_after_first(tensors, filename, metadata=None):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OSError(28, "No space left on device")
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint_module, "save_file", full_after_first)
+    with pytest.raises(CheckpointSaveError, match=r"No space left on device; the last good checkpoint is .*step-0000010"
+                                                  r".*mfkit train .* --resume"):
+        train(tmp_path, "fuller", steps=20, checkpoint_every=10)
+    folder = tmp_path / "runs" / "fuller" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["latest", "step-0000010.safetensors"]
+    assert not (tmp_path / "runs" / "fuller" / ".mfkit-lock").exists()
+
+
+def test_resume_drops_metrics_lines_of_replayed_steps(tmp_path):
+    result = train(tmp_path, "replay", steps=20, checkpoint_every=10, log_every=5)
+    (result.run_dir / "checkpoints" / "step-0000020.safetensors").unlink()  # as if killed before saving step 20
+    with open(result.run_dir / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 21, "lo')  # a line cut short by the kill
+    train(tmp_path, "replay", resume=True, steps=20, checkpoint_every=10, log_every=5)
+    steps = [json.loads(line)["step"] for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [5, 10, 15, 20]
+
+
+def test_resume_from_an_earlier_checkpoint_sets_the_later_ones_aside(tmp_path):
+    first = train(tmp_path, "earlier", steps=20, checkpoint_every=10)
+    folder = first.run_dir / "checkpoints"
+    damaged = folder / "step-0000020.safetensors"
+    cut = damaged.read_bytes()[:100]
+    damaged.write_bytes(cut)
+    from mfkit.train.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"damaged.*--resume --from .*step-0000010.safetensors"):
+        train(tmp_path, "earlier", resume=True, steps=20, checkpoint_every=10)
+    recipe = parse_recipe(small_recipe(tmp_path, "earlier", steps=20, checkpoint_every=10))
+    result = Trainer(recipe, resume_from=folder / "step-0000010.safetensors", progress=False).fit()
+    assert result.step == 20 and load_checkpoint(result.checkpoint).step == 20
+    assert (folder / "set-aside" / "step-0000020.safetensors").read_bytes() == cut  # kept, not deleted
+    straight = train(tmp_path, "straight", steps=20, checkpoint_every=10)
+    for key, value in weights(straight)[0].items():
+        assert torch.equal(value, weights(result)[0][key]), key
