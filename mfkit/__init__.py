@@ -6,30 +6,61 @@ Public API (the core knows only tensors of shape (batch, ...)):
 - JVPs: :func:`jvp` with backends ``JVP_BACKENDS``; :class:`FastTangents` for any backbone
 - samplers: :func:`sample` (MeanFlow), :func:`euler_sample` (flow-matching baseline), :func:`time_grid`
 - times: :class:`TimePairSampler`, :class:`LogitNormal`, :class:`Uniform`, :func:`cifar10_v1_sampler`
+- exported models: :func:`load_exported` (files written by ``mfkit export``)
 - building blocks: :mod:`mfkit.nn` (embeddings, MLP backbone)
+
+Names are imported on first use (PEP 562), so ``import mfkit`` and the light CLI commands
+(``mfkit --help``, ``mfkit recipes``) do not pay for importing torch. To add a public name, add it
+to ``_EXPORTS`` (and to the ``TYPE_CHECKING`` block for type checkers).
 """
-from mfkit.core.broadcast import expand_like, sum_non_batch
-from mfkit.core.jvp import JVP_BACKENDS, jvp
-from mfkit.core.objectives import (
-    Draw,
-    FlowMatching,
-    Guidance,
-    MeanFlow,
-    ObjectiveOutput,
-    adaptive_weight,
-    guided_velocity,
-    meanflow_target,
-)
-from mfkit.core.path import conditional_velocity, interpolate
-from mfkit.core.sampling import SamplerStep, euler_sample, sample, time_grid
-from mfkit.core.tangent_rules import FastTangents
-from mfkit.core.time_sampling import LogitNormal, TimePairSampler, Uniform, cifar10_v1_sampler
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Draw", "FastTangents", "FlowMatching", "Guidance", "JVP_BACKENDS", "LogitNormal", "MeanFlow", "ObjectiveOutput",
-    "SamplerStep", "TimePairSampler", "Uniform", "adaptive_weight", "cifar10_v1_sampler",
-    "conditional_velocity", "euler_sample", "expand_like", "guided_velocity", "interpolate", "jvp",
-    "meanflow_target", "sample", "sum_non_batch", "time_grid", "__version__",
-]
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "expand_like": "mfkit.core.broadcast", "sum_non_batch": "mfkit.core.broadcast",
+    "JVP_BACKENDS": "mfkit.core.jvp", "jvp": "mfkit.core.jvp",
+    "Draw": "mfkit.core.objectives", "FlowMatching": "mfkit.core.objectives", "Guidance": "mfkit.core.objectives",
+    "MeanFlow": "mfkit.core.objectives", "ObjectiveOutput": "mfkit.core.objectives",
+    "adaptive_weight": "mfkit.core.objectives", "guided_velocity": "mfkit.core.objectives",
+    "meanflow_target": "mfkit.core.objectives",
+    "conditional_velocity": "mfkit.core.path", "interpolate": "mfkit.core.path",
+    "SamplerStep": "mfkit.core.sampling", "euler_sample": "mfkit.core.sampling", "sample": "mfkit.core.sampling",
+    "time_grid": "mfkit.core.sampling",
+    "FastTangents": "mfkit.core.tangent_rules",
+    "LogitNormal": "mfkit.core.time_sampling", "TimePairSampler": "mfkit.core.time_sampling",
+    "Uniform": "mfkit.core.time_sampling", "cifar10_v1_sampler": "mfkit.core.time_sampling",
+    "Exported": "mfkit.export", "load_exported": "mfkit.export",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mfkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:
+    from mfkit.core.broadcast import expand_like, sum_non_batch
+    from mfkit.core.jvp import JVP_BACKENDS, jvp
+    from mfkit.core.objectives import (
+        Draw, FlowMatching, Guidance, MeanFlow, ObjectiveOutput, adaptive_weight, guided_velocity, meanflow_target,
+    )
+    from mfkit.core.path import conditional_velocity, interpolate
+    from mfkit.core.sampling import SamplerStep, euler_sample, sample, time_grid
+    from mfkit.core.tangent_rules import FastTangents
+    from mfkit.core.time_sampling import LogitNormal, TimePairSampler, Uniform, cifar10_v1_sampler
+    from mfkit.export import Exported, load_exported

@@ -1,0 +1,106 @@
+"""`mfkit sample` and `mfkit export`: the right sampler and steps, new folders every time, clear errors."""
+import numpy as np
+import pytest
+import torch
+
+from tests.cli.util import run
+from tests.helpers import small_recipe, write_recipe
+
+
+@pytest.fixture(scope="module")
+def meanflow_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("meanflow")
+    path = write_recipe(tmp_path / "tiny.yaml", small_recipe(tmp_path, steps=10, checkpoint_every=10))
+    assert run("train", path).exit_code == 0
+    return tmp_path / "runs" / "tiny"
+
+
+def test_flow_matching_samples_with_its_recipes_steps_and_says_so(tmp_path):
+    data = small_recipe(tmp_path, "fm", steps=10)
+    data["objective"] = {"kind": "flow_matching"}
+    data["sample"]["steps"] = 4
+    path = write_recipe(tmp_path / "fm.yaml", data)
+    result = run("train", path)
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "runs" / "fm"
+    assert f"next: mfkit sample --run {run_dir}" in result.output and "sample.steps = 4" in result.output
+    result = run("sample", "--run", run_dir, "--n", "20")
+    assert result.exit_code == 0, result.output
+    assert "with 4 step(s)" in result.output
+    assert (run_dir / "samples" / "step-0000010-4step-n20-seed0-ema" / "samples.npy").is_file()
+
+
+def test_repeated_sampling_never_replaces_earlier_samples(meanflow_run):
+    first = run("sample", "--run", meanflow_run, "--n", "20", "--seed", "5")
+    second = run("sample", "--run", meanflow_run, "--n", "20", "--seed", "5")
+    raw = run("sample", "--run", meanflow_run, "--n", "20", "--seed", "5", "--no-ema")
+    assert first.exit_code == second.exit_code == raw.exit_code == 0
+    folder = meanflow_run / "samples" / "step-0000010-1step-n20-seed5-ema"
+    assert str(folder / "samples.npy") in first.output
+    assert str(folder.with_name(folder.name + "-2") / "samples.npy") in second.output
+    assert str(folder.with_name("step-0000010-1step-n20-seed5-raw") / "samples.npy") in raw.output
+    assert np.array_equal(np.load(folder / "samples.npy"), np.load(folder.with_name(folder.name + "-2") / "samples.npy"))
+
+
+def test_large_counts_show_progress(meanflow_run):
+    result = run("sample", "--run", meanflow_run, "--n", "120")  # batches of 50
+    assert result.exit_code == 0 and "sampling" in result.output and "120/120" in result.output
+    small = run("sample", "--run", meanflow_run, "--n", "30")
+    assert small.exit_code == 0 and "30/30" not in small.output
+
+
+def test_bad_out_paths_are_one_line(meanflow_run, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep")
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "samples.npy").write_text("keep")
+    for out, message in ((a_file, "is a file, not a folder"), (a_file / "sub", "Not a directory"),
+                         (used, "already holds files")):
+        result = run("sample", "--run", meanflow_run, "--out", out)
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+    assert a_file.read_text() == "keep" and (used / "samples.npy").read_text() == "keep"
+
+
+def test_weights_that_do_not_fit_the_recipe_are_one_line(meanflow_run):
+    result = run("sample", "--run", meanflow_run, "backbone.params.width=128")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "does not fit the model this recipe builds (size mismatch for" in result.output
+
+
+def test_export_writes_weights_and_recipe_loadable_in_one_call(meanflow_run, tmp_path):
+    import mfkit.export
+    from mfkit.train.checkpoint import latest_checkpoint, load_checkpoint
+
+    result = run("export", meanflow_run)
+    assert result.exit_code == 0, result.output
+    path = meanflow_run / "exports" / "tiny-step-0000010-ema.safetensors"
+    assert str(path) in result.output and path.with_suffix(".yaml").is_file()
+    exported = mfkit.export.load_exported(path)
+    checkpoint = load_checkpoint(latest_checkpoint(meanflow_run / "checkpoints"))
+    assert exported.step == 10 and exported.weights == "ema-0.9" and not exported.model.training
+    assert exported.recipe.name == "tiny"
+    for key, value in exported.model.state_dict().items():
+        assert torch.equal(value, checkpoint.ema["0.9"][key]), key
+    assert exported.sample(7).shape == (7, 2)
+    assert path.stat().st_size < (meanflow_run / "checkpoints" / "step-0000010.safetensors").stat().st_size / 3
+
+    again = run("export", meanflow_run)
+    assert again.exit_code == 0 and str(path.with_name("tiny-step-0000010-ema-2.safetensors")) in again.output
+
+    out = tmp_path / "shared.safetensors"
+    assert run("export", meanflow_run, "--raw", "--out", out).exit_code == 0
+    raw = mfkit.export.load_exported(out)
+    assert raw.weights == "raw" and torch.equal(raw.model.state_dict()["inp.weight"], checkpoint.model["inp.weight"])
+    refused = run("export", meanflow_run, "--out", out)
+    assert refused.exit_code == 2 and "already exists" in refused.output and "--overwrite" in refused.output
+    assert run("export", meanflow_run, "--out", out, "--overwrite").exit_code == 0
+    assert mfkit.export.load_exported(out).weights == "ema-0.9"
+
+
+def test_loading_something_else_is_a_clear_error(meanflow_run):
+    from mfkit.export import load_exported
+    from mfkit.train.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="is not an mfkit export"):
+        load_exported(meanflow_run / "checkpoints" / "step-0000010.safetensors")
