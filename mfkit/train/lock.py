@@ -41,7 +41,10 @@ class LockHolder:
 
     @classmethod
     def me(cls) -> "LockHolder":
-        command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else ""
+        program = Path(sys.argv[0]).name if sys.argv else ""
+        if program == "__main__.py":  # python -m mfkit, torchrun -m mfkit
+            program = "mfkit"
+        command = " ".join([program, *sys.argv[1:]]) if sys.argv else ""
         return cls(os.getpid(), socket.gethostname(), datetime.now().astimezone().isoformat(timespec="seconds"),
                    command[:300])
 

@@ -54,3 +54,36 @@ def test_a_bypassed_wrapper_is_caught(monkeypatch):
     monkeypatch.setattr(dist, "all_reduce", fake_all_reduce)
     with pytest.raises(distributed.OutOfSyncError, match="not being synchronised"):
         distributed.assert_in_sync(model, group, torch.device("cpu"))
+
+
+@pytest.mark.slow
+def test_sigterm_under_torchrun_saves_in_every_rank_and_releases_the_lock(tmp_path):
+    """torchrun passes SIGTERM to every worker: all finish the same step, rank 0 saves, the lock goes."""
+    import signal
+    import time
+
+    recipe = write_recipe(tmp_path / "r.yaml", small_recipe(tmp_path, "ddp", steps=100_000, checkpoint_every=50_000))
+    launcher = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([launcher, "--standalone", "--nproc_per_node=2", "-m", "mfkit", "train", str(recipe)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_dir = tmp_path / "runs" / "ddp"
+    metrics = run_dir / "metrics.jsonl"
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 0):
+            assert process.poll() is None, process.stdout.read()
+            time.sleep(0.2)
+        assert (run_dir / ".mfkit-lock").is_file()  # held by rank 0 only: rank 1 was not refused
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert "interrupted (SIGTERM) at step" in output, output[-3000:]
+    checkpoints = list((run_dir / "checkpoints").glob("step-*.safetensors"))
+    assert len(checkpoints) == 1, output[-3000:]
+    assert not (run_dir / ".mfkit-lock").exists()
+    step = int(checkpoints[0].name[5:12])
+    done = subprocess.run([sys.executable, "-m", "mfkit", "train", str(run_dir), "--resume", f"train.steps={step + 2}",
+                           "-q"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and f"done: {step + 2} steps" in done.stderr, done.stderr
