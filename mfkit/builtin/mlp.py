@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mfkit.nn import MLPBackbone
-from mfkit.plugins.spec import BackboneSpec, DataInfo
+from mfkit.plugins.spec import BackboneSpec, DataInfo, PluginContext, VectorCondition
 
 
 class MLPParams(BaseModel):
@@ -19,13 +19,15 @@ class MLPParams(BaseModel):
     norm: bool = Field(True, description="LayerNorm in each residual block")
 
 
-def build(params: MLPParams, info: DataInfo) -> MLPBackbone:
-    return MLPBackbone(info.sample_shape, params.width, params.depth, info.num_classes, params.time_inputs, params.norm)
+def build(params: MLPParams, info: DataInfo, context: PluginContext) -> MLPBackbone:
+    vector_dim = info.condition.dim if isinstance(info.condition, VectorCondition) else None
+    return MLPBackbone(info.sample_shape, params.width, params.depth, info.num_classes, params.time_inputs, params.norm,
+                       vector_dim=vector_dim)
 
 
 SPEC = BackboneSpec(
     name="mlp",
-    description="Residual MLP over the flattened sample, (t, t - r) embeddings, optional class embedding",
+    description="Residual MLP over the flattened sample, (t, t - r) embeddings, class or vector condition embedding",
     factory=build,
     params_model=MLPParams,
 )

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from mfkit.builtin.scatter import scatter_png
 from mfkit.data.toy2d import CLASSES, toy_sample_labeled
-from mfkit.plugins.spec import Modality, ModalitySpec
+from mfkit.plugins.spec import Modality, ModalitySpec, PluginContext
 
 Distribution = Literal["checkerboard", "eight_gaussians", "moons", "spirals", "rings", "gaussian"]
 
@@ -44,8 +44,8 @@ class PointSet(Dataset):
 class Toy2d(Modality):
     sample_shape = (2,)
 
-    def __init__(self, params: Toy2dParams) -> None:
-        self.params = params
+    def __init__(self, params: Toy2dParams, context: PluginContext | None = None) -> None:
+        self.params, self.context = params, context
         self.class_names = CLASSES[params.distribution] if params.conditional else None
 
     def dataset(self, split: str = "train") -> Dataset:

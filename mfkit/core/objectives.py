@@ -24,6 +24,7 @@ from torch import nn
 from mfkit.core import presets
 from mfkit.core.broadcast import expand_like, sum_non_batch
 from mfkit.core.calling import call_model, without_wrapper
+from mfkit.core.conditions import ConditionOps, LabelConditions, batch_size_of
 from mfkit.core.jvp import JVP_BACKENDS, JVP_PRECISIONS, JVPError, autocast_off, jvp
 from mfkit.core.path import conditional_velocity, interpolate
 from mfkit.core.time_sampling import LogitNormal, TimePairSampler
@@ -74,16 +75,18 @@ class Guidance:
 
     Inside the window t in [t_min, t_max] the velocity in the target becomes
     v_g = w_cfg v + kappa u(z_t, t, t | c) + (1 - w_cfg - kappa) u(z_t, t, t | null); outside it, v.
-    A share ``class_dropout`` of samples gets ``null_label`` and the plain target. The effective
-    guidance scale is w_cfg / (1 - kappa). Conditions are integer class labels of shape (B,).
+    A share ``class_dropout`` of samples gets the null condition and the plain target. The effective
+    guidance scale is w_cfg / (1 - kappa). Conditions are integer class labels (B,) with
+    ``null_label``, or any structure described by ``conditions`` (see :mod:`mfkit.core.conditions`).
     """
 
-    null_label: int
+    null_label: int | None = None
     w_cfg: float = 1.0
     kappa: float = 0.5
     t_min: float = 0.0
     t_max: float = 1.0
     class_dropout: float = 0.1
+    conditions: ConditionOps | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.class_dropout < 1.0:
@@ -92,10 +95,17 @@ class Guidance:
             raise ValueError(f"guidance window needs 0 <= t_min <= t_max <= 1, got [{self.t_min}, {self.t_max}]")
         if self.kappa >= 1.0:
             raise ValueError(f"kappa must be below 1 (effective scale w_cfg / (1 - kappa)), got {self.kappa}")
+        if (self.null_label is None) == (self.conditions is None):
+            raise ValueError("guidance needs either null_label (class labels) or conditions (any other kind)")
 
     @property
     def effective_scale(self) -> float:
         return self.w_cfg / (1.0 - self.kappa)
+
+    @property
+    def ops(self) -> ConditionOps:
+        """How to null and drop this guidance's conditions."""
+        return self.conditions if self.conditions is not None else LabelConditions(self.null_label)
 
 
 def guided_velocity(
@@ -314,10 +324,10 @@ class MeanFlow:
         """
         guidance = self.guidance
         if cond is None:
-            raise ValueError("guidance is set but the batch has no conditions (class labels)")
+            raise ValueError("guidance is set but the batch has no conditions")
         if dropped is None:  # a Draw made without guidance: drop nothing
-            dropped = torch.zeros(cond.shape[0], dtype=torch.bool, device=cond.device)
-        cond = torch.where(dropped, torch.full_like(cond, guidance.null_label), cond)
+            dropped = torch.zeros(batch_size_of(cond), dtype=torch.bool, device=z.device)
+        cond = guidance.ops.where_dropped(cond, dropped)
         null_weight = 1 - guidance.w_cfg - guidance.kappa
         if guidance.kappa == 0 and null_weight == 0:
             return cond, v
@@ -327,7 +337,7 @@ class MeanFlow:
             u_cond = call_model(inner, z, t, t, cond) if guidance.kappa != 0 else None
             u_null = None
             if null_weight != 0:
-                u_null = call_model(inner, z, t, t, torch.full_like(cond, guidance.null_label))
+                u_null = call_model(inner, z, t, t, guidance.ops.null_like(cond))
         return cond, guided_velocity(v, u_cond, u_null, t, guidance, dropped)
 
 

@@ -80,3 +80,20 @@ class ConditionEmbedding(nn.Module):
         if labels is None:
             labels = torch.full((batch,), self.null_label, device=device, dtype=torch.long)
         return self.table(labels.long())
+
+
+class VectorConditionEmbedding(nn.Module):
+    """Continuous conditions (B, n) -> (B, dim) by a two-layer MLP; a row that is all NaN (the null value of
+    :class:`mfkit.plugins.VectorCondition`) gets a learned null embedding instead."""
+
+    def __init__(self, features: int, dim: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(features, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.null = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, cond: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
+        if cond is None:
+            return self.null.expand(batch, -1)
+        cond = cond.to(self.null.dtype).reshape(batch, -1)
+        is_null = torch.isnan(cond).all(dim=-1, keepdim=True)
+        return torch.where(is_null, self.null.expand(batch, -1), self.mlp(torch.nan_to_num(cond)))

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mfkit.nn.embeddings import ConditionEmbedding, TimePairEmbedding
+from mfkit.nn.embeddings import ConditionEmbedding, TimePairEmbedding, VectorConditionEmbedding
 
 
 class ResidualBlock(nn.Module):
@@ -27,7 +27,8 @@ class MLPBackbone(nn.Module):
 
     h = Linear(z) + emb(t, t - r) [+ emb(cond)]; ``depth`` residual blocks of ``width``;
     u = Linear(SiLU(h)) reshaped to z's shape. ``num_classes`` adds a condition embedding with a null
-    label (= num_classes) for classifier-free guidance.
+    label (= num_classes) for classifier-free guidance; ``vector_dim`` instead embeds continuous
+    conditions (B, vector_dim) whose null value is a row of NaN.
     """
 
     def __init__(
@@ -38,19 +39,24 @@ class MLPBackbone(nn.Module):
         num_classes: int | None = None,
         time_inputs: str = "t,t-r",
         norm: bool = True,
+        vector_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.data_shape = (data_shape,) if isinstance(data_shape, int) else tuple(data_shape)
         dim = math.prod(self.data_shape)
         self.inp = nn.Linear(dim, width)
         self.time = TimePairEmbedding(width, time_inputs)
+        if num_classes and vector_dim:
+            raise ValueError("give num_classes (class labels) or vector_dim (continuous conditions), not both")
         self.cond = ConditionEmbedding(num_classes, width) if num_classes else None
+        if vector_dim:
+            self.cond = VectorConditionEmbedding(vector_dim, width)
         self.blocks = nn.Sequential(*(ResidualBlock(width, norm) for _ in range(depth)))
         self.out = nn.Linear(width, dim)
 
     @property
     def null_label(self) -> int | None:
-        return self.cond.null_label if self.cond is not None else None
+        return self.cond.null_label if isinstance(self.cond, ConditionEmbedding) else None
 
     def forward(self, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         h = self.inp(z.reshape(z.shape[0], -1)) + self.time(r, t)

@@ -1,31 +1,166 @@
-"""What a plugin registers.
+"""What a plugin registers (plugin API version 2; plugins written for version 1 keep working).
 
-A plugin package exposes, through entry points (see :mod:`mfkit.plugins.discovery`), objects of two kinds:
+A plugin package exposes, through entry points (see :mod:`mfkit.plugins.discovery`), objects of these kinds:
 
 * :class:`ModalitySpec`: the data adapter of one kind of data. Its factory takes the validated
-  parameters and returns a :class:`Modality`, which builds the data set, encodes raw items to model
-  tensors, decodes model tensors back, saves samples as real files, and states the sample shape and
-  the conditioning it offers.
-* :class:`BackboneSpec`: a network. Its factory takes the validated parameters and a :class:`DataInfo`
-  (sample shape, number of classes) and returns an ``nn.Module`` called as ``model(z, r, t, cond=None)``.
+  parameters and a :class:`PluginContext` and returns a :class:`Modality`, which builds the data sets,
+  fits and keeps any state (normalisation statistics, ...), declares its conditioning, encodes raw items
+  to model tensors, decodes them back, and saves samples as real files.
+* :class:`BackboneSpec`: a network. Its factory takes the validated parameters, a :class:`DataInfo`
+  (sample shape, conditioning) and a :class:`PluginContext`, and returns an ``nn.Module`` called as
+  ``model(z, r, t, cond=None)``.
+* Recipes: a package (a folder of YAML files) in the entry-point group ``mfkit.recipes``.
 
 Each spec names a pydantic model of its own parameters; recipes are validated against it, so a recipe
-can only ever reach code that a plugin registered. ``api_version`` guards against plugins written for
-an incompatible mfkit.
+can only ever reach code that a plugin registered. ``api_version`` (a number or an inclusive range
+``(low, high)``) says which plugin API versions the spec is written for.
 """
 from __future__ import annotations
 
 import abc
+import inspect
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 from torch.utils.data import Dataset
 
-PLUGIN_API_VERSION = 1
+from mfkit.core.conditions import ConditionOps, LabelConditions, TensorConditions
+
+PLUGIN_API_VERSION = 2
+#: Versions this mfkit can load; version 1 plugins work unchanged (with a deprecation warning).
+SUPPORTED_API_VERSIONS = (1, 2)
+
+Purpose = Literal["train", "sample", "validate", "eval", "test"]
+
+
+def default_cache_dir() -> Path:
+    """Where plugins keep generated or decoded data: ``$MFKIT_CACHE`` or ``~/.cache/mfkit``."""
+    return Path(os.environ.get("MFKIT_CACHE") or Path.home() / ".cache" / "mfkit")
+
+
+@dataclass(frozen=True)
+class PluginContext:
+    """What a plugin factory may need beyond its parameters.
+
+    device, dtype: where and in which dtype the model runs (data sets should still yield CPU tensors).
+    run_dir: the run folder (None outside a run, e.g. in tests or `mfkit validate`).
+    cache_dir: a folder for caches shared between runs (decoded audio, sampled point clouds, ...).
+    seed: the recipe's seed. rank, world_size: this process and how many there are (torchrun), for
+    sharded data and per-rank caches. purpose: why the plugin is built ("train", "sample", "validate",
+    "eval", "test"); a modality built for sampling must not fit anything (its state is loaded).
+    """
+
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+    run_dir: Path | None = None
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    purpose: Purpose = "train"
+
+
+class ConditionSpec(abc.ABC):
+    """A modality's declaration of what it conditions on, and how to handle such conditions.
+
+    ``kind`` names the family ("class", "vector", "sequence", or a plugin's own). ``ops`` null and drop
+    a batch of conditions for guidance in training. ``parse`` turns the text of `mfkit sample --cond`
+    into a batch of ``count`` conditions; ``preview`` gives ``count`` conditions for previews and default
+    samples; ``null`` gives ``count`` null conditions (unconditional samples of a conditional model).
+    """
+
+    kind: str = "custom"
+
+    @property
+    @abc.abstractmethod
+    def ops(self) -> ConditionOps: ...
+
+    @abc.abstractmethod
+    def parse(self, text: str, count: int) -> Any: ...
+
+    @abc.abstractmethod
+    def preview(self, count: int) -> Any: ...
+
+    def null(self, count: int) -> Any:
+        return self.ops.null_like(self.preview(count))
+
+    def describe(self, cond: Any, index: int) -> str:
+        """A short name of condition ``index`` of a batch (used in folder and file names)."""
+        return str(index)
+
+
+class ClassCondition(ConditionSpec):
+    """Integer class labels (B,) with the null label ``len(names)``."""
+
+    kind = "class"
+
+    def __init__(self, names: Sequence[str]) -> None:
+        if not names:
+            raise ValueError("a class condition needs at least one class name")
+        self.names = list(names)
+
+    @property
+    def ops(self) -> LabelConditions:
+        return LabelConditions(len(self.names))
+
+    def label_of(self, text: str) -> int:
+        if text in self.names:
+            return self.names.index(text)
+        if text.isdigit() and int(text) < len(self.names):
+            return int(text)
+        raise ValueError(f"unknown condition {text!r}; choose one of: {', '.join(self.names)}")
+
+    def parse(self, text: str, count: int) -> torch.Tensor:
+        return torch.full((count,), self.label_of(text), dtype=torch.long)
+
+    def preview(self, count: int) -> torch.Tensor:
+        return torch.arange(count) % len(self.names)
+
+    def describe(self, cond: torch.Tensor, index: int) -> str:
+        label = int(cond[index])
+        return self.names[label] if label < len(self.names) else "null"
+
+
+class VectorCondition(ConditionSpec):
+    """A continuous vector (B, dim) per sample, with a null vector (default: all NaN, which no real
+    condition can equal; :class:`mfkit.nn.VectorConditionEmbedding` turns it into a learned embedding).
+
+    ``parse`` reads comma-separated numbers ("0.5,1.2"); ``preview`` spreads values over ``low``..``high``.
+    """
+
+    kind = "vector"
+
+    def __init__(self, dim: int, low: float = 0.0, high: float = 1.0, null: torch.Tensor | None = None,
+                 names: Sequence[str] | None = None) -> None:
+        self.dim, self.low, self.high = dim, low, high
+        self.null_vector = null if null is not None else torch.full((dim,), float("nan"))
+        self.names = list(names) if names else [f"c{i}" for i in range(dim)]
+
+    @property
+    def ops(self) -> TensorConditions:
+        return TensorConditions(self.null_vector)
+
+    def parse(self, text: str, count: int) -> torch.Tensor:
+        try:
+            values = [float(part) for part in text.split(",")]
+        except ValueError:
+            raise ValueError(f"a {self.dim}-number condition is written like "
+                             f"{','.join(['0.5'] * self.dim)}; got {text!r}") from None
+        if len(values) != self.dim:
+            raise ValueError(f"this modality conditions on {self.dim} number(s) ({', '.join(self.names)}); "
+                             f"got {len(values)} in {text!r}")
+        return torch.tensor(values).expand(count, self.dim).clone()
+
+    def preview(self, count: int) -> torch.Tensor:
+        return torch.linspace(self.low, self.high, count)[:, None].expand(count, self.dim).clone()
+
+    def describe(self, cond: torch.Tensor, index: int) -> str:
+        return ",".join(f"{v:.3g}" for v in cond[index].tolist())
 
 
 class NoParams(BaseModel):
@@ -36,35 +171,52 @@ class NoParams(BaseModel):
 
 @dataclass(frozen=True)
 class DataInfo:
-    """What a backbone needs to know about the data: per-sample shape and number of classes (None: unconditional)."""
+    """What a backbone needs to know about the data: per-sample shape, number of classes (None: no class
+    labels) and the full condition declaration (None: unconditional)."""
 
     sample_shape: tuple[int, ...]
     num_classes: int | None = None
+    condition: ConditionSpec | None = None
 
 
 class Modality(abc.ABC):
     """The data adapter of one kind of data. Model tensors have shape (B, *sample_shape).
 
-    ``dataset`` returns a map-style data set whose items are a tensor of ``sample_shape`` (already
-    encoded) or a pair (tensor, class label). ``save`` writes real files a person can open.
+    Required: ``sample_shape``, :meth:`dataset`, :meth:`encode`, :meth:`decode`, :meth:`save`. Everything
+    else has a default that a plugin overrides when it needs to:
+
+    * conditions: ``class_names`` (class labels), or :meth:`condition` for any :class:`ConditionSpec`;
+    * state fitted on the data: :meth:`fit` (called once when a new run starts), :meth:`state_dict` and
+      :meth:`load_state_dict` (saved with the run and in every checkpoint, loaded when sampling);
+    * batches: :meth:`collate` (a DataLoader collate function) and :meth:`unpack` (batch -> (x, cond));
+    * splits: ``splits`` lists those :meth:`dataset` accepts ("val" enables validation and evaluation).
     """
 
     #: Per-sample tensor shape, e.g. (2,) for points in the plane, (3, 32, 32) for images.
     sample_shape: tuple[int, ...]
-    #: Names of the classes it offers as conditions, or None for unconditional data.
+    #: Names of the classes it offers as conditions, or None.
     class_names: Sequence[str] | None = None
+    #: The data set splits :meth:`dataset` accepts.
+    splits: tuple[str, ...] = ("train", "val")
+    #: Set by mfkit (or the v2 factory) to the context the modality was built in.
+    context: PluginContext | None = None
 
     @property
     def num_classes(self) -> int | None:
-        return len(self.class_names) if self.class_names else None
+        condition = self.condition()
+        return len(condition.names) if isinstance(condition, ClassCondition) else None
+
+    def condition(self) -> ConditionSpec | None:
+        """What the modality conditions on (default: its ``class_names`` as class labels)."""
+        return ClassCondition(self.class_names) if self.class_names else None
 
     @property
     def info(self) -> DataInfo:
-        return DataInfo(tuple(self.sample_shape), self.num_classes)
+        return DataInfo(tuple(self.sample_shape), self.num_classes, self.condition())
 
     @abc.abstractmethod
     def dataset(self, split: str = "train") -> Dataset:
-        """The training (or "val") data set of encoded items."""
+        """The data set of encoded items for ``split`` (one of ``splits``)."""
 
     @abc.abstractmethod
     def encode(self, raw: Any) -> torch.Tensor:
@@ -75,40 +227,117 @@ class Modality(abc.ABC):
         """A batch of model tensors (B, *sample_shape) -> raw items (what :meth:`save` writes)."""
 
     @abc.abstractmethod
-    def save(self, samples: torch.Tensor, out_dir: Path, cond: torch.Tensor | None = None) -> list[Path]:
-        """Write a batch of model tensors (B, *sample_shape) as files under ``out_dir``; return their paths."""
+    def save(self, samples: torch.Tensor, out_dir: Path, cond: Any = None) -> list[Path]:
+        """Write a batch of model tensors (B, *sample_shape) as files under ``out_dir``; return their paths.
+
+        A v2 modality may accept the keywords ``kind`` ("preview" during training, "samples" from
+        `mfkit sample`, "eval") and ``step`` (the training step) to draw previews differently.
+        """
+
+    def fit(self, dataset: Dataset) -> None:
+        """Fit state on the training data (normalisation statistics, ...). Called once per new run."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """State that must travel with the run (tensors by name); empty by default."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_dict` returned (sampling never calls :meth:`fit`)."""
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state but was given {sorted(state)}")
+
+    def collate(self) -> Callable[[list], Any] | None:
+        """A DataLoader collate function (e.g. padding with a mask), or None for PyTorch's default."""
+        return None
+
+    def unpack(self, batch: Any) -> tuple[torch.Tensor, Any]:
+        """A batch from the data loader -> (x (B, ...), cond or None). See :func:`unpack_batch`."""
+        return unpack_batch(batch)
+
+    def preview_count(self, requested: int) -> int:
+        """How many samples a preview draws (default: the recipe's ``train.preview_count``)."""
+        return requested
 
     def label_of(self, name: str) -> int:
         """The class index of a condition given by name or number; ValueError listing the choices."""
-        names = list(self.class_names or [])
-        if not names:
-            raise ValueError("this modality offers no conditions")
-        if name in names:
-            return names.index(name)
-        if name.isdigit() and int(name) < len(names):
-            return int(name)
-        raise ValueError(f"unknown condition {name!r}; choose one of: {', '.join(names)}")
+        condition = self.condition()
+        if not isinstance(condition, ClassCondition):
+            raise ValueError("this modality offers no class conditions")
+        return condition.label_of(name)
+
+
+def unpack_batch(batch: Any) -> tuple[torch.Tensor, Any]:
+    """(x, cond) from a bare tensor, a 1-tuple, an (x, cond) pair or a dict with "x" (and "cond")."""
+    if isinstance(batch, torch.Tensor):
+        return batch, None
+    if isinstance(batch, dict):
+        if "x" not in batch:
+            raise ValueError(f"a dict batch needs the key 'x' (and optionally 'cond'); got keys {sorted(batch)}")
+        return batch["x"], batch.get("cond")
+    if isinstance(batch, (list, tuple)) and len(batch) in (1, 2):
+        return batch[0], batch[1] if len(batch) == 2 else None
+    raise ValueError(f"cannot read a batch of type {type(batch).__name__}"
+                     + (f" with {len(batch)} parts" if isinstance(batch, (list, tuple)) else "")
+                     + "; items must be a tensor, (tensor,), (tensor, cond) or {'x': ..., 'cond': ...}, "
+                       "or the modality must define unpack()")
+
+
+def save_samples(modality: Modality, samples: torch.Tensor, out_dir: Path, cond: Any = None, *,
+                 kind: str = "samples", step: int | None = None) -> list[Path]:
+    """Call ``modality.save``, passing ``kind`` and ``step`` when its ``save`` accepts them (v2)."""
+    parameters = inspect.signature(modality.save).parameters
+    accepts = {name for name in ("kind", "step") if name in parameters} | (
+        {"kind", "step"} if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()) else set())
+    extra = {key: value for key, value in (("kind", kind), ("step", step)) if key in accepts}
+    return modality.save(samples, out_dir, cond, **extra)
+
+
+ApiVersion = int | tuple[int, int]
 
 
 @dataclass(frozen=True)
 class ModalitySpec:
-    """Registers a modality: ``factory(params) -> Modality``, with ``params`` an instance of ``params_model``."""
+    """Registers a modality: ``factory(params, context) -> Modality`` (API v2), with ``params`` an
+    instance of ``params_model`` and ``context`` a :class:`PluginContext`. A spec with
+    ``api_version=1`` has a factory that takes ``params`` alone."""
 
     name: str
     description: str
-    factory: Callable[[Any], Modality]
+    factory: Callable[..., Modality]
     params_model: type[BaseModel] = NoParams
-    api_version: int = PLUGIN_API_VERSION
+    api_version: ApiVersion = PLUGIN_API_VERSION
     kind: str = field(default="modality", init=False)
+
+    def build(self, params: BaseModel, context: PluginContext) -> Modality:
+        """Call the factory with the arguments its API version expects; the modality keeps the context."""
+        modality = self.factory(params) if api_versions(self.api_version)[1] < 2 else self.factory(params, context)
+        if isinstance(modality, Modality):
+            modality.context = context
+        return modality
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """Registers a backbone: ``factory(params, info: DataInfo) -> nn.Module`` called as ``model(z, r, t, cond=None)``."""
+    """Registers a backbone: ``factory(params, info: DataInfo, context: PluginContext) -> nn.Module``
+    (API v2; a v1 factory takes ``(params, info)``), called as ``model(z, r, t, cond=None)``."""
 
     name: str
     description: str
-    factory: Callable[[Any, DataInfo], nn.Module]
+    factory: Callable[..., nn.Module]
     params_model: type[BaseModel] = NoParams
-    api_version: int = PLUGIN_API_VERSION
+    api_version: ApiVersion = PLUGIN_API_VERSION
     kind: str = field(default="backbone", init=False)
+
+    def build(self, params: BaseModel, info: DataInfo, context: PluginContext) -> nn.Module:
+        if api_versions(self.api_version)[1] < 2:
+            return self.factory(params, info)
+        return self.factory(params, info, context)
+
+
+def api_versions(declared: ApiVersion) -> tuple[int, int]:
+    """The inclusive range of plugin API versions a spec declares."""
+    if isinstance(declared, int) and not isinstance(declared, bool):
+        return declared, declared
+    if isinstance(declared, (tuple, list)) and len(declared) == 2 and all(isinstance(v, int) for v in declared):
+        return int(declared[0]), int(declared[1])
+    raise ValueError(f"api_version must be a number or a (low, high) pair, got {declared!r}")

@@ -19,7 +19,10 @@ class PluginRef(Strict):
     """A registered plugin by name, with the parameters its own schema accepts."""
 
     name: str = Field(description="registered plugin name (see `mfkit plugins`)")
-    params: dict[str, Any] = Field(default_factory=dict, description="the plugin's parameters")
+    package: str | None = Field(None, description="the package that registers it, when two packages register the "
+                                                  "same name (null: the only one)")
+    params: dict[str, Any] = Field(default_factory=dict, description="the plugin's parameters (defaults filled in "
+                                                                     "when the recipe is resolved)")
 
 
 class TimeDistribution(Strict):

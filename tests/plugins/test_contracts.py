@@ -82,3 +82,50 @@ def test_broken_round_trip_and_missing_files_are_caught(tmp_path):
 
     with pytest.raises(ContractError, match="missing or empty"):
         check_modality(Liar(Toy2dParams(size=8)), tmp_path)
+
+
+def test_jvp_check_accepts_a_large_time_scale():
+    class Scaled(MLPBackbone):  # embeds t at a large scale: big, correct derivatives
+        def forward(self, z, r, t, cond=None):
+            return super().forward(z, r * 1000, t * 1000, cond)
+
+    import torch
+    torch.manual_seed(0)
+    check_backbone(Scaled(2, width=16, depth=1), (2,))
+
+
+def test_broadcastable_wrong_shape_is_named():
+    class Pooled(nn.Module):  # (B, 1, C) for (B, N, C): broadcasts in the loss, learns the wrong thing
+        def __init__(self):
+            super().__init__()
+            self.inner = MLPBackbone(3, width=8, depth=1)
+
+        def forward(self, z, r, t, cond=None):
+            return self.inner(z.mean(dim=1), r, t)[:, None]
+
+    with pytest.raises(ContractError, match=r"output shape \(3, 1, 3\) differs.*broadcasts"):
+        check_backbone(Pooled(), (5, 3))
+
+
+def test_vector_conditions_through_the_builtin_backbone():
+    from mfkit.plugins import VectorCondition
+
+    check_backbone_spec(MLP, DataInfo((2,), None, VectorCondition(3)))
+
+
+def test_a_backbone_that_fails_on_the_null_condition_is_caught():
+    import torch
+
+    from mfkit.plugins import VectorCondition
+
+    class NoNull(MLPBackbone):
+        def __init__(self):
+            super().__init__(2, width=8, depth=1)
+            self.lift = nn.Linear(2, 8)
+
+        def forward(self, z, r, t, cond=None):  # feeds NaN straight into the network
+            return super().forward(z, r, t) + self.lift(cond)[:, :2]
+
+    torch.manual_seed(0)
+    with pytest.raises(ContractError, match="null condition"):
+        check_backbone(NoNull(), (2,), condition=VectorCondition(2))

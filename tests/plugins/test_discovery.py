@@ -40,14 +40,46 @@ def test_builtins_are_registered_through_entry_points():
 def test_good_plugins_load_beside_broken_ones(broken_site):
     assert {"good", "toy2d"} <= set(broken_site.modalities())
     assert "fromcallable" in broken_site.backbones() and "mlp" in broken_site.backbones()
-    assert broken_site.modalities()["toy2d"].distribution.startswith("mfkit ")  # the first one wins
+    assert broken_site.modalities()["toy2d"].distribution.startswith("mfkit ")  # listed first
+
+
+def test_a_name_two_packages_register_needs_the_package(broken_site):
+    with pytest.raises(UnknownPluginError, match=r"registered by several packages \(mfkit 0\.1\.0, mixed-plugins "
+                                                 r"0\.1\).*package: mfkit"):
+        broken_site.modality("toy2d")
+    assert broken_site.installed("mfkit.modalities", "toy2d", "mixed-plugins").distribution == "mixed-plugins 0.1"
+    assert broken_site.installed("mfkit.modalities", "toy2d", "mfkit").package == "mfkit"
+    with pytest.raises(UnknownPluginError, match="not registered by package 'other-pkg'"):
+        broken_site.modality("toy2d", package="other-pkg")
+
+
+VERSIONS = """
+import dataclasses
+from mfkit.builtin.mlp import SPEC as _MLP
+V1 = dataclasses.replace(_MLP, name="v1net", api_version=1)
+RANGE = dataclasses.replace(_MLP, name="rangenet", api_version=(1, 3))
+FUTURE = dataclasses.replace(_MLP, name="futurenet", api_version=(3, 4))
+"""
+
+
+def test_api_version_ranges_and_v1_deprecation(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    write_distribution(site, "versioned", {"mfkit.backbones": {
+        "v1net": "vermod:V1", "rangenet": "vermod:RANGE", "futurenet": "vermod:FUTURE"}}, {"vermod": VERSIONS})
+    monkeypatch.syspath_prepend(str(site))
+    registry = Registry()
+    with pytest.warns(DeprecationWarning, match="'v1net'.*API version 1"):
+        found = registry.backbones()
+    assert {"v1net", "rangenet"} <= set(found) and "futurenet" not in found
+    problem = next(p for p in registry.problems() if p.name == "futurenet")
+    assert "API version (3, 4)" in problem.reason and "loads versions 1, 2" in problem.reason
 
 
 def test_each_problem_names_plugin_distribution_and_reason(broken_site):
     problems = {p.name: p for p in broken_site.problems()}
     assert "needs libfoo" in problems["boom"].reason and problems["boom"].distribution == "mixed-plugins 0.1"
     assert "not a ModalitySpec" in problems["wrongkind"].reason
-    assert "duplicate" in problems["toy2d"].reason and "mfkit" in problems["toy2d"].reason
+    assert "registered by mfkit 0.1.0 and mixed-plugins 0.1" in problems["toy2d"].reason
     assert "API version 0" in problems["oldapi"].reason
     assert "named 'misnamed' but its spec is named 'other'" in problems["misnamed"].reason
 

@@ -117,7 +117,7 @@ def test_objective_building_honours_presets_and_explicit_fields():
     assert isinstance(fm, mfkit.FlowMatching) and fm.adaptive_p == 0.0
     guided = build_objective(ObjectiveSettings(guidance={"w_cfg": 0.2, "kappa": 0.92, "t_max": 0.75}), 8)
     assert guided.guidance.null_label == 8 and guided.guidance.t_max == 0.75
-    with pytest.raises(RecipeError, match="objective.guidance: needs a modality that offers classes"):
+    with pytest.raises(RecipeError, match="objective.guidance: this modality offers no conditions"):
         build_objective(ObjectiveSettings(guidance={}), None)
 
 
