@@ -2,6 +2,7 @@
 from mfkit.core.conditions import ConditionOps, LabelConditions, StructConditions, TensorConditions
 from mfkit.plugins.discovery import (
     BACKBONE_GROUP,
+    EVALUATOR_GROUP,
     MODALITY_GROUP,
     RECIPE_GROUP,
     PluginProblem,
@@ -17,6 +18,8 @@ from mfkit.plugins.spec import (
     ClassCondition,
     ConditionSpec,
     DataInfo,
+    Evaluator,
+    EvaluatorSpec,
     Modality,
     ModalitySpec,
     PluginContext,
@@ -27,7 +30,8 @@ from mfkit.plugins.spec import (
 )
 
 __all__ = [
-    "BACKBONE_GROUP", "BackboneSpec", "ClassCondition", "ConditionOps", "ConditionSpec", "DataInfo",
+    "BACKBONE_GROUP", "BackboneSpec", "ClassCondition", "ConditionOps", "ConditionSpec", "DataInfo", "EVALUATOR_GROUP",
+    "Evaluator", "EvaluatorSpec",
     "LabelConditions", "MODALITY_GROUP", "Modality", "ModalitySpec", "PLUGIN_API_VERSION", "PluginContext",
     "PluginProblem", "PluginRecipe", "RECIPE_GROUP", "Registry", "SUPPORTED_API_VERSIONS", "StructConditions",
     "TensorConditions", "UnknownPluginError", "VectorCondition", "default_cache_dir", "registry", "save_samples",

@@ -20,15 +20,18 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
-from mfkit.plugins.spec import PLUGIN_API_VERSION, SUPPORTED_API_VERSIONS, BackboneSpec, ModalitySpec, api_versions
+from mfkit.plugins.spec import (PLUGIN_API_VERSION, SUPPORTED_API_VERSIONS, BackboneSpec, EvaluatorSpec, ModalitySpec,
+                                api_versions)
 
 MODALITY_GROUP = "mfkit.modalities"
 BACKBONE_GROUP = "mfkit.backbones"
+EVALUATOR_GROUP = "mfkit.evaluators"
 RECIPE_GROUP = "mfkit.recipes"
-_SPEC_TYPES = {MODALITY_GROUP: ModalitySpec, BACKBONE_GROUP: BackboneSpec}
-_KIND_OF = {MODALITY_GROUP: "modality", BACKBONE_GROUP: "backbone", RECIPE_GROUP: "recipe"}
+_SPEC_TYPES = {MODALITY_GROUP: ModalitySpec, BACKBONE_GROUP: BackboneSpec, EVALUATOR_GROUP: EvaluatorSpec}
+_KIND_OF = {MODALITY_GROUP: "modality", BACKBONE_GROUP: "backbone", EVALUATOR_GROUP: "evaluator",
+            RECIPE_GROUP: "recipe"}
 
-Spec = TypeVar("Spec", ModalitySpec, BackboneSpec)
+Spec = TypeVar("Spec", ModalitySpec, BackboneSpec, EvaluatorSpec)
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ class Registry:
     def _load_one(entry_point: metadata.EntryPoint, group: str):
         obj = entry_point.load()
         expected = _SPEC_TYPES[group]
-        if callable(obj) and not isinstance(obj, (ModalitySpec, BackboneSpec)) and not isinstance(obj, type):
+        if callable(obj) and not isinstance(obj, tuple(_SPEC_TYPES.values())) and not isinstance(obj, type):
             obj = obj()
         if not isinstance(obj, expected):
             raise _Invalid(f"registers a {type(obj).__name__}, not a {expected.__name__} "
@@ -144,6 +147,17 @@ class Registry:
 
     def backbones(self) -> dict[str, Installed[BackboneSpec]]:
         return {name: found[0] for name, found in self._ensure()[BACKBONE_GROUP].items()}
+
+    def evaluators(self) -> dict[str, Installed[EvaluatorSpec]]:
+        return {name: found[0] for name, found in self._ensure()[EVALUATOR_GROUP].items()}
+
+    def evaluator(self, name: str, package: str | None = None) -> EvaluatorSpec:
+        return self.installed(EVALUATOR_GROUP, name, package).spec
+
+    def evaluators_for(self, modality: str) -> list[Installed[EvaluatorSpec]]:
+        """Evaluators that declare they score ``modality`` (or any modality)."""
+        return [item for item in self.all_installed(EVALUATOR_GROUP)
+                if not item.spec.modalities or modality in item.spec.modalities]
 
     def all_installed(self, group: str) -> list[Installed]:
         """Every loaded spec of ``group``, duplicates included."""

@@ -292,6 +292,27 @@ def save_samples(modality: Modality, samples: torch.Tensor, out_dir: Path, cond:
     return modality.save(samples, out_dir, cond, **extra)
 
 
+class Evaluator(abc.ABC):
+    """Scores generated samples against real held-out data (what `mfkit eval` prints).
+
+    ``metrics`` maps each metric name to "lower" or "higher" (which way is better). :meth:`fit` prepares
+    whatever the scores need from real training data (e.g. a feature network trained locally,
+    deterministic from the context's seed and cached under ``context.cache_dir`` with a content hash);
+    nothing may be downloaded. :meth:`score` compares a batch of samples (B, *sample_shape) with
+    their conditions against real items (N, *sample_shape) with theirs; `mfkit eval` also calls it on
+    two halves of real data to print the real-vs-real floor beside every figure.
+    """
+
+    metrics: dict[str, str] = {}
+
+    def fit(self, train: Dataset) -> None:
+        """Prepare on the training data (default: nothing)."""
+
+    @abc.abstractmethod
+    def score(self, samples: torch.Tensor, cond: Any, real: torch.Tensor, real_cond: Any) -> dict[str, float]:
+        """Metric name -> value for ``samples`` against ``real``."""
+
+
 ApiVersion = int | tuple[int, int]
 
 
@@ -341,3 +362,20 @@ def api_versions(declared: ApiVersion) -> tuple[int, int]:
     if isinstance(declared, (tuple, list)) and len(declared) == 2 and all(isinstance(v, int) for v in declared):
         return int(declared[0]), int(declared[1])
     raise ValueError(f"api_version must be a number or a (low, high) pair, got {declared!r}")
+
+
+@dataclass(frozen=True)
+class EvaluatorSpec:
+    """Registers an evaluator: ``factory(params, modality, context) -> Evaluator``. ``modalities`` names
+    the modalities it can score (empty: any); entry-point group ``mfkit.evaluators``."""
+
+    name: str
+    description: str
+    factory: Callable[..., Evaluator]
+    params_model: type[BaseModel] = NoParams
+    modalities: tuple[str, ...] = ()
+    api_version: ApiVersion = PLUGIN_API_VERSION
+    kind: str = field(default="evaluator", init=False)
+
+    def build(self, params: BaseModel, modality: Modality, context: PluginContext) -> Evaluator:
+        return self.factory(params, modality, context)
