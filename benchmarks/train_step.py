@@ -74,6 +74,7 @@ def measure(name: str, args) -> dict:
         model = MLPBackbone(args.dim, width=args.width, depth=args.depth).to(device)
         x = torch.randn(args.batch, args.dim, device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    config = name
     if name.endswith("+compile"):  # compiled during the warm-up steps
         name, model = name.removesuffix("+compile"), torch.compile(model)
     objective = objective_for(name)
@@ -103,7 +104,7 @@ def measure(name: str, args) -> dict:
         peak_mib = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024
-    return {"config": name, "median_ms": 1e3 * statistics.median(times), "peak_mib": peak_mib}
+    return {"config": config, "median_ms": 1e3 * statistics.median(times), "peak_mib": peak_mib}
 
 
 def main() -> None:
