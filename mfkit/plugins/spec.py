@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import inspect
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
@@ -330,8 +331,8 @@ class ModalitySpec:
     kind: str = field(default="modality", init=False)
 
     def build(self, params: BaseModel, context: PluginContext) -> Modality:
-        """Call the factory with the arguments its API version expects; the modality keeps the context."""
-        modality = self.factory(params) if api_versions(self.api_version)[1] < 2 else self.factory(params, context)
+        """Call the factory with the arguments it takes (v1: params alone); the modality keeps the context."""
+        modality = _call_factory(self, (params, context))
         if isinstance(modality, Modality):
             modality.context = context
         return modality
@@ -350,9 +351,36 @@ class BackboneSpec:
     kind: str = field(default="backbone", init=False)
 
     def build(self, params: BaseModel, info: DataInfo, context: PluginContext) -> nn.Module:
-        if api_versions(self.api_version)[1] < 2:
-            return self.factory(params, info)
-        return self.factory(params, info, context)
+        """Call the factory with the arguments it takes (v1: params and info)."""
+        return _call_factory(self, (params, info, context))
+
+
+def _call_factory(spec: Any, args: tuple) -> Any:
+    """``spec.factory(*args)``, or without the trailing context for a factory written for API v1.
+
+    A v1 plugin never set ``api_version`` (its spec gets today's default), so the factory's own
+    signature decides; the v1 call warns once per spec.
+    """
+    try:
+        inspect.signature(spec.factory).bind(*args)
+    except TypeError:
+        try:
+            inspect.signature(spec.factory).bind(*args[:-1])
+        except TypeError:
+            pass  # neither fits: let the call below raise the factory's own error
+        else:
+            if spec.name not in _WARNED_V1:
+                _WARNED_V1.add(spec.name)
+                warnings.warn(f"mfkit plugin {spec.kind} {spec.name!r} has a plugin API v1 factory (no context "
+                              f"argument); it works, but v2 adds context, state and conditions (docs/plugins.md)",
+                              DeprecationWarning, stacklevel=3)
+            return spec.factory(*args[:-1])
+    except ValueError:  # no signature to read (a builtin): call as v2
+        pass
+    return spec.factory(*args)
+
+
+_WARNED_V1: set[str] = set()
 
 
 def api_versions(declared: ApiVersion) -> tuple[int, int]:

@@ -1,18 +1,18 @@
-"""The ``conv1d`` backbone: residual 1-D convolutions conditioned on (t, t - r) and the class."""
+"""The ``conv1d`` backbone: residual 1-D convolutions conditioned on (t, t - r) and the condition."""
 from __future__ import annotations
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from mfkit.nn import ConditionEmbedding, TimePairEmbedding
-from mfkit.plugins import BackboneSpec, DataInfo
+from mfkit.nn import ConditionEmbedding, TimePairEmbedding, VectorConditionEmbedding
+from mfkit.plugins import BackboneSpec, ClassCondition, DataInfo, PluginContext, VectorCondition
 
 
 class Conv1dParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    channels: int = Field(32, gt=0)
-    blocks: int = Field(3, ge=1)
+    channels: int = Field(32, gt=0, description="channels of every block")
+    blocks: int = Field(3, ge=1, description="residual blocks")
 
 
 class Block(nn.Module):
@@ -32,7 +32,11 @@ class Conv1dNet(nn.Module):
         in_channels = info.sample_shape[0]
         self.inp = nn.Conv1d(in_channels, params.channels, 3, padding=1)
         self.time = TimePairEmbedding(params.channels, frequency_dim=64)
-        self.cond = ConditionEmbedding(info.num_classes, params.channels) if info.num_classes else None
+        self.cond: nn.Module | None = None
+        if isinstance(info.condition, ClassCondition):
+            self.cond = ConditionEmbedding(len(info.condition.names), params.channels)
+        elif isinstance(info.condition, VectorCondition):
+            self.cond = VectorConditionEmbedding(info.condition.dim, params.channels)
         self.blocks = nn.ModuleList(Block(params.channels) for _ in range(params.blocks))
         self.out = nn.Conv1d(params.channels, in_channels, 3, padding=1)
 
@@ -46,5 +50,9 @@ class Conv1dNet(nn.Module):
         return self.out(nn.functional.silu(h))
 
 
+def build(params: Conv1dParams, info: DataInfo, context: PluginContext) -> Conv1dNet:
+    return Conv1dNet(params, info)
+
+
 SPEC = BackboneSpec(name="conv1d", description="Residual 1-D conv net for (channels, length) signals (example plugin)",
-                    factory=Conv1dNet, params_model=Conv1dParams)
+                    factory=build, params_model=Conv1dParams)
