@@ -16,7 +16,7 @@ def export(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="a checkpoint file (wins over RUN)"),
     ema: bool = typer.Option(True, "--ema/--raw", help="export the first EMA of the recipe, or the raw weights"),
     out_path: Optional[Path] = typer.Option(None, "--out", help="file or folder to write (default: a new file "
-                                            "<run>/exports/<name>-step-N-<ema|raw>.safetensors)"),
+                                            "<run>/exports/<name>-step-N-ema.safetensors, or -raw)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the --out file if it exists"),
 ) -> None:
     """Write a run's weights (weights only) and its resolved recipe to one safetensors file.

@@ -44,7 +44,8 @@ def sample(
                                         "recipe's sample.steps: 1 for MeanFlow recipes)"),
     n: Optional[int] = typer.Option(None, "--n", min=1, help="how many samples (default: the recipe's sample.count)"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder, absent or empty (default: a new "
-                                           "folder <run>/samples/step-N-<steps>step-n<n>-seed<seed>-<ema|raw>[-cond])"),
+                                           "folder under <run>/samples/ named by step, steps, n, seed, ema/raw "
+                                           "and --cond)"),
     cond: Optional[str] = typer.Option(None, "--cond", help="class name or number to condition on"),
     seed: int = typer.Option(0, "--seed", help="noise seed"),
     no_ema: bool = typer.Option(False, "--no-ema", help="use the raw weights instead of the EMA"),

@@ -23,3 +23,14 @@ def test_light_commands_do_not_import_torch(args):
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "NO-TORCH"
+
+
+def test_lazy_top_level_names_resolve_and_agree():
+    import mfkit
+
+    assert set(mfkit.__all__) == set(mfkit._EXPORTS) | {"__version__"}
+    for name in mfkit.__all__:
+        assert getattr(mfkit, name) is not None, name
+    assert mfkit.load_exported.__module__ == "mfkit.export"
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        mfkit.nothing  # noqa: B018

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from mfkit.train.lock import LOCK_NAME, RunLock
-from tests.cli.util import env, run, start, wait_for_metrics
+from tests.cli.util import run, start, wait_for_metrics
 from tests.helpers import small_recipe, write_recipe
 
 
@@ -131,20 +131,19 @@ def test_sigterm_saves_and_exits_143_and_a_second_writer_is_refused_meanwhile(tm
         wait_for_metrics(run_dir, process)
         (run_dir / "keep.txt").write_text("keep")
         holder = json.loads((run_dir / LOCK_NAME).read_text())
-        assert holder["pid"] == process.pid and holder["host"] == socket.gethostname()
-        for extra in (["--overwrite"], ["--resume"], []):
-            second = subprocess.run([sys.executable, "-m", "mfkit", "train", path, *extra], capture_output=True,
-                                    text=True, env=env(), timeout=120)
-            assert second.returncode == 2, second.stderr
-            assert "Traceback" not in second.stderr
+        assert holder["pid"] == process.pid and holder["host"] == socket.gethostname(), holder
+        for extra in (["--overwrite"], ["--resume"], []):  # a second writer, while the first one trains
+            second = run("train", path, *extra)
+            assert second.exit_code == 2 and "Traceback" not in second.output, second.output
+            assert extra == [] or f"is being written by process {process.pid}" in second.output
         assert (run_dir / "keep.txt").read_text() == "keep"
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)
     finally:
         process.kill()
     assert process.returncode == 143, output
-    assert "SIGTERM: finishing this step" in output and "interrupted (SIGTERM) at step" in output
-    assert f"continue with: mfkit train {run_dir} --resume" in output and "Traceback" not in output
+    assert "SIGTERM: finishing this step" in output and "interrupted (SIGTERM) at step" in output, output
+    assert f"continue with: mfkit train {run_dir} --resume" in output and "Traceback" not in output, output
     checkpoints = list((run_dir / "checkpoints").glob("step-*.safetensors"))
-    assert len(checkpoints) == 1 and int(checkpoints[0].name[5:12]) >= 1
+    assert len(checkpoints) == 1 and int(checkpoints[0].name[5:12]) >= 1, checkpoints
     assert not (run_dir / LOCK_NAME).exists()
