@@ -20,6 +20,8 @@ def load_training_recipe(source: str, overrides: list[str], resume: bool, overwr
     from mfkit.train.run_folder import is_run_folder
 
     path = find_recipe(source)
+    if resume and not path.exists():
+        raise UserError(f"--resume: there is no run folder (or recipe file) {source}")
     if is_run_folder(path):
         if not (resume or overwrite):
             raise UserError(f"{source} is a run folder: continue it with `mfkit train {shlex.quote(source)} --resume`, "

@@ -23,7 +23,8 @@ except ImportError:  # Windows
     fcntl = None
 
 LOCK_NAME = ".mfkit-lock"
-_UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+_UNSUPPORTED = {getattr(errno, name) for name in ("ENOLCK", "EOPNOTSUPP", "ENOTSUP", "ENOSYS", "EINVAL")
+                if hasattr(errno, name)}
 
 
 class RunLockedError(RuntimeError):

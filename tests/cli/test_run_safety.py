@@ -147,3 +147,30 @@ def test_sigterm_saves_and_exits_143_and_a_second_writer_is_refused_meanwhile(tm
     checkpoints = list((run_dir / "checkpoints").glob("step-*.safetensors"))
     assert len(checkpoints) == 1 and int(checkpoints[0].name[5:12]) >= 1, checkpoints
     assert not (run_dir / LOCK_NAME).exists()
+
+
+def test_a_disk_error_while_saving_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import mfkit.train.checkpoint as checkpoint_module
+
+    real, calls = checkpoint_module.save_file, {"n": 0}
+
+    def full_after_first(tensors, filename, metadata=None):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OSError(28, "No space left on device")
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint_module, "save_file", full_after_first)
+    path = write_recipe(tmp_path / "full.yaml", small_recipe(tmp_path, "full", steps=15, checkpoint_every=5))
+    result = run("train", path)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    run_dir = tmp_path / "runs" / "full"
+    good = run_dir / "checkpoints" / "step-0000005.safetensors"
+    assert "warning: could not save checkpoint" in result.output and "tries again at the end" in result.output
+    assert (f"error: could not save checkpoint {run_dir / 'checkpoints' / 'step-0000015.safetensors'}: No space left "
+            f"on device; the last good checkpoint is {good}") in result.output
+    assert f"continue with mfkit train {run_dir} --resume" in result.output
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["latest", good.name]
+    monkeypatch.undo()
+    resumed = run("train", run_dir, "--resume")
+    assert resumed.exit_code == 0 and "done: 15 steps" in resumed.output, resumed.output
