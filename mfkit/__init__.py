@@ -11,7 +11,7 @@ Public API (the core knows only tensors of shape (batch, ...)):
 
 Names are imported on first use (PEP 562), so ``import mfkit`` and the light CLI commands
 (``mfkit --help``, ``mfkit recipes``) do not pay for importing torch. To add a public name, add it
-to ``_EXPORTS`` (and to the ``TYPE_CHECKING`` block for type checkers).
+to ``_EXPORTS``, ``__all__`` and the ``TYPE_CHECKING`` block (for type checkers); a test keeps them agreed.
 """
 from __future__ import annotations
 
@@ -37,7 +37,12 @@ _EXPORTS = {
     "Exported": "mfkit.export", "load_exported": "mfkit.export",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [
+    "Draw", "Exported", "FastTangents", "FlowMatching", "Guidance", "JVP_BACKENDS", "LogitNormal", "MeanFlow",
+    "ObjectiveOutput", "SamplerStep", "TimePairSampler", "Uniform", "adaptive_weight", "cifar10_v1_sampler",
+    "conditional_velocity", "euler_sample", "expand_like", "guided_velocity", "interpolate", "jvp",
+    "load_exported", "meanflow_target", "sample", "sum_non_batch", "time_grid", "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:
