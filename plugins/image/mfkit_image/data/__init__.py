@@ -1,0 +1,1 @@
+"""Image sources (embedded digits and MNIST, folders, latent shards) and the tensors made from them."""

@@ -1,0 +1,159 @@
+"""The image modality: embedded digits, folders (classes, corrupt files, cache), grids, state."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mfkit.plugins import PluginContext
+from mfkit.testing import check_modality_spec
+from mfkit_image.data import folder as folders
+from mfkit_image.modality import SPEC, ImageParams
+
+from conftest import write_picture
+
+
+def build(context, **params):
+    return SPEC.build(ImageParams(**params), context)
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+def test_digits_contract_and_split(tmp_path, context, conditional):
+    modality = check_modality_spec(SPEC, tmp_path, {"conditional": conditional}, context)
+    train, val = modality.dataset("train"), modality.dataset("val")
+    assert modality.sample_shape == (1, 8, 8)
+    assert len(train) + len(val) == 1797 and 340 < len(val) < 380
+    if conditional:
+        labels = torch.stack([val[i][1] for i in range(len(val))])
+        assert torch.bincount(labels).min() >= 34  # stratified: every class held out
+        x = train[0][0]
+    else:
+        x = train[0]
+    assert x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1 and x.max() > 0.5
+
+
+def test_digits_resized_to_rgb(context):
+    modality = build(context, resolution=16, channels=3, conditional=False)
+    x = modality.dataset("train")[0]
+    assert x.shape == (3, 16, 16) and torch.equal(x[0], x[1])
+
+
+def test_flip_adds_mirrored_copies(context):
+    plain, flipped = build(context), build(context, flip=True)
+    n = len(plain.dataset("train"))
+    assert len(flipped.dataset("train")) == 2 * n and len(flipped.dataset("val")) == len(plain.dataset("val"))
+    x, label = flipped.dataset("train")[n + 5]
+    assert torch.equal(x, plain.dataset("train")[5][0].flip(-1)) and label == plain.dataset("train")[5][1]
+
+
+def test_folder_with_classes_skips_corrupt_files(tmp_path, class_folder, context):
+    with pytest.warns(UserWarning) as caught:
+        modality = check_modality_spec(SPEC, tmp_path / "out", {"source": "folder", "path": str(class_folder),
+                                                               "resolution": 8, "val_fraction": 0.3}, context)
+    messages = [str(w.message) for w in caught]
+    assert any("broken.png" in m for m in messages)
+    assert any("skipped 1 unreadable of 8" in m for m in messages)
+    assert modality.class_names == ["cats", "dogs"] and modality.sample_shape == (3, 8, 8)
+    items = [modality.dataset(s)[i] for s in ("train", "val") for i in range(len(modality.dataset(s)))]
+    assert len(items) == 7
+    for x, label in items:  # cats are red, dogs blue: labels follow the pictures
+        assert (x[0].mean() > x[2].mean()) == (label == 0)
+
+
+def test_folder_cache_is_reused(class_folder, context, monkeypatch):
+    params = {"source": "folder", "path": str(class_folder), "resolution": 8}
+    with pytest.warns(UserWarning):
+        first = build(context, **params).dataset("train")
+    monkeypatch.setattr(folders, "decode_all", lambda *a, **k: pytest.fail("decoded again instead of the cache"))
+    with pytest.warns(UserWarning, match="broken.png"):  # the cache still names the skipped file
+        second = build(context, **params).dataset("train")
+    assert len(first) == len(second) == 7 and torch.equal(first[3][0], second[3][0])
+
+
+def test_large_folder_decoded_on_access(class_folder, context):
+    modality = build(context, source="folder", path=str(class_folder), resolution=8, cache_mb=0)
+    data = modality.dataset("train")
+    assert len(data) == 8  # the corrupt file is found only when read
+    with pytest.warns(UserWarning, match="broken.png"):
+        items = [data[i] for i in range(len(data))]
+    assert all(x.shape == (3, 8, 8) for x, _ in items)
+    assert all((x[0].mean() > x[2].mean()) == (label == 0) for x, label in items)
+    assert not list((context.cache_dir / "image").glob("folder-*")) if (context.cache_dir / "image").exists() else True
+
+
+def test_unlabelled_folder_and_val_folder(tmp_path, context):
+    for i in range(4):
+        write_picture(tmp_path / "flat" / f"{i}.png", size=(20, 40), mode="L")
+        write_picture(tmp_path / "flat_val" / f"{i}.png", mode="L")
+    modality = build(context, source="folder", path=str(tmp_path / "flat"), val_path=str(tmp_path / "flat_val"),
+                     resolution=16, channels=1)
+    assert modality.class_names is None and modality.splits == ("train", "val")
+    assert modality.dataset("train")[0].shape == (1, 16, 16) and len(modality.dataset("val")) == 4
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda root: None, "does not exist"),
+    (lambda root: root.mkdir(), "holds no PNG/JPEG/WebP"),
+    (lambda root: (root.mkdir(), (root / "a.txt").write_text("x")), "holds no PNG/JPEG/WebP"),
+])
+def test_missing_or_empty_folder_is_a_clear_error(tmp_path, context, make, message):
+    root = tmp_path / "data"
+    make(root)
+    with pytest.raises(folders.ImageFolderError, match=message):
+        build(context, source="folder", path=str(root), conditional=False).dataset("train")
+
+
+def test_all_files_corrupt_is_an_error(tmp_path, context):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.jpg").write_bytes(b"nope")
+    with pytest.raises(folders.ImageFolderError, match="none of the 1"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        build(context, source="folder", path=str(tmp_path / "bad")).dataset("train")
+
+
+def test_params_are_checked():
+    with pytest.raises(ValueError, match="needs path"):
+        ImageParams(source="folder")
+    with pytest.raises(ValueError, match="official 10,000"):
+        ImageParams(source="mnist", val_fraction=0.1)
+
+
+def test_encode_accepts_pictures_paths_and_arrays(tmp_path, context):
+    modality = build(context, resolution=8, channels=3)
+    path = write_picture(tmp_path / "p.png", size=(32, 16))
+    from_path = modality.encode(path)
+    assert from_path.shape == (3, 8, 8)
+    assert torch.equal(modality.encode(Image.open(path)), from_path)
+    assert modality.encode(np.zeros((5, 5), np.uint8)).eq(-1).all()
+    assert modality.encode(np.ones((5, 5, 3), np.float32)).eq(1).all()
+
+
+def test_grid_rows_by_class_and_single_pngs(tmp_path, context):
+    modality = build(context, save_individual=True)
+    samples = torch.rand(23, 1, 8, 8) * 2 - 1
+    labels = torch.arange(23) % 10
+    files = modality.save(samples, tmp_path / "s", labels)
+    grid = Image.open(tmp_path / "s" / "grid.png")
+    assert grid.height > 10 * 8 * 6 and grid.width < 16 * 60 + 60  # ten class rows of <= 3 upscaled digits
+    singles = sorted((tmp_path / "s" / "images").glob("*.png"))
+    assert len(singles) == 23 and singles[3].name == "00003_3.png" and Image.open(singles[0]).size == (8, 8)
+    stored = np.load(tmp_path / "s" / "samples.npz")
+    assert stored["images"].shape == (23, 8, 8, 1) and (stored["labels"] == labels.numpy()).all()
+    assert set(files) >= {tmp_path / "s" / "grid.png", tmp_path / "s" / "samples.npz"}
+    previews = modality.save(samples, tmp_path / "p", labels, kind="preview", step=10)
+    assert not (tmp_path / "p" / "images").exists() and len(previews) == 2
+
+
+def test_folder_class_names_travel_in_the_state(class_folder, context):
+    with pytest.warns(UserWarning):
+        trained = build(context, source="folder", path=str(class_folder), resolution=8)
+        trained.fit(trained.dataset("train"))
+    state = trained.state_dict()
+    moved = class_folder.rename(class_folder.parent / "elsewhere")
+    sampler = SPEC.build(ImageParams(source="folder", path=str(class_folder), resolution=8),
+                         PluginContext(purpose="sample"))
+    sampler.load_state_dict(state)
+    assert sampler.class_names == ["cats", "dogs"] and sampler.label_of("dogs") == 1 and moved.exists()
