@@ -9,12 +9,12 @@ from rich.table import Table
 
 from mfkit.cli.console import err, out
 from mfkit.cli.errors import handle_errors, report
-from mfkit.cli.recipes import display_path, find_recipe, shipped_recipes
+from mfkit.cli.recipes import all_recipes, display_path, find_recipe
 
 
 def split_recipes_and_overrides(arguments: list[str]) -> tuple[list[str], list[str]]:
     """Recipe files (existing paths, *.yaml/*.yml, shipped names) apart from key.path=value overrides."""
-    shipped = {name for name, _, _ in shipped_recipes()}
+    shipped = {recipe.name for recipe in all_recipes()}
     recipes, overrides = [], []
     for argument in arguments:
         is_recipe = Path(argument).exists() or argument.endswith((".yaml", ".yml")) or argument in shipped
@@ -85,10 +85,10 @@ def plugins() -> None:
 
 
 def recipes() -> None:
-    """List the shipped recipes with what hardware and time they expect."""
+    """List the shipped recipes (mfkit's and plugin packages') with what hardware and time they expect."""
     table = Table(title="shipped recipes")
-    for column in ("name", "file", "expects"):
+    for column in ("name", "package", "file", "expects"):
         table.add_column(column)
-    for name, path, summary in shipped_recipes():
-        table.add_row(name, display_path(path), summary)
+    for recipe in all_recipes():
+        table.add_row(recipe.name, recipe.package, display_path(recipe.path), recipe.summary)
     out.print(table)

@@ -122,8 +122,9 @@ def test_third_party_plugin_is_found_and_trains(tmp_path):
     plugin_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
     listing = subprocess.run([sys.executable, "-m", "mfkit", "plugins"], capture_output=True, text=True, env=plugin_env)
     assert "sines" in listing.stdout and "mfkit-sines 0.1.0" in listing.stdout and "conv1d" in listing.stdout
-    recipe = ROOT / "docs" / "example_plugin" / "recipe.yaml"
-    trained = subprocess.run([sys.executable, "-m", "mfkit", "train", recipe, "train.steps=20",
+    recipes = subprocess.run([sys.executable, "-m", "mfkit", "recipes"], capture_output=True, text=True, env=plugin_env)
+    assert "sines" in recipes.stdout and "mfkit-sines" in recipes.stdout
+    trained = subprocess.run([sys.executable, "-m", "mfkit", "train", "sines", "train.steps=20",
                               f"output_dir={tmp_path / 'runs'}", "-q"], capture_output=True, text=True, env=plugin_env, timeout=300)
     assert trained.returncode == 0, trained.stderr
     sampled = subprocess.run([sys.executable, "-m", "mfkit", "sample", "--run", tmp_path / "runs" / "sines",
