@@ -45,18 +45,26 @@ def _dtype(code, align=0, copy=1):
     return dtype
 
 
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """How Python 3 pickles bytes at protocol 2 (``_codecs.encode(text, "latin1")``), nothing more."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafePickleError("only latin-1 byte strings may be rebuilt")
+    return text.encode("latin1")
+
+
 class ArrayUnpickler(pickle.Unpickler):
     """An unpickler that can only rebuild numpy arrays of plain (non-object) dtypes and containers of them.
 
-    Allowed globals: ``numpy.core.multiarray._reconstruct`` (or ``numpy._core``), ``numpy.ndarray`` and
-    ``numpy.dtype``, each replaced by a checking stand-in; every other global is an
-    :class:`UnsafePickleError`.
+    Allowed globals: ``numpy.core.multiarray._reconstruct`` (or ``numpy._core``), ``numpy.ndarray``,
+    ``numpy.dtype`` and ``_codecs.encode`` (byte strings of Python 3 pickles), each replaced by a
+    checking stand-in; every other global is an :class:`UnsafePickleError`.
     """
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"): _reconstruct,
                ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
                ("numpy", "ndarray"): np.ndarray,
-               ("numpy", "dtype"): _dtype}
+               ("numpy", "dtype"): _dtype,
+               ("_codecs", "encode"): _latin1_bytes}
 
     def find_class(self, module: str, name: str):
         try:

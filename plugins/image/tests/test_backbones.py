@@ -1,0 +1,70 @@
+"""U-Net and DiT: mfkit's contract checks, adaLN-Zero / zero-init behaviour, presets, clear errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mfkit.plugins import ClassCondition, DataInfo, VectorCondition
+from mfkit.testing import check_backbone, check_backbone_spec
+from mfkit_image.backbones.dit import SPEC as DIT, DiTParams, parameter_count
+from mfkit_image.backbones.unet import SPEC as UNET, UNetParams
+
+SMALL = {
+    "unet": {"channels": 8, "channel_mult": [1, 2], "num_blocks": 1, "attn_resolutions": [4], "dropout": 0.1},
+    "dit": {"preset": "tiny/2", "depth": 2, "hidden": 32, "heads": 2, "dropout": 0.1},
+}
+SPECS = {"unet": UNET, "dit": DIT}
+CONDITIONS = {"none": None, "class": ClassCondition(["a", "b", "c"]), "vector": VectorCondition(2)}
+
+
+def info_for(condition, shape=(3, 8, 8)):
+    return DataInfo(shape, len(condition.names) if isinstance(condition, ClassCondition) else None, condition)
+
+
+@pytest.mark.parametrize("name, condition", [("unet", "class"), ("unet", "vector"), ("dit", "none"),
+                                             ("dit", "class"), ("dit", "vector")])
+def test_contract(name, condition):
+    """Every contract check, on a network without zero-initialised layers (see the next test for those)."""
+    check_backbone_spec(SPECS[name], info_for(CONDITIONS[condition]), {**SMALL[name], "zero_init": False})
+
+
+@pytest.mark.parametrize("name", ["unet", "dit"])
+def test_zero_init_starts_at_zero_then_passes_the_contract(name):
+    """With zero_init (the default) a fresh network outputs exactly 0 (adaLN-Zero / zeroed output layers);
+    once those layers move, as after a few steps of training, it passes every contract check."""
+    info = info_for(CONDITIONS["class"], (1, 8, 8))
+    model = SPECS[name].build(SPECS[name].params_model(**SMALL[name]), info, None)
+    z = torch.randn(2, 1, 8, 8)
+    assert model(z, torch.zeros(2), torch.ones(2), torch.tensor([0, 3])).abs().max() == 0
+    zeroed = [p for p in model.parameters() if p.abs().max() == 0]
+    assert zeroed
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in zeroed:
+            p.normal_(0, 0.05)
+    check_backbone(model, (1, 8, 8), 3)
+
+
+def test_unet_odd_sizes_and_paper_size():
+    model = UNET.build(UNetParams(channels=8, channel_mult=[1, 2, 2], num_blocks=1, attn_resolutions=[7],
+                                  zero_init=False), DataInfo((1, 28, 28), 10), None)
+    assert model(torch.randn(2, 1, 28, 28), torch.zeros(2), torch.ones(2), torch.tensor([1, 10])).shape == (2, 1, 28, 28)
+    with torch.device("meta"):
+        paper = UNET.build(UNetParams(), DataInfo((3, 32, 32)), None)
+    assert 50e6 < sum(p.numel() for p in paper.parameters()) < 60e6  # the paper's CIFAR-10 U-Net: about 55M
+
+
+def test_dit_presets_match_the_paper():
+    millions = {preset: parameter_count(preset) / 1e6 for preset in ("B/4", "B/2", "L/2", "XL/2")}
+    assert millions["B/4"] == pytest.approx(131, abs=2) and millions["XL/2"] == pytest.approx(676, abs=5)
+    assert millions["L/2"] == pytest.approx(459, abs=5)
+    assert DiTParams(preset="B/4", depth=3).resolved() == (768, 3, 12, 4)
+
+
+def test_dit_clear_errors():
+    with pytest.raises(ValueError, match="unknown DiT preset"):
+        DiTParams(preset="huge/2")
+    with pytest.raises(ValueError, match="does not divide"):
+        DIT.build(DiTParams(preset="tiny/4"), DataInfo((1, 6, 6)), None)
+    with pytest.raises(ValueError, match="takes images"):
+        UNET.build(UNetParams(), DataInfo((16,)), None)
