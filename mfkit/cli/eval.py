@@ -7,6 +7,8 @@ from typing import Iterator, List, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from mfkit.cli.console import err, out
@@ -105,7 +107,12 @@ def evaluate(
         report = evaluate_checkpoint(path, steps=mf_counts, euler=euler_counts, count=n, cond=cond, seed=seed,
                                      evaluator=evaluator, use_ema=not no_ema, device=device,
                                      overrides=overrides or [], reference_limit=reference, progress=progress)
-    out.print(report_table(report))
+    table = report_table(report)
+    needed = Measurement.get(out, out.options.update_width(10_000), table).maximum
+    # never cut a figure short: a pipe or a narrow terminal gets the table at its full width
+    wide = Console(file=out.file, width=max(out.width, needed), force_terminal=out.is_terminal,
+                   color_system=out.color_system, soft_wrap=True)
+    wide.print(table)
     err.print(f"evaluator {report.evaluator}; {report.seconds['total']:.1f} s in all", markup=False, highlight=False)
     if json_file is not None:
         err.print(f"wrote {report.write_json(json_file)}", markup=False, highlight=False)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from mfkit.data.toy2d import TOY_DISTRIBUTIONS, toy_sample, toy_sample_labeled
-from mfkit.metrics import energy_distance, mmd_rbf, mmd_unbiased, sliced_wasserstein
+from mfkit.metrics import (energy_distance, energy_within, mmd_rbf, mmd_unbiased, mmd_within, sliced_wasserstein,
+                           wasserstein_1d_sorted)
 
 
 def test_distances_grow_with_a_shift():
@@ -28,6 +29,26 @@ def test_sliced_wasserstein_in_one_dimension_is_the_gaussian_w2():
     a, b = (0.0 + 1.0 * q)[:, None], (0.5 + 1.5 * q)[:, None]
     expected = math.sqrt(0.25 + 0.25 * float(q.pow(2).mean()))
     assert sliced_wasserstein(a, b[torch.randperm(n)], projections=8) == pytest.approx(expected, rel=1e-9)
+
+
+def test_one_dimensional_w2_of_sets_of_different_sizes_is_exact():
+    # On L = lcm(n, m) equal slices of [0, 1] both quantile functions are constant: the exact integral.
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(6, 3, generator=g, dtype=torch.float64).sort(0).values
+    b = (torch.randn(4, 3, generator=g, dtype=torch.float64) + 1).sort(0).values
+    u = (torch.arange(12, dtype=torch.float64) + 0.5) / 12
+    expected = (a[(u * 6).long()] - b[(u * 4).long()]).pow(2).mean(0)
+    assert torch.allclose(wasserstein_1d_sorted(a, b), expected, rtol=1e-12)
+    assert torch.allclose(wasserstein_1d_sorted(a, a), torch.zeros(3, dtype=torch.float64))
+    # a set against its own points repeated is at distance zero
+    assert sliced_wasserstein(a, a.repeat(3, 1), projections=16) < 1e-12
+
+
+def test_reference_terms_can_be_computed_once():
+    g = torch.Generator().manual_seed(6)
+    x, y = torch.randn(50, 2, generator=g), torch.randn(80, 2, generator=g)
+    assert mmd_unbiased(x, y, within_b=mmd_within(y)) == pytest.approx(mmd_unbiased(x, y), rel=1e-12)
+    assert energy_distance(x, y, within_b=energy_within(y)) == pytest.approx(energy_distance(x, y), rel=1e-12)
 
 
 def _rbf(u, v, h):

@@ -1,0 +1,127 @@
+"""The evaluation runner and `mfkit eval`: seeded figures, floors, conditions, defaults, JSON, errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from mfkit.builtin.toy2d import Toy2d, Toy2dParams
+from mfkit.builtin.toy2d_eval import SPEC as TOY_EVALUATOR, Toy2dEvalParams, Toy2dEvaluator
+from mfkit.cli.eval import evaluate as eval_command
+from mfkit.evaluation import Evaluation, draw, evaluate_checkpoint, load_split, parse_counts
+from mfkit.evaluation.data import select_condition
+from tests.evaluation.conftest import make_checkpoint
+
+
+def _figures(report):
+    return [(row.sampler, row.steps, row.metrics) for row in report.rows], report.floor
+
+
+def test_same_seed_gives_the_same_figures(meanflow_checkpoint):
+    settings = {"steps": (1, 2), "euler": (2,), "count": 300, "device": "cpu"}
+    first = evaluate_checkpoint(meanflow_checkpoint, seed=3, **settings)
+    again = evaluate_checkpoint(meanflow_checkpoint, seed=3, **settings)
+    other = evaluate_checkpoint(meanflow_checkpoint, seed=4, **settings)
+    assert _figures(first) == _figures(again)
+    assert _figures(first) != _figures(other)
+    assert [(row.sampler, row.steps) for row in first.rows] == [("meanflow", 1), ("meanflow", 2), ("euler", 2)]
+    assert first.directions == {"sliced_w2": "lower", "mmd": "lower", "energy": "lower"}
+    assert first.floor_count == 300 and first.reference_count == 2000 and first.count == 300
+    assert all(row.network_ms > 0 and row.decode_ms >= 0 for row in first.rows)
+    # real data against real data is closer than a briefly trained model's samples
+    assert all(first.floor["sliced_w2"] < row.metrics["sliced_w2"] for row in first.rows)
+
+
+def test_rows_share_noise_and_draw_times_network_and_decoding():
+    modality = Toy2d(Toy2dParams(distribution="moons", size=500))
+    model = torch.nn.Linear(2, 2)  # not a MeanFlow network; draw only needs model(z, r, t) -> u
+    calls = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, z, r, t):
+            calls.append(z.clone())
+            return self.inner(z)
+
+    recorder = Recorder()
+    first, network, decode = draw(recorder, modality, 10, 3, euler=False, seed=1, batch_size=4)
+    again, *_ = draw(recorder, modality, 10, 1, euler=True, seed=1, batch_size=4)
+    assert first.shape == (10, 2) and network > 0 and decode >= 0
+    assert len(calls) == 3 * 3 + 3  # 3 batches x 3 steps, then 3 batches x 1 step
+    assert torch.equal(calls[0], calls[9])  # both start from the same noise
+
+
+def test_conditions_select_real_items_and_samples(tmp_path):
+    checkpoint = make_checkpoint(tmp_path, conditional=True, steps=20)
+    report = evaluate_checkpoint(checkpoint, steps=(1,), count=200, cond="north", device="cpu")
+    modality = Toy2d(Toy2dParams(distribution="eight_gaussians", size=2000, conditional=True))
+    val = load_split(modality, "val")
+    label = modality.label_of("north")
+    assert report.reference_count == int((val.cond == label).sum()) < len(val)
+    assert report.cond == "north" and report.floor_count == 200
+    with pytest.raises(ValueError, match="unknown condition"):
+        evaluate_checkpoint(checkpoint, steps=(1,), count=50, cond="nowhere", device="cpu")
+    # without --cond, samples take the reference items' conditions in turn
+    evaluation = Evaluation(modality, Toy2dEvaluator(Toy2dEvalParams()), count=7, floor=False)
+    assert torch.equal(evaluation.conditions(), val.cond[:7])
+    chosen = select_condition(val, torch.tensor([label]), "val", "north")
+    assert bool((chosen.cond == label).all())
+
+
+def test_flow_matching_runs_default_to_euler_steps(tmp_path):
+    checkpoint = make_checkpoint(tmp_path, kind="flow_matching", steps=20)
+    report = evaluate_checkpoint(checkpoint, count=50, device="cpu")
+    assert [(row.sampler, row.steps) for row in report.rows] == [("euler", s) for s in (1, 2, 4, 8, 32, 100)]
+    assert report.info["objective"] == "flow_matching"
+
+
+def test_load_split_draws_a_seeded_subset():
+    modality = Toy2d(Toy2dParams(size=1000))
+    a, b = load_split(modality, "train", 100, seed=1), load_split(modality, "train", 100, seed=1)
+    c = load_split(modality, "train", 100, seed=2)
+    assert torch.equal(a.x, b.x) and not torch.equal(a.x, c.x) and a.x.shape == (100, 2) and a.cond is None
+    with pytest.raises(ValueError, match="no 'test' split"):
+        load_split(modality, "test")
+
+
+def test_parse_counts():
+    assert parse_counts("1, 2,4,2") == (1, 2, 4) and parse_counts("") == ()
+    for bad in ("1,x", "0", "-1", "1.5"):
+        with pytest.raises(ValueError, match="positive integers"):
+            parse_counts(bad)
+
+
+def _cli():
+    app = typer.Typer()
+    app.command(name="eval")(eval_command)
+    app.command(name="unused")(lambda: None)  # two commands: `eval` stays a sub-command
+    return app
+
+
+def test_cli_prints_the_table_and_writes_json(meanflow_checkpoint, tmp_path):
+    out = tmp_path / "figures.json"
+    result = CliRunner().invoke(_cli(), ["eval", "--checkpoint", str(meanflow_checkpoint), "--steps", "1,2",
+                                         "--euler", "4", "--n", "100", "--json", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    for text in ("MeanFlow", "Euler", "sliced_w2", "floor", "ms/sample"):
+        assert text in result.output
+    figures = json.loads(out.read_text())
+    assert [(row["sampler"], row["steps"]) for row in figures["rows"]] == [("meanflow", 1), ("meanflow", 2),
+                                                                          ("euler", 4)]
+    assert set(figures["floor"]) == {"sliced_w2", "mmd", "energy"} and figures["count"] == 100
+    assert figures["info"]["step"] == 60 and figures["evaluator"].startswith("toy2d")
+    bad = CliRunner().invoke(_cli(), ["eval", "--checkpoint", str(meanflow_checkpoint), "--steps", "1,a"])
+    assert bad.exit_code == 2 and "positive integers" in bad.output
+
+
+def test_the_toy2d_evaluator_is_registered():
+    from mfkit.evaluation import find_evaluator
+
+    assert find_evaluator("toy2d").spec is TOY_EVALUATOR
+    assert find_evaluator("toy2d", "mfkit:toy2d").spec is TOY_EVALUATOR
