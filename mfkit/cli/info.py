@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import List
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from mfkit.cli.console import err, out
@@ -38,7 +39,7 @@ def _check_one(name: str, overrides: list[str], show: bool) -> bool:
         return False
     if show:
         out.print(recipe_to_yaml(loaded), markup=False, highlight=False)
-    err.print(f"[green]ok[/]: {path} is a valid recipe", highlight=False)
+    err.print("[green]ok[/]: " + escape(f"{path} is a valid recipe"), highlight=False)
     return True
 
 

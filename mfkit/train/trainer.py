@@ -123,12 +123,13 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self._stop = GracefulStop(self._on_signal)
 
-    def _say(self, message: str) -> None:
+    def _say(self, message: str, style: str | None = None) -> None:
+        """Print a message (main process only), taken literally (paths and values may hold brackets)."""
         if self.group.is_main:
-            self.console.print(message, highlight=False)
+            self.console.print(message, style=style, markup=False, highlight=False)
 
     def _warn(self, message: str) -> None:
-        self._say(f"[yellow]warning:[/] {message}")
+        self._say(f"warning: {message}", style="yellow")
 
     # ------------------------------------------------------------------ the run folder
     def _checkpoint_to_resume(self) -> Path:
@@ -159,7 +160,13 @@ class Trainer:
                 metadata = read_metadata(path)
             except CheckpointError as error:
                 raise self._damaged(error, path) from None
-            saved = saved_recipe(self.run_dir, metadata.get("recipe"))
+            try:
+                saved = saved_recipe(self.run_dir, metadata.get("recipe"))
+            except RunFolderError as error:
+                if not self.allow_changes:
+                    raise
+                self._warn(f"{error}; resuming with the recipe given (--allow-changes)")
+                saved = self.recipe
             changes = check_resume_recipe(saved, self.recipe, self.allow_changes)
             if changes:
                 self._say("resuming with changes: " + "; ".join(str(c) for c in changes))
@@ -296,8 +303,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def _on_signal(self, signum: int) -> None:
-        self._say(f"[yellow]{signal_label(signum)}: finishing this step, saving a checkpoint "
-                  f"(send it again to stop at once)")
+        self._say(f"{signal_label(signum)}: finishing this step, saving a checkpoint (send it again to stop at once)",
+                  style="yellow")
 
     def _autocast(self):
         if self.recipe.train.precision == "bf16" and self.device.type == "cuda":

@@ -61,3 +61,13 @@ def test_from_a_missing_checkpoint_is_one_line(trained):
     _, run_dir = trained
     result = run("train", run_dir, "--from", run_dir / "checkpoints" / "step-0000999.safetensors")
     assert result.exit_code == 2 and "no checkpoint at" in result.output
+
+
+def test_a_saved_recipe_that_no_longer_validates_needs_allow_changes(trained):
+    path, run_dir = trained
+    saved = run_dir / "recipe.yaml"
+    saved.write_text(saved.read_text().replace("train:\n", "train:\n  retired_field: 1\n"))
+    result = run("train", path, "name=mine", "--resume", "train.lr=0.002")
+    assert result.exit_code == 2 and "no longer validates" in result.output and "retired_field" in result.output
+    result = run("train", path, "name=mine", "--resume", "train.lr=0.002", "--allow-changes")
+    assert result.exit_code == 0 and "resuming with the recipe given" in result.output, result.output
