@@ -1,0 +1,267 @@
+"""The one-step report: MeanFlow against flow matching at equal compute, for each CPU-sized shipped recipe.
+
+    python benchmarks/one_step_report.py                     # writes docs/results.md and docs/figures/*.png
+    python benchmarks/one_step_report.py --recipes toy2d --scale 0.1 --out /tmp/results.md   # quick look
+
+For each MeanFlow recipe in ``PAIRS`` (modality issues add theirs), the same recipe with
+``objective.kind: flow_matching`` (MeanFlow-only fields dropped) is its flow-matching twin. Both train
+from the same seed with `mfkit train`; flow matching gets as many steps as fit in MeanFlow's wall time
+(the step-time ratio is measured first, in this process, in interleaved blocks). Both are then scored
+by the code behind `mfkit eval` (:func:`mfkit.evaluation.evaluate_checkpoint`): MeanFlow with 1, 2, 4, 8
+steps, flow matching with 1 to 100 Euler steps. The report states where one MeanFlow step is behind
+flow matching at 100 steps, and (when ``docs/figures/peers.json`` from ``benchmarks/peers.py`` exists)
+behind a peer library.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+#: MeanFlow recipes that train on a CPU in minutes; each gets a flow-matching twin.
+PAIRS = ["toy2d", "toy2d_guided"]
+MF_STEPS = (1, 2, 4, 8)
+FM_STEPS = (1, 2, 4, 8, 16, 32, 100)
+MEANFLOW_ONLY = ("r_neq_t_share", "r_sampler", "time_pair_order", "jvp_backend", "jvp_precision", "jvp_guard",
+                 "fd_step", "preset")
+
+
+def recipe_data(name: str) -> dict:
+    from mfkit.recipe.loading import parse_recipe, recipe_to_yaml
+
+    path = ROOT / "recipes" / f"{name}.yaml"
+    return yaml.safe_load(recipe_to_yaml(parse_recipe(yaml.safe_load(path.read_text()), str(path))))
+
+
+def flow_matching_twin(data: dict) -> dict:
+    """The same recipe trained with flow matching: objective kind changed, MeanFlow-only fields dropped."""
+    twin = copy.deepcopy(data)
+    twin["objective"] = {key: value for key, value in twin["objective"].items() if key not in MEANFLOW_ONLY}
+    twin["objective"]["kind"] = "flow_matching"
+    twin["name"] = f"{data['name']}-fm"
+    twin["sample"]["steps"] = 32
+    return twin
+
+
+def step_ratio(data: dict, twin: dict, rounds: int = 3, steps: int = 15) -> tuple[float, float, float]:
+    """Seconds per training step of the MeanFlow and flow-matching objectives on the recipe's backbone and
+    batch (interleaved blocks, median), and their ratio."""
+    from torch.utils.data import DataLoader
+
+    from mfkit.recipe.build import build_backbone, build_modality, build_objective
+    from mfkit.recipe.loading import parse_recipe
+
+    def block(recipe_dict: dict) -> float:
+        recipe = parse_recipe(recipe_dict, "report")
+        modality = build_modality(recipe)
+        torch.manual_seed(recipe.train.seed)
+        model = build_backbone(recipe, modality)
+        objective = build_objective(recipe.objective, modality.condition())
+        optimizer = torch.optim.Adam(model.parameters(), lr=recipe.train.lr)
+        loader = iter(DataLoader(modality.dataset("train"), batch_size=recipe.train.batch_size, shuffle=True,
+                                 collate_fn=modality.collate(), generator=torch.Generator().manual_seed(0)))
+        generator = torch.Generator().manual_seed(1)
+
+        def step():
+            x, cond = modality.unpack(next(loader))
+            out = objective(model, x, cond=cond, generator=generator)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+
+        for _ in range(3):
+            step()
+        began = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return (time.perf_counter() - began) / steps
+
+    meanflow, flow = [], []
+    for _ in range(rounds):
+        meanflow.append(block(data))
+        flow.append(block(twin))
+    mf, fm = statistics.median(meanflow), statistics.median(flow)
+    return mf, fm, mf / fm
+
+
+def train(data: dict, work: Path, threads: int) -> tuple[Path, float]:
+    """`mfkit train` on the recipe (written to ``work``); returns the final checkpoint and the wall time."""
+    from mfkit.train.checkpoint import latest_checkpoint
+
+    path = work / f"{data['name']}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    began = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "mfkit", "train", str(path), "--overwrite", "--quiet"],
+                          env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - began
+    if done.returncode != 0:
+        raise RuntimeError(f"training {data['name']} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    checkpoint = latest_checkpoint(Path(data["output_dir"]) / data["name"] / "checkpoints")
+    return checkpoint, seconds
+
+
+def evaluate(checkpoint: Path, steps: tuple[int, ...], euler: tuple[int, ...], count: int) -> dict:
+    from mfkit.evaluation import evaluate_checkpoint
+
+    return evaluate_checkpoint(checkpoint, steps=steps, euler=euler, count=count, seed=0, device="cpu").to_dict()
+
+
+def run_pair(name: str, args, work: Path) -> dict:
+    data = recipe_data(name)
+    data["output_dir"] = str(work / "runs")
+    data["train"]["steps"] = max(10, round(data["train"]["steps"] * args.scale))
+    data["train"]["checkpoint_every"] = data["train"]["steps"]
+    data["train"]["device"] = "cpu"
+    twin = flow_matching_twin(data)
+    torch.set_num_threads(args.threads)
+    mf_step, fm_step, ratio = step_ratio(data, twin)
+    twin["train"]["steps"] = round(data["train"]["steps"] * ratio)
+    twin["train"]["checkpoint_every"] = twin["train"]["steps"]
+    mf_checkpoint, mf_seconds = train(data, work, args.threads)
+    fm_checkpoint, fm_seconds = train(twin, work, args.threads)
+    count = args.n or data["sample"]["count"]
+    return {"recipe": name, "meanflow_steps": data["train"]["steps"], "fm_steps": twin["train"]["steps"],
+            "mf_step_ms": 1000 * mf_step, "fm_step_ms": 1000 * fm_step, "step_ratio": ratio,
+            "mf_train_seconds": mf_seconds, "fm_train_seconds": fm_seconds,
+            "meanflow": evaluate(mf_checkpoint, MF_STEPS, (), count),
+            "flow_matching": evaluate(fm_checkpoint, (), FM_STEPS, count),
+            "objective": {k: v for k, v in data["objective"].items() if v is not None},
+            "batch": data["train"]["batch_size"], "backbone": data["backbone"]}
+
+
+def _rows(report: dict) -> dict[int, dict]:
+    return {row["steps"]: row for row in report["rows"]}
+
+
+def pair_section(pair: dict, figures: Path, relative: str) -> list[str]:
+    from benchmarks.plots import line_plot
+
+    mf, fm = _rows(pair["meanflow"]), _rows(pair["flow_matching"])
+    floor = pair["meanflow"]["floor"]
+    metrics = list(pair["meanflow"]["directions"])
+    name = pair["recipe"]
+    lines = [f"## {name}", "",
+             f"MeanFlow: {pair['meanflow_steps']} steps; flow matching: {pair['fm_steps']} steps in the same wall "
+             f"time (one MeanFlow step = {pair['step_ratio']:.2f} flow-matching steps: {pair['mf_step_ms']:.1f} ms "
+             f"against {pair['fm_step_ms']:.1f} ms). Training took {pair['mf_train_seconds']:.0f} s and "
+             f"{pair['fm_train_seconds']:.0f} s. Backbone {pair['backbone']['name']} {pair['backbone'].get('params', {})}, "
+             f"batch {pair['batch']}. {pair['meanflow']['count']} samples against {pair['meanflow']['reference_count']} "
+             f"held-out points; floor: {pair['meanflow']['floor_count']} real training points against the same.", "",
+             "| method | calls | " + " | ".join(f"{m} ({pair['meanflow']['directions'][m]} is better)" for m in metrics)
+             + " | network ms/sample |", "|---" * (len(metrics) + 3) + "|",
+             "| real data (floor) | - | " + " | ".join(f"{floor[m]:.4f}" for m in metrics) + " | - |"]
+    for label, rows in (("MeanFlow", mf), ("flow matching (Euler)", fm)):
+        for calls, row in rows.items():
+            lines.append(f"| {label} | {calls} | " + " | ".join(f"{row['metrics'][m]:.4f}" for m in metrics)
+                         + f" | {row['network_ms']:.4f} |")
+    main = metrics[0]
+    one, best_fm = mf[1]["metrics"][main], fm[max(fm)]["metrics"][main]
+    fm_match = next((calls for calls, row in sorted(fm.items()) if row["metrics"][main] <= one), None)
+    verdict = (f"one MeanFlow step ({one:.4f}) is **behind** flow matching at {max(fm)} steps ({best_fm:.4f}) by "
+               f"{one - best_fm:.4f} ({100 * (one - best_fm) / best_fm:.0f}%)" if one > best_fm else
+               f"one MeanFlow step ({one:.4f}) is at least as close as flow matching at {max(fm)} steps ({best_fm:.4f})")
+    reach = (f"flow matching first matches it at {fm_match} Euler steps" if fm_match is not None
+             else "no number of Euler steps up to 100 matches it")
+    lines += ["", f"On {main}: {verdict}; {reach}; the real-data floor is {floor[main]:.4f}.", ""]
+    calls_png = line_plot({"MeanFlow": [(c, r["metrics"][main]) for c, r in mf.items()],
+                           "flow matching": [(c, r["metrics"][main]) for c, r in fm.items()]},
+                          figures / f"results-{name}-calls.png", title=f"{name}: {main} against network calls",
+                          xlabel="network calls per sample", ylabel=main, floor=floor[main])
+    time_png = line_plot({"MeanFlow": [(r["network_ms"], r["metrics"][main]) for r in mf.values()],
+                          "flow matching": [(r["network_ms"], r["metrics"][main]) for r in fm.values()]},
+                         figures / f"results-{name}-time.png", title=f"{name}: {main} against sampling time",
+                         xlabel="network ms per sample", ylabel=main, floor=floor[main])
+    lines += [f"![{name}: quality against calls]({relative}/{calls_png.name}) "
+              f"![{name}: quality against time]({relative}/{time_png.name})", ""]
+    return lines
+
+
+def peers_section(path: Path) -> list[str]:
+    """Where mfkit's one step stands against the peers (from benchmarks/peers.py's JSON)."""
+    if not path.is_file():
+        return []
+    results = json.loads(path.read_text())["results"]
+    lines = ["## Against the other libraries (benchmarks/peers.py, docs/benchmarks.md)", ""]
+    for data in dict.fromkeys(r["data"] for r in results):
+        rows = [r for r in results if r["data"] == data and "error" not in r]
+        ours = {r["method"]: {row["calls"]: row["metrics"]["sliced_w2"] for row in r["rows"]
+                              if row["sampler"] == r["label"]} for r in rows}
+        best_one = min(ours[m][1] for m in ("mfkit-mf", "mfkit-mf-toy") if m in ours)
+        for r in rows:
+            if r["method"].startswith("mfkit"):
+                continue
+            for calls in (1, max(ours.get(r["method"], {1: 0}))):
+                value = ours[r["method"]].get(calls)
+                if value is not None and value < best_one:
+                    lines.append(f"- {data}: mfkit's best one step (sliced W2 {best_one:.3f}) is **behind** "
+                                 f"{r['label']} at {calls} call(s) ({value:.3f}) by {best_one - value:.3f} "
+                                 f"({100 * (best_one - value) / value:.0f}%).")
+        if not any(line.startswith(f"- {data}") for line in lines):
+            lines.append(f"- {data}: no peer at 1 call or at its most calls is closer than mfkit's best one step "
+                         f"(sliced W2 {best_one:.3f}).")
+    return lines + [""]
+
+
+def write_report(pairs: list[dict], args, seconds: float) -> None:
+    figures = args.figures
+    relative = os.path.relpath(figures, args.out.parent)
+    machine = (f"{platform.machine()} ({os.cpu_count()} CPU cores visible, {args.threads} thread(s) per run), "
+               f"torch {torch.__version__}, python {platform.python_version()}")
+    lines = ["# Results: one step against many", "",
+             "Generated by `python benchmarks/one_step_report.py` (do not edit by hand; rerun it). MeanFlow and flow "
+             "matching train from the same seed with equal compute (flow matching gets the extra steps that its "
+             "cheaper step buys), and are scored by `mfkit eval`'s code against held-out real data, beside the "
+             "real-vs-real floor. Each modality adds its recipes to `PAIRS` in the script.", "",
+             f"Machine: {machine}. The whole report took {seconds / 60:.1f} minutes"
+             + (f" (steps scaled by {args.scale})" if args.scale != 1 else "") + ".", ""]
+    for pair in pairs:
+        lines += pair_section(pair, figures, relative)
+    lines += peers_section(args.peers)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines).rstrip() + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipes", default=",".join(PAIRS))
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every recipe's training steps")
+    parser.add_argument("--n", type=int, default=None, help="samples per row (default: the recipe's sample.count)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per training run (the machine is shared)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
+    parser.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures")
+    parser.add_argument("--peers", type=Path, default=ROOT / "docs" / "figures" / "peers.json")
+    parser.add_argument("--work", type=Path, default=None, help="run folders (default: a temporary folder)")
+    parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    args = parser.parse_args()
+    import tempfile
+
+    began = time.perf_counter()
+    work = args.work or Path(tempfile.mkdtemp(prefix="mfkit-report-"))
+    work.mkdir(parents=True, exist_ok=True)
+    pairs = []
+    for name in args.recipes.split(","):
+        pair_began = time.perf_counter()
+        pairs.append(run_pair(name, args, work))
+        print(f"{name}: {time.perf_counter() - pair_began:.0f} s", file=sys.stderr, flush=True)
+    write_report(pairs, args, time.perf_counter() - began)
+    if args.json:
+        args.json.write_text(json.dumps(pairs, indent=1, default=str) + "\n")
+    print(f"wrote {args.out} in {(time.perf_counter() - began) / 60:.1f} minutes", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    main()

@@ -1,0 +1,421 @@
+"""mfkit side by side with the other flow libraries on 2-D toy data, like for like.
+
+    .venv-peers/bin/python benchmarks/peers.py --png-dir docs/figures --json docs/figures/peers.json
+    .venv-peers/bin/python benchmarks/peers.py --steps 200 --n 1000  # a quick smoke run
+    .venv-peers/bin/python benchmarks/peers.py --methods mfkit-mf-toy,lucidrains-mf --data moons
+
+The peers are not dependencies of mfkit: they live in a separate virtual environment (see
+docs/benchmarks.md, "Installing the peers"). Every method trains, in its own fresh process, on the
+same data stream (one seeded generator of toy batches), with the same backbone (mfkit's MLPBackbone,
+wrapped to each library's calling convention), the same initial weights, Adam with cosine decay, batch,
+number of steps and EMA, and samples from its EMA with its own sampler, as its README shows:
+
+- mfkit-mf: mfkit.MeanFlow() with the paper's ImageNet defaults; mfkit.sample.
+- mfkit-mf-toy: mfkit.MeanFlow with the toy recipe's settings (t ~ LN(0, 1), r != t for 50%, p = 0.5).
+- mfkit-fm: mfkit.FlowMatching() (plain L2, t ~ LN(-0.4, 1)); mfkit.euler_sample.
+- lucidrains-mf: rectified_flow_pytorch.MeanFlow (its defaults); ``sample()`` for one step,
+  ``slow_sample(steps=k)`` for k steps (which steps with u(z, t, t), i.e. Euler).
+- meta-fm: flow_matching's AffineProbPath(CondOTScheduler()), t ~ U(0, 1), MSE; ODESolver, Euler.
+- torchcfm-icfm / torchcfm-otcfm: ConditionalFlowMatcher / ExactOptimalTransportConditionalFlowMatcher
+  (sigma = 0); torchdyn NeuralODE with the Euler solver.
+
+Reported per method: sliced W2 (and MMD, energy distance in the JSON) of ``--n`` samples against real
+held-out points per number of network calls (counted, not assumed), the real-vs-real floor, the
+training-step time as a ratio to mfkit flow matching timed in the same process (interleaved blocks),
+and the growth of peak resident memory over training.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.metadata as metadata
+import json
+import math
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+import mfkit
+from mfkit.builtin.toy2d import Toy2d, Toy2dParams
+from mfkit.builtin.toy2d_eval import Toy2dEvalParams, Toy2dEvaluator
+from mfkit.data.toy2d import toy_sample
+from mfkit.evaluation import Evaluation, score
+from mfkit.nn import MLPBackbone
+
+ROOT = Path(__file__).resolve().parents[1]
+FM_CALLS = (1, 2, 4, 8, 16, 32, 100)
+MF_CALLS = (1, 2, 4, 8)
+METHODS = ["mfkit-mf", "mfkit-mf-toy", "mfkit-fm", "lucidrains-mf", "meta-fm", "torchcfm-icfm", "torchcfm-otcfm"]
+LABELS = {"mfkit-mf": "mfkit MeanFlow (paper defaults)", "mfkit-mf-toy": "mfkit MeanFlow (toy recipe)",
+          "mfkit-fm": "mfkit flow matching", "lucidrains-mf": "lucidrains MeanFlow",
+          "meta-fm": "Meta flow_matching", "torchcfm-icfm": "torchcfm I-CFM", "torchcfm-otcfm": "torchcfm OT-CFM"}
+PACKAGES = {"lucidrains-mf": "rectified-flow-pytorch", "meta-fm": "flow_matching", "torchcfm-icfm": "torchcfm",
+            "torchcfm-otcfm": "torchcfm"}
+
+Loss = Callable[[nn.Module, torch.Tensor, torch.Generator], torch.Tensor]
+Sampler = Callable[[nn.Module, torch.Tensor, int], torch.Tensor]
+
+
+@dataclass
+class Method:
+    """A training loss on the shared MLP and its samplers: label -> (sampler, numbers of calls)."""
+
+    loss: Loss
+    samplers: dict[str, tuple[Sampler, tuple[int, ...]]] = field(default_factory=dict)
+
+
+class Counted(nn.Module):
+    """Counts forward calls (network evaluations) of the wrapped model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.calls = model, 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        return self.model(*args, **kwargs)
+
+
+def _mfkit(objective) -> Method:
+    euler = isinstance(objective, mfkit.FlowMatching)
+    sampler = mfkit.euler_sample if euler else mfkit.sample
+    return Method(lambda model, x, g: objective(model, x, generator=g).loss,
+                  {"": (lambda model, noise, k: sampler(model, noise, steps=k), FM_CALLS if euler else MF_CALLS)})
+
+
+class TimeDelta(nn.Module):
+    """lucidrains' convention model(z, t, t - r) onto mfkit's model(z, r, t) (the JVP passes through)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, z, times, delta):
+        return self.model(z, times - delta, times)
+
+
+def _lucidrains() -> Method:
+    from rectified_flow_pytorch import MeanFlow
+
+    def loss(model, x, g):
+        return MeanFlow(TimeDelta(model), data_shape=(2,))(x)
+
+    def sample(model, noise, k):
+        flow = MeanFlow(TimeDelta(model), data_shape=(2,))
+        return flow.sample(noise=noise) if k == 1 else flow.slow_sample(steps=k, noise=noise)
+
+    def mfkit_steps(model, noise, k):  # its network, stepped with the average velocity (mfkit.sample)
+        return mfkit.sample(model, noise, steps=k)
+
+    return Method(loss, {"": (sample, FM_CALLS), " + mfkit.sample": (mfkit_steps, (2, 4, 8))})
+
+
+def _meta() -> Method:
+    from flow_matching.path import AffineProbPath
+    from flow_matching.path.scheduler import CondOTScheduler
+    from flow_matching.solver import ODESolver
+    from flow_matching.utils import ModelWrapper
+
+    path = AffineProbPath(scheduler=CondOTScheduler())
+
+    class Velocity(ModelWrapper):
+        def forward(self, x, t, **extras):
+            t = t.expand(x.shape[0]) if t.ndim == 0 else t
+            return self.model(x, t, t)
+
+    def loss(model, x, g):
+        x_0 = torch.randn_like(x)
+        t = torch.rand(x.shape[0])
+        sample = path.sample(t=t, x_0=x_0, x_1=x)
+        return torch.pow(model(sample.x_t, sample.t, sample.t) - sample.dx_t, 2).mean()
+
+    def sample(model, noise, k):
+        solver = ODESolver(velocity_model=Velocity(model))
+        return solver.sample(x_init=noise, step_size=None, method="euler", time_grid=torch.linspace(0, 1, k + 1))
+
+    return Method(loss, {"": (sample, FM_CALLS)})
+
+
+class Concatenated(nn.Module):
+    """torchcfm's convention model(cat([x, t])) onto mfkit's model(z, r, t) with r = t."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs):
+        t = inputs[:, -1]
+        return self.model(inputs[:, :-1], t, t)
+
+
+def _torchcfm(optimal_transport: bool) -> Method:
+    from torchcfm.conditional_flow_matching import (ConditionalFlowMatcher,
+                                                    ExactOptimalTransportConditionalFlowMatcher)
+    from torchcfm.utils import torch_wrapper
+    from torchdyn.core import NeuralODE
+
+    matcher = (ExactOptimalTransportConditionalFlowMatcher if optimal_transport else ConditionalFlowMatcher)(sigma=0.0)
+
+    def loss(model, x, g):
+        x0 = torch.randn_like(x)
+        t, xt, ut = matcher.sample_location_and_conditional_flow(x0, x)
+        vt = Concatenated(model)(torch.cat([xt, t[:, None]], dim=-1))
+        return torch.mean((vt - ut) ** 2)
+
+    def sample(model, noise, k):
+        node = NeuralODE(torch_wrapper(Concatenated(model)), solver="euler", sensitivity="adjoint")
+        return node.trajectory(noise, t_span=torch.linspace(0, 1, k + 1))[-1]
+
+    return Method(loss, {"": (sample, FM_CALLS)})
+
+
+def build_method(name: str) -> Method:
+    times = mfkit.TimePairSampler(mfkit.LogitNormal(0.0, 1.0), r_neq_t_share=0.5)
+    builders = {
+        "mfkit-mf": lambda: _mfkit(mfkit.MeanFlow()),
+        "mfkit-mf-toy": lambda: _mfkit(mfkit.MeanFlow(times=times, adaptive_p=0.5)),
+        "mfkit-fm": lambda: _mfkit(mfkit.FlowMatching()),
+        "lucidrains-mf": _lucidrains,
+        "meta-fm": _meta,
+        "torchcfm-icfm": lambda: _torchcfm(False),
+        "torchcfm-otcfm": lambda: _torchcfm(True),
+    }
+    return builders[name]()
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def initial_model(args) -> MLPBackbone:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        return MLPBackbone(2, width=args.width, depth=args.depth)
+
+
+def train(method: Method, args) -> tuple[nn.Module, float, float]:
+    """Train on the shared data stream; returns the EMA model, seconds, and peak-RSS growth in MiB."""
+    seed_everything(args.seed)
+    model = initial_model(args)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / args.steps)))
+    data_stream = torch.Generator().manual_seed(args.seed)
+    objective_randomness = torch.Generator().manual_seed(args.seed + 1)
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    began = time.perf_counter()
+    for _ in range(args.steps):
+        x = toy_sample(args.data, args.batch, data_stream)
+        loss = method.loss(model, x, objective_randomness)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        with torch.no_grad():
+            for averaged, current in zip(ema.parameters(), model.parameters()):
+                averaged.lerp_(current, 1 - args.ema)
+    seconds = time.perf_counter() - began
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024
+    return ema.eval(), seconds, peak
+
+
+def _block(loss: Loss, args, steps: int) -> float:
+    """Seconds per step of ``steps`` steps (after 3 untimed ones) from the initial weights."""
+    model = initial_model(args)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    data, g = torch.Generator().manual_seed(7), torch.Generator().manual_seed(8)
+
+    def step():
+        out = loss(model, toy_sample(args.data, args.batch, data), g)
+        optimizer.zero_grad(set_to_none=True)
+        out.backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    began = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - began) / steps
+
+
+def step_times(method: Method, args) -> tuple[float, float]:
+    """Median seconds per step of the method and of mfkit flow matching, in interleaved blocks."""
+    reference = _mfkit(mfkit.FlowMatching())
+    own, plain = [], []
+    for _ in range(args.timing_rounds):
+        own.append(_block(method.loss, args, args.timing_steps))
+        plain.append(_block(reference.loss, args, args.timing_steps))
+    return statistics.median(own), statistics.median(plain)
+
+
+def child(args) -> dict:
+    """One method on one data set, in this (fresh) process."""
+    torch.set_num_threads(args.threads)
+    name = args.child
+    result = {"method": name, "label": LABELS[name], "data": args.data}
+    package = PACKAGES.get(name)
+    if package:
+        result["package"] = f"{package} {metadata.version(package)}"
+    method = build_method(name)
+    modality = Toy2d(Toy2dParams(distribution=args.data))
+    evaluator = Toy2dEvaluator(Toy2dEvalParams(max_reference=args.n, max_samples=args.n))
+    evaluation = Evaluation(modality, evaluator, count=args.n, seed=0)
+    ema, seconds, peak = train(method, args)
+    result.update(train_seconds=seconds, peak_mib=peak, floor=evaluation.floor, rows=[])
+    noise = torch.randn(args.n, 2, generator=torch.Generator().manual_seed(1234))
+    samples = {}
+    for suffix, (sampler, calls) in method.samplers.items():
+        for k in calls:
+            counted = Counted(ema)
+            seed_everything(args.seed)
+            with torch.no_grad():
+                points = sampler(counted, noise.clone(), k)
+            metrics = score(evaluator, points, None, evaluation.reference, seed=0)
+            result["rows"].append({"sampler": LABELS[name] + suffix, "calls": k, "counted": counted.calls,
+                                   "metrics": metrics})
+            samples[f"{LABELS[name] + suffix}|{k}"] = points[:2000].numpy()
+    own, plain = step_times(method, args)
+    result.update(step_ms=1000 * own, fm_step_ms=1000 * plain, ratio=own / plain)
+    np.savez(args.samples, **samples)
+    return result
+
+
+def run_all(args) -> list[dict]:
+    results = []
+    work = Path(tempfile.mkdtemp(prefix="mfkit-peers-"))
+    for data in args.data.split(","):
+        for name in args.methods.split(","):
+            began = time.perf_counter()
+            out, samples = work / f"{data}-{name}.json", work / f"{data}-{name}.npz"
+            command = [sys.executable, __file__, "--child", name, "--data", data, "--result", str(out),
+                       "--samples", str(samples)] + [f"--{key.replace('_', '-')}={getattr(args, key)}"
+                                                     for key in ("steps", "batch", "width", "depth", "lr", "ema",
+                                                                 "n", "seed", "threads", "timing_steps",
+                                                                 "timing_rounds")]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                results.append({"method": name, "label": LABELS[name], "data": data, "error": reason})
+                print(f"{data} {name}: FAILED: {reason}", file=sys.stderr, flush=True)
+                continue
+            result = json.loads(out.read_text())
+            result["samples_file"] = str(samples)
+            results.append(result)
+            print(f"{data} {name}: {time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
+    return results
+
+
+def markdown(results: list[dict], data: str) -> str:
+    """The table of one data set: sliced W2 per number of calls, step-time ratio, peak memory."""
+    rows = [r for r in results if r["data"] == data]
+    floor = next((r["floor"]["sliced_w2"] for r in rows if "floor" in r), float("nan"))
+    lines = [f"| {data}: sliced W2 (floor {floor:.3f}) | " + " | ".join(str(c) for c in FM_CALLS)
+             + " | step x mfkit FM | step ms | peak MiB |", "|---" * (len(FM_CALLS) + 4) + "|"]
+    for result in rows:
+        if "error" in result:
+            lines.append(f"| {result['label']} | failed: {result['error']} |")
+            continue
+        by_sampler: dict[str, dict[int, float]] = {}
+        for row in result["rows"]:
+            by_sampler.setdefault(row["sampler"], {})[row["calls"]] = row["metrics"]["sliced_w2"]
+        for index, (sampler, values) in enumerate(by_sampler.items()):
+            cells = [f"{values[c]:.3f}" if c in values else "" for c in FM_CALLS]
+            extra = [f"{result['ratio']:.2f}", f"{result['step_ms']:.1f}", f"{result['peak_mib']:.0f}"] \
+                if index == 0 else ["", "", ""]
+            lines.append(f"| {sampler} | " + " | ".join(cells + extra) + " |")
+    return "\n".join(lines)
+
+
+def pictures(results: list[dict], data: str, folder: Path) -> Path:
+    from benchmarks.plots import scatter_grid
+
+    cells, rows = {}, []
+    for result in results:
+        if result["data"] != data or "error" in result:
+            continue
+        stored = np.load(result["samples_file"])
+        for key in stored.files:
+            sampler, calls = key.rsplit("|", 1)
+            cells[sampler, int(calls)] = stored[key]
+            if sampler not in rows:
+                rows.append(sampler)
+    reference = toy_sample(data, 2000, torch.Generator().manual_seed(99)).numpy()
+    return scatter_grid(cells, rows, FM_CALLS, folder / f"peers-{data}.png", reference=reference,
+                        title=f"{data}: 2000 samples per cell (grey: real data); rows: method, columns: network calls")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="checkerboard,eight_gaussians")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--steps", type=int, default=1500, help="training steps (all methods)")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam, cosine decay to 0")
+    parser.add_argument("--ema", type=float, default=0.995)
+    parser.add_argument("--n", type=int, default=4000, help="samples scored per row (and real points)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--timing-steps", type=int, default=20)
+    parser.add_argument("--timing-rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="write all results here")
+    parser.add_argument("--png-dir", type=Path, help="write one PNG grid per data set here")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--samples", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        args.result.write_text(json.dumps(child(args)))
+        return
+    unknown = set(args.methods.split(",")) - set(METHODS)
+    if unknown:
+        parser.error(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
+    began = time.perf_counter()
+    results = run_all(args)
+    machine = (f"{platform.machine()}, {args.threads} thread(s), torch {torch.__version__}, "
+               f"python {platform.python_version()}")
+    print(f"\n{machine}; {args.steps} steps, batch {args.batch}, MLP {args.depth} x {args.width}, Adam lr {args.lr} "
+          f"cosine, EMA {args.ema}; {args.n} samples per row; {time.perf_counter() - began:.0f} s in all\n")
+    for data in args.data.split(","):
+        print(markdown(results, data) + "\n")
+        if args.png_dir:
+            print(f"wrote {pictures(results, data, args.png_dir)}\n")
+    if args.json:
+        write_json(args.json, results, machine, args)
+
+
+def write_json(path: Path, results: list[dict], machine: str, args) -> None:
+    """Write the results; results of other data sets already in the file are kept (one data set per run)."""
+    settings = {k: str(v) for k, v in vars(args).items() if k not in ("child", "result", "samples", "json", "png_dir")}
+    runs = {data: {"machine": machine, "settings": settings} for data in args.data.split(",")}
+    kept = []
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        kept = [r for r in previous.get("results", []) if r["data"] not in runs]
+        runs = {**{d: s for d, s in previous.get("runs", {}).items() if d not in runs}, **runs}
+    for result in results:
+        result.pop("samples_file", None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"runs": runs, "results": kept + results}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))  # `benchmarks.plots` when run as a script
+    main()
