@@ -4,17 +4,16 @@ Each utterance draws an accent (an English eSpeak NG voice), a voice variant (ma
 formant voices, ...), a speed (words per minute) and a pitch from a generator seeded with ``seed``, so a
 seed always gives the same corpus (for one eSpeak NG version). The corpus is written once as a speech
 folder ``<cache>/audio/espeak-digits-<hash>/{train,val}/<digit>/<n>.wav`` and then read like any user's
-folder. The held-out split ("val") gets its own draws.
+folder. The held-out split ("val") gets its own draws. eSpeak NG runs as the system program or, where
+that is missing, as the library of the ``espeakng-loader`` wheel (:mod:`mfkit_audio.espeak`).
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import random
 import shutil
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,18 +22,13 @@ from typing import Sequence
 import soundfile
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from mfkit_audio.espeak import EspeakMissing, Request, find_speaker  # noqa: F401 - EspeakMissing re-exported
+
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029",
            "en-us-nyc")
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2",
             "klatt3", "iven", "john", "max", "Annie", "Andy", "edward", "linda", "paul", "steph")
-INSTALL_HINT = ("the spoken-digit corpus is synthesised with eSpeak NG, which is not installed. Install it with "
-                "`sudo apt-get install espeak-ng` (Debian/Ubuntu), `sudo dnf install espeak-ng` (Fedora) or "
-                "`brew install espeak-ng` (macOS), or point modality.params.folder at your own speech folder")
-
-
-class EspeakMissing(RuntimeError):
-    """eSpeak NG is not installed."""
 
 
 @dataclass(frozen=True)
@@ -51,31 +45,7 @@ class CorpusSettings:
     pitch: tuple[int, int] = (25, 75)
 
 
-@dataclass(frozen=True)
-class Utterance:
-    word: str
-    voice: str
-    speed: int
-    pitch: int
-
-    def command(self, program: str) -> list[str]:
-        return [program, "-v", self.voice, "-s", str(self.speed), "-p", str(self.pitch), "--stdout", self.word]
-
-
-def espeak_program() -> str:
-    """The path of the ``espeak-ng`` program; :class:`EspeakMissing` with how to install it otherwise."""
-    program = shutil.which("espeak-ng")
-    if program is None:
-        raise EspeakMissing(INSTALL_HINT)
-    return program
-
-
-def espeak_version(program: str) -> str:
-    out = subprocess.run([program, "--version"], capture_output=True, text=True, check=True).stdout
-    return out.split("Data at")[0].strip()
-
-
-def draw_utterances(settings: CorpusSettings, split: str) -> list[Utterance]:
+def draw_utterances(settings: CorpusSettings, split: str) -> list[Request]:
     """The utterances of ``split`` in a fixed order: digit by digit, each with its seeded draws."""
     count = settings.per_class if split == "train" else settings.val_per_class
     rng = random.Random(f"{settings.seed}-{split}")
@@ -83,7 +53,7 @@ def draw_utterances(settings: CorpusSettings, split: str) -> list[Utterance]:
     for word in DIGITS:
         for _ in range(count):
             voice = f"{rng.choice(settings.accents)}+{rng.choice(settings.variants)}"
-            items.append(Utterance(word, voice, rng.randint(*settings.speed), rng.randint(*settings.pitch)))
+            items.append(Request(word, voice, rng.randint(*settings.speed), rng.randint(*settings.pitch)))
     return items
 
 
@@ -92,19 +62,10 @@ def corpus_key(settings: CorpusSettings, version: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def synthesise(program: str, utterance: Utterance, path: Path) -> None:
-    """Speak one utterance with eSpeak NG and write it as WAV at ``path``."""
-    result = subprocess.run(utterance.command(program), capture_output=True, check=False)
-    if result.returncode != 0 or not result.stdout:
-        raise RuntimeError(f"espeak-ng failed on {utterance}: {result.stderr.decode(errors='replace').strip()}")
-    data, rate = soundfile.read(io.BytesIO(result.stdout), dtype="int16")
-    soundfile.write(str(path), data, rate, subtype="PCM_16")
-
-
 def ensure_corpus(cache_dir: Path, settings: CorpusSettings, workers: int = 2, progress: bool = True) -> Path:
     """The corpus folder (with ``train/`` and ``val/``), synthesised on first use with a progress bar."""
-    program = espeak_program()
-    root = Path(cache_dir) / "audio" / f"espeak-digits-{corpus_key(settings, espeak_version(program))}"
+    speaker = find_speaker()
+    root = Path(cache_dir) / "audio" / f"espeak-digits-{corpus_key(settings, speaker.version)}"
     if (root / "corpus.json").is_file():
         return root
     jobs = [(u, split, i) for split in ("train", "val") for i, u in enumerate(draw_utterances(settings, split))]
@@ -114,17 +75,19 @@ def ensure_corpus(cache_dir: Path, settings: CorpusSettings, workers: int = 2, p
         for word in DIGITS:
             (partial / split / word).mkdir(parents=True, exist_ok=True)
 
-    def run(job: tuple[Utterance, str, int]) -> None:
-        utterance, split, index = job
-        synthesise(program, utterance, partial / split / utterance.word / f"{index:05d}.wav")
+    def run(job: tuple[Request, str, int]) -> None:
+        request, split, index = job
+        data, rate = speaker.speak(request)
+        soundfile.write(str(partial / split / request.text / f"{index:05d}.wav"), data, rate, subtype="PCM_16")
 
     columns = (TextColumn("[bold]synthesising spoken digits (once)"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn())
-    with Progress(*columns, disable=not progress, transient=True) as bar, ThreadPoolExecutor(workers) as pool:
+    with Progress(*columns, disable=not progress, transient=True) as bar, \
+            ThreadPoolExecutor(workers if speaker.parallel else 1) as pool:
         task = bar.add_task("espeak", total=len(jobs))
         for _ in pool.map(run, jobs):
             bar.advance(task)
-    manifest = {"settings": asdict(settings), "espeak": espeak_version(program),
+    manifest = {"settings": asdict(settings), "espeak": speaker.version,
                 "utterances": {split: [asdict(u) for u in draw_utterances(settings, split)] for split in ("train", "val")}}
     (partial / "corpus.json").write_text(json.dumps(manifest, indent=1))
     try:

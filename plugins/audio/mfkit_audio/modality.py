@@ -45,6 +45,8 @@ class SpeechParams(BaseModel):
     label_from: LabelFrom = Field("folder", description="class labels from the first sub-folder, the file name "
                                                         "(up to '_'), a manifest, or none (unconditional)")
     manifest: str | None = Field(None, description="CSV/TSV of path and label (label_from: manifest), relative to folder")
+    classes: list[str] | None = Field(None, description="the classes to keep, in this order; files of other labels are "
+                                                        "ignored (null: every label found in the training split)")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="share held out when the folder has no train/val sub-folders")
     sample_rate: int = Field(8000, gt=0, description="Hz; every file is resampled to it")
     duration: float = Field(1.0, gt=0, description="seconds per clip (cropped or zero-padded)")
@@ -127,6 +129,8 @@ class SpeechModality(Modality):
             root = self._root()
             manifest = Path(self.params.manifest) if self.params.manifest else None
             files = scan(root, split, self._label_from(), manifest, self.params.val_fraction)
+            if self.params.classes and self._label_from() != "none":
+                files = [f for f in files if f.label in self.params.classes]
             if not files:
                 raise SpeechFolderError(f"the {split} split of {root} is empty; lower or raise val_fraction, or add "
                                         f"files")
@@ -139,6 +143,8 @@ class SpeechModality(Modality):
         if self._names is None:
             if self._state is not None and "class_names" in self._state:
                 self._names = _tensor_text(self._state["class_names"])
+            elif self.params.classes:
+                self._names = list(self.params.classes)
             elif self.params.folder is None:
                 self._names = list(DIGITS)
             elif self.params.label_from != "none":
@@ -158,8 +164,18 @@ class SpeechModality(Modality):
         return torch.tensor([index[label] for label in labels], dtype=torch.long)
 
     def dataset(self, split: str = "train") -> SpeechDataset:
+        """Items of ``split`` with classes interleaved (the k-th item of each class, class by class), so
+        any first N items are balanced across classes."""
         found = self.spectrograms(split)
-        return SpeechDataset(self, found.log_mel, self._label_indices(found.labels, split))
+        labels = self._label_indices(found.labels, split)
+        if labels is None:
+            return SpeechDataset(self, found.log_mel, None)
+        rank = torch.zeros_like(labels)
+        for label in labels.unique():
+            members = labels == label
+            rank[members] = torch.arange(int(members.sum()))
+        order = torch.argsort(rank * (len(self.class_names) + 1) + labels, stable=True)
+        return SpeechDataset(self, found.log_mel[order], labels[order])
 
     # ------------------------------------------------------------------ state
     def fit(self, dataset: Dataset) -> None:

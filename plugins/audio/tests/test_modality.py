@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import shutil
-import subprocess
+import sys
 
+import numpy as np
 import pytest
 import soundfile
 import torch
 from PIL import Image
 
 import mfkit_audio.corpus as corpus
+import mfkit_audio.espeak as espeak
 from mfkit.plugins import PluginContext
 from mfkit.testing import check_modality_spec
 from mfkit_audio.modality import SPEC, SpeechModality, SpeechParams
@@ -43,10 +46,21 @@ def test_digit_corpus_meets_the_contract_and_is_deterministic(tmp_path):
 
 
 def test_missing_espeak_says_how_to_install_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(corpus.shutil, "which", lambda name: None)
+    monkeypatch.setattr(espeak.shutil, "which", lambda name: None)
+    monkeypatch.setitem(sys.modules, "espeakng_loader", None)  # no wheel either
     speech = SpeechModality(SpeechParams(**SMALL), PluginContext(cache_dir=tmp_path))
-    with pytest.raises(corpus.EspeakMissing, match=r"apt-get install espeak-ng"):
+    with pytest.raises(corpus.EspeakMissing, match=r"apt-get install espeak-ng.*pip install espeakng-loader"):
         speech.dataset("train")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("espeakng_loader") is None, reason="espeakng-loader is not installed")
+def test_the_bundled_library_is_deterministic_and_speaks_digits(tmp_path):
+    speaker = espeak.LibrarySpeaker()
+    seven = espeak.Request("seven", "en-us+m3", 170, 50)
+    first, rate = speaker.speak(seven)
+    speaker.speak(espeak.Request("two", "en-gb+f2", 150, 30))
+    again, _ = speaker.speak(seven)
+    assert rate == 22050 and 0.3 < len(first) / rate < 1.5 and np.array_equal(first, again)
 
 
 def test_state_travels_and_sampling_needs_no_data(tone_folder, context, tmp_path):
