@@ -24,13 +24,14 @@ from torch import nn
 
 from mfkit.folders import OutputError, ensure_writable_dir, file_mode
 from mfkit.plugins.spec import Modality
-from mfkit.recipe.build import build_backbone, build_modality
+from mfkit.recipe.build import build_backbone, build_modality, plugin_context
 from mfkit.recipe.loading import parse_recipe
 from mfkit.recipe.schema import Recipe
 from mfkit.train.checkpoint import CheckpointError, load_checkpoint, load_weights
 from mfkit.train.weights import recipe_from_checkpoint, select_weights
 
 FORMAT = "mfkit-export-1"
+STATE_PREFIX = "modality/"  # the modality's fitted state beside the weights (no weight name has a '/')
 
 
 @dataclass
@@ -45,10 +46,10 @@ class Exported:
 
     def sample(self, count: int, *, steps: int | None = None, seed: int = 0, cond: str | None = None) -> torch.Tensor:
         """``count`` samples (model tensors, on the CPU) with the sampler and number of steps the recipe names."""
-        from mfkit.runs import draw_samples
+        from mfkit.runs import conditions_for, draw_samples
 
-        label = self.modality.label_of(cond) if cond is not None else None
-        return draw_samples(self.model, self.recipe, self.modality, count, steps=steps, seed=seed, label=label)[0]
+        conditions = conditions_for(self.modality, cond, count)
+        return draw_samples(self.model, self.recipe, self.modality, count, steps=steps, seed=seed, cond=conditions)[0]
 
 
 def _free_file(folder: Path, stem: str) -> Path:
@@ -88,6 +89,8 @@ def export_checkpoint(checkpoint_path: Path, out: Path | None = None, *, use_ema
     recipe_yaml = checkpoint.recipe_yaml
     metadata = {"format": FORMAT, "recipe": recipe_yaml, "step": str(checkpoint.step), "weights": label}
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in weights.items()}
+    tensors.update({f"{STATE_PREFIX}{k}": v.detach().to("cpu").contiguous().clone()
+                    for k, v in checkpoint.modality_state.items()})
     temporary = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         save_file(tensors, str(temporary), metadata=metadata)
@@ -118,8 +121,12 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Expor
         raise
     except Exception as error:  # safetensors raises several types for damaged files
         raise CheckpointError(f"cannot read {path}: {error}") from None
+    from mfkit.runs import load_modality_state
+
     recipe = parse_recipe(yaml.safe_load(metadata["recipe"]), f"recipe stored in {path}")
-    modality = build_modality(recipe)
+    modality = build_modality(recipe, context=plugin_context(recipe, purpose="sample"))
+    state = {k.removeprefix(STATE_PREFIX): weights.pop(k) for k in list(weights) if k.startswith(STATE_PREFIX)}
+    load_modality_state(modality, state, path)
     model = build_backbone(recipe, modality)
     load_weights(model, weights, path, "the file was exported with other plugin versions")
     return Exported(model.to(device).eval(), recipe, modality, int(metadata["step"]), metadata["weights"])

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 import mfkit
 from mfkit.folders import OutputError, ensure_writable_dir, numbered, require_new_folder
-from mfkit.plugins.spec import Modality
-from mfkit.recipe.build import build_backbone, build_modality
+from mfkit.core.conditions import move_condition, slice_condition
+from mfkit.plugins.spec import ClassCondition, Modality, save_samples
+from mfkit.recipe.build import build_backbone, build_modality, plugin_context
 from mfkit.recipe.schema import Recipe
 from mfkit.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_weights
 from mfkit.train.weights import recipe_from_checkpoint, select_weights
@@ -72,34 +73,54 @@ def pick_device(device: str) -> torch.device:
     return torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
 
 
+def conditions_for(modality: Modality, text: str | None, count: int) -> Any:
+    """The conditions of ``count`` samples: parsed from ``text`` (`--cond`), the null condition for
+    ``text == "null"`` (unconditional samples of a conditional model), else the modality's preview
+    conditions (every class in turn for class labels); None for an unconditional modality."""
+    condition = modality.condition()
+    if condition is None:
+        if text is not None:
+            raise ValueError("this modality offers no conditions; sample without --cond")
+        return None
+    if text is None:
+        return condition.preview(count)
+    if text == "null" and not (isinstance(condition, ClassCondition) and "null" in condition.names):
+        return condition.null(count)
+    return condition.parse(text, count)
+
+
 @torch.no_grad()
 def draw_samples(model: nn.Module, recipe: Recipe, modality: Modality, count: int, *, steps: int | None = None,
-                 seed: int = 0, label: int | None = None, euler: bool | None = None,
-                 progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``count`` samples (on the CPU) in batches of ``recipe.sample.batch_size``, and their class labels.
+                 seed: int = 0, cond: Any = None, euler: bool | None = None,
+                 progress: Progress | None = None) -> tuple[torch.Tensor, Any]:
+    """``count`` samples (on the CPU) in batches of ``recipe.sample.batch_size``, and their conditions.
 
-    ``steps`` defaults to the recipe's ``sample.steps``. Labels: ``label`` for all, else (conditional
-    modalities) every class in turn.
+    ``steps`` defaults to the recipe's ``sample.steps``. ``cond``: the conditions of all ``count``
+    samples (see :func:`conditions_for`), or None.
     """
     steps = steps or recipe.sample.steps
     device = next(model.parameters()).device
     sampler = sampler_for(recipe, euler)
     generator = torch.Generator(device).manual_seed(seed)
-    chunks, labels = [], []
+    chunks = []
     for start in range(0, count, recipe.sample.batch_size):
         n = min(recipe.sample.batch_size, count - start)
         noise = torch.randn((n, *modality.sample_shape), device=device, generator=generator)
-        labels_chunk = None
-        if label is not None:
-            labels_chunk = torch.full((n,), label, device=device, dtype=torch.long)
-        elif modality.num_classes:
-            labels_chunk = torch.arange(start, start + n, device=device) % modality.num_classes
-        chunks.append(sampler(model, noise, steps=steps, cond=labels_chunk).cpu())
-        if labels_chunk is not None:
-            labels.append(labels_chunk.cpu())
+        chunk_cond = move_condition(slice_condition(cond, slice(start, start + n)), device)
+        chunks.append(sampler(model, noise, steps=steps, cond=chunk_cond).cpu())
         if progress is not None:
             progress(start + n, count)
-    return torch.cat(chunks), (torch.cat(labels) if labels else None)
+    return torch.cat(chunks), cond
+
+
+def load_modality_state(modality: Modality, state: dict[str, torch.Tensor], source: Path | str) -> None:
+    """Give a rebuilt modality the state its run fitted; a run without state needs none."""
+    if state or type(modality).load_state_dict is not Modality.load_state_dict:
+        try:
+            modality.load_state_dict(state)
+        except (KeyError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f"{source}: the modality's saved state does not fit this version of the plugin "
+                                  f"({type(error).__name__}: {error})") from None
 
 
 def samples_folder(run_dir: Path, step: int, steps: int, count: int, seed: int, weights: str,
@@ -127,22 +148,24 @@ def sample_checkpoint(path: Path, *, steps: int | None = None, count: int | None
         require_new_folder(out_dir, "--out")
     checkpoint = load_checkpoint(path, weights_only=True)
     recipe = recipe_from_checkpoint(checkpoint, overrides)
-    modality = build_modality(recipe)
-    label = modality.label_of(cond) if cond is not None else None
     target = pick_device(device)
+    modality = build_modality(recipe, context=plugin_context(recipe, device=target, run_dir=Path(path).parent.parent,
+                                                             purpose="sample"))
+    load_modality_state(modality, checkpoint.modality_state, path)
     model = build_backbone(recipe, modality).to(target)
     weights_label, weights = select_weights(checkpoint, use_ema)
     load_weights(model, weights, path, "sample without backbone overrides (the stored recipe builds the model the run trained)")
     model.eval()
     count = count or recipe.sample.count
     steps = steps or recipe.sample.steps
+    conditions = conditions_for(modality, cond, count)  # a bad --cond fails before any folder is made
     if out_dir is None:
         out_dir = samples_folder(Path(path).parent.parent, checkpoint.step, steps, count, seed, weights_label, cond)
         ensure_writable_dir(out_dir, "samples folder")
-    samples, labels = draw_samples(model, recipe, modality, count, steps=steps, seed=seed, label=label, euler=euler,
-                                   progress=progress)
+    samples, conditions = draw_samples(model, recipe, modality, count, steps=steps, seed=seed, cond=conditions,
+                                       euler=euler, progress=progress)
     try:
-        files = modality.save(samples, out_dir, labels)
+        files = save_samples(modality, samples, out_dir, conditions, kind="samples")
     except OSError as error:
         raise OutputError(f"could not write the samples to {out_dir}: {error.strerror or error}") from None
     return SampleResult(Path(path), checkpoint.step, files, out_dir, steps, count)

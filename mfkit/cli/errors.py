@@ -29,10 +29,11 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 
 
 def _training_failure_types() -> tuple[type[BaseException], ...]:
+    from mfkit.core.jvp import JVPError
     from mfkit.train.distributed import OutOfSyncError
     from mfkit.train.trainer import TrainingDiverged
 
-    return (TrainingDiverged, OutOfSyncError)
+    return (TrainingDiverged, OutOfSyncError, JVPError)
 
 
 def report(error: BaseException | str, prefix: str = "error") -> None:

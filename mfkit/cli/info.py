@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import typer
 from rich.markup import escape
@@ -23,15 +23,22 @@ def split_recipes_and_overrides(arguments: list[str]) -> tuple[list[str], list[s
     return recipes, overrides
 
 
-def _check_one(name: str, overrides: list[str], show: bool) -> bool:
+def _check_one(name: str, overrides: list[str], show: bool, check: bool) -> bool:
     from mfkit.cli.errors import user_error_types
-    from mfkit.recipe.build import build_modality, build_objective
+    from mfkit.recipe.build import build_backbone, build_modality, build_objective, plugin_context
     from mfkit.recipe.loading import load_recipe, recipe_to_yaml
+    from mfkit.train.preflight import preflight
 
     path = find_recipe(name)
     try:
         loaded = load_recipe(path, overrides)
-        build_objective(loaded.objective, build_modality(loaded).num_classes)
+        modality = build_modality(loaded, context=plugin_context(loaded, purpose="validate"))
+        objective = build_objective(loaded.objective, modality.condition(), loaded.modality.name)
+        if check:  # one real batch, one forward, one JVP: what `mfkit train` also checks before its first step
+            dataset = modality.dataset("train")
+            modality.fit(dataset)
+            preflight(modality, modality.dataset("train"), build_backbone(loaded, modality), objective,
+                      modality_name=loaded.modality.name, backbone_name=loaded.backbone.name)
     except Exception as error:
         if not isinstance(error, user_error_types()):
             raise
@@ -48,8 +55,11 @@ def validate(
     arguments: List[str] = typer.Argument(..., help="recipe files (or shipped recipe names), then key.path=value "
                                           "overrides applied to each"),
     show: bool = typer.Option(False, "--show", help="print each resolved recipe with every default"),
+    check: bool = typer.Option(True, "--check/--no-check", help="also build the plugins and run one forward "
+                               "and one JVP on a real batch (default; --no-check: schema and parameters only)"),
 ) -> None:
-    """Check recipes (schema and plugin parameters) without training. Lists every problem of each file.
+    """Check recipes without training: the schema and plugin parameters (every problem of each file), then
+    the modality and backbone on one real batch (one forward and one JVP), as `mfkit train` does first.
 
     Exits with 2 when any recipe has a problem.
 
@@ -62,27 +72,86 @@ def validate(
     recipes, overrides = split_recipes_and_overrides(arguments)
     if not recipes:
         recipes, overrides = overrides[:1], overrides[1:]  # let the first one be reported as a missing file
-    results = [_check_one(name, overrides, show) for name in recipes]
+    results = [_check_one(name, overrides, show, check) for name in recipes]
     if len(results) > 1:
         err.print(f"{results.count(True)} of {len(results)} recipes are valid", highlight=False)
     if not all(results):
         raise typer.Exit(2)
 
 
-def plugins() -> None:
-    """List installed modality and backbone plugins, where they come from, and which are broken."""
+@handle_errors
+def plugins(
+    params: Optional[str] = typer.Option(None, "--params", help="show the parameters of this plugin (modality, "
+                                         "backbone or evaluator): types, defaults and descriptions"),
+) -> None:
+    """List installed plugins (modalities, backbones, evaluators), where they come from, and which are broken.
+
+    Examples:
+
+      mfkit plugins
+
+      mfkit plugins --params toy2d
+    """
     from mfkit.plugins.discovery import registry
 
+    if params is not None:
+        _show_params(registry, params)
+        return
     table = Table(title="mfkit plugins")
     for column in ("kind", "name", "package", "description"):
         table.add_column(column)
-    for kind, found in (("modality", registry.modalities()), ("backbone", registry.backbones())):
-        for name, installed in sorted(found.items()):
-            table.add_row(kind, name, installed.distribution, installed.spec.description)
+    for kind, group in (("modality", "mfkit.modalities"), ("backbone", "mfkit.backbones"),
+                        ("evaluator", "mfkit.evaluators")):
+        for installed in sorted(registry.all_installed(group), key=lambda i: (i.spec.name, i.distribution)):
+            table.add_row(kind, installed.spec.name, installed.distribution, escape(installed.spec.description))
     for problem in registry.problems():
         kind = problem.group.split(".")[-1].rstrip("s").replace("modalitie", "modality")
-        table.add_row(f"[red]{kind} (broken)", problem.name, problem.distribution, f"[red]{problem.reason}")
+        table.add_row(f"[red]{kind} (problem)", problem.name, problem.distribution, f"[red]{escape(problem.reason)}")
     out.print(table)
+
+
+def _type_name(annotation) -> str:
+    import typing
+
+    if typing.get_origin(annotation) is typing.Literal:
+        return "one of " + ", ".join(str(a) for a in typing.get_args(annotation))
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _show_params(registry, name: str) -> None:
+    """One table per plugin of that name: field, type, default, description."""
+    import json
+
+    from mfkit.cli.errors import UserError
+    from mfkit.plugins.discovery import UnknownPluginError
+
+    found = [(kind, item) for kind, group in (("modality", "mfkit.modalities"), ("backbone", "mfkit.backbones"),
+                                              ("evaluator", "mfkit.evaluators"))
+             for item in registry.all_installed(group) if item.spec.name == name]
+    if not found:
+        try:
+            registry.modality(name)
+        except UnknownPluginError as error:
+            names = sorted({item.spec.name for group in ("mfkit.modalities", "mfkit.backbones", "mfkit.evaluators")
+                            for item in registry.all_installed(group)})
+            import difflib
+
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UserError(f"no plugin named {name!r}.{hint} Installed: {', '.join(names)}") from error
+    for kind, item in found:
+        model = item.spec.params_model
+        table = Table(title=f"{kind} {name} ({item.distribution}): parameters")
+        for column in ("field", "type", "default", "description"):
+            table.add_column(column)
+        for field_name, field in model.model_fields.items():
+            default = "(required)" if field.is_required() else json.dumps(field.get_default(call_default_factory=True),
+                                                                          default=str)
+            annotation = _type_name(field.annotation)
+            table.add_row(field_name, escape(annotation), escape(default), escape(field.description or ""))
+        if not model.model_fields:
+            table.add_row("(none)", "", "", "this plugin takes no parameters")
+        out.print(table)
 
 
 def recipes() -> None:

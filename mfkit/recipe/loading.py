@@ -5,6 +5,8 @@ field (``objective.adaptive_p: Input should be a valid number``).
 """
 from __future__ import annotations
 
+import difflib
+
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -29,13 +31,20 @@ def _path(location: Iterable[Any]) -> str:
     return ".".join(str(part) for part in location)
 
 
-def _lines(error: ValidationError, prefix: tuple = ()) -> list[str]:
+def _lines(error: ValidationError, prefix: tuple = (), model: type | None = None, plugin: str | None = None) -> list[str]:
+    """One line per problem. For a plugin's parameters (``model`` given), an unknown field gets a
+    "did you mean" and the list of valid fields."""
     lines = []
     for item in error.errors():
         location = _path(prefix + tuple(item["loc"])) or "(top level)"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown field (not allowed here; see docs/recipes.md for the fields)"
+            if model is not None and len(item["loc"]) == 1:
+                fields = list(model.model_fields)
+                close = difflib.get_close_matches(str(item["loc"][0]), fields, n=1)
+                message = (f"unknown parameter of {plugin}" + (f"; did you mean {close[0]!r}?" if close else "")
+                           + f" Valid: {', '.join(fields) or 'none'} (`mfkit plugins --params {plugin.split()[-1]}`)")
         lines.append(f"{location}: {message}")
     return lines
 
@@ -76,6 +85,7 @@ def parse_recipe(data: Any, source: str = "recipe", plugins: Registry | None = N
     if not isinstance(data, dict):
         raise RecipeError([f"(top level): a recipe is a mapping of sections, got {type(data).__name__}"], source)
     problems: list[str] = []
+    resolved: dict[str, dict] = {}
     recipe = None
     try:
         recipe = Recipe.model_validate(data)
@@ -87,20 +97,25 @@ def parse_recipe(data: Any, source: str = "recipe", plugins: Registry | None = N
         ref = data.get(section)
         if not isinstance(ref, dict) or not isinstance(ref.get("name"), str):
             continue
+        package = ref.get("package") if isinstance(ref.get("package"), str) else None
         try:
-            spec = plugins.modality(ref["name"]) if section == "modality" else plugins.backbone(ref["name"])
+            spec = plugins.modality(ref["name"], package) if section == "modality" else plugins.backbone(ref["name"], package)
         except UnknownPluginError as error:
             problems.append(f"{section}.name: {error}")
             continue
         params = ref.get("params") or {}
         if isinstance(params, dict):
             try:
-                spec.params_model.model_validate(params)
+                resolved[section] = spec.params_model.model_validate(params).model_dump(mode="json")
             except ValidationError as error:
-                problems += _lines(error, (section, "params"))
+                problems += _lines(error, (section, "params"), spec.params_model, f"{section} {ref['name']!r}")
     if problems:
         raise RecipeError(problems, source)
     assert recipe is not None
+    # every default of the plugins' parameters is written out, so the resolved recipe (kept in the run
+    # and in every checkpoint) rebuilds the same plugins even if a plugin's default changes later
+    for section, params in resolved.items():
+        getattr(recipe, section).params = params
     return recipe
 
 

@@ -1,7 +1,8 @@
 """Checkpoints as single safetensors files: no pickle, written atomically, with a ``latest`` pointer.
 
 One file ``step-NNNNNNN.safetensors`` holds the weights (``model/``), every EMA (``ema/<decay>/``),
-the optimizer's tensors (``optim/<param>/<key>``) and RNG states (``rng/``); its metadata holds the
+the optimizer's tensors (``optim/<param>/<key>``), RNG states (``rng/``) and the modality's fitted state
+(``modality/<name>``); its metadata holds the
 step, the resolved recipe (YAML) and the optimizer and scheduler settings (JSON). Loading reads only
 tensors and JSON, so it never unpickles anything. A file is written under a temporary name, flushed
 to disk, then renamed, so a kill during a save leaves the previous checkpoint intact; a save that fails
@@ -48,6 +49,8 @@ class Checkpoint:
     scheduler: dict[str, Any] | None = None
     rng: dict[str, torch.Tensor] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The modality's fitted state (``Modality.state_dict()``), loaded whenever the run is rebuilt.
+    modality_state: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _optimizer_to_flat(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
@@ -86,6 +89,7 @@ def save_checkpoint(folder: Path, checkpoint: Checkpoint, keep_last: int | None 
     if checkpoint.scheduler is not None:
         metadata["scheduler"] = json.dumps(checkpoint.scheduler)
     tensors.update({f"rng/{k}": v for k, v in checkpoint.rng.items()})
+    tensors.update({f"modality/{k}": v for k, v in checkpoint.modality_state.items()})
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     path = folder / f"step-{checkpoint.step:07d}.safetensors"
     temporary = folder / f".{path.name}.tmp-{os.getpid()}"
@@ -186,7 +190,8 @@ def load_checkpoint(path: Path, *, weights_only: bool = False) -> Checkpoint:
             metadata = handle.metadata() or {}
             if metadata.get("format") != FORMAT:
                 raise CheckpointError(f"{path} is not an mfkit checkpoint (format {metadata.get('format')!r})")
-            groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "ema": {}, "optim": {}, "rng": {}}
+            groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "ema": {}, "optim": {}, "rng": {},
+                                                          "modality": {}}
             for key in handle.keys():
                 section, _, rest = key.partition("/")
                 if weights_only and section in ("optim", "rng"):
@@ -207,6 +212,7 @@ def load_checkpoint(path: Path, *, weights_only: bool = False) -> Checkpoint:
     return Checkpoint(
         step=int(metadata["step"]), recipe_yaml=metadata["recipe"], model=groups["model"], ema=ema,
         optimizer=optimizer, scheduler=scheduler, rng=groups["rng"], extra=json.loads(metadata.get("extra", "{}")),
+        modality_state=groups["modality"],
     )
 
 

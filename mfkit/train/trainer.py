@@ -19,7 +19,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 import mfkit
-from mfkit.recipe.build import build_backbone, build_modality, build_objective
+from mfkit.core.conditions import move_condition
+from mfkit.plugins.spec import Modality, save_samples
+from mfkit.recipe.build import build_backbone, build_modality, build_objective, plugin_context
 from mfkit.recipe.loading import recipe_to_yaml
 from mfkit.recipe.schema import Recipe
 from mfkit.train import distributed as dist_utils
@@ -31,6 +33,7 @@ from mfkit.train.data import StepBatchSampler
 from mfkit.train.ema import EMA
 from mfkit.train.lock import RunLock
 from mfkit.train.logging import MetricsLog, TrainingProgress
+from mfkit.train.preflight import preflight
 from mfkit.train.resume import check_resume_recipe, saved_recipe
 from mfkit.train.run_folder import RunFolderError, open_run_folder, run_dir_of
 from mfkit.train.signals import GracefulStop, signal_label
@@ -62,12 +65,6 @@ def resolve_device(setting: str, group: dist_utils.ProcessGroup) -> torch.device
     if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
         return torch.device("cuda", group.local_rank)
     return torch.device("cpu")
-
-
-def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if isinstance(batch, (list, tuple)):
-        return batch[0], batch[1]
-    return batch, None
 
 
 def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
@@ -197,15 +194,40 @@ class Trainer:
             self.lock.release()
             self.lock = None
 
+    def _discard_if_unstarted(self) -> None:
+        """After a failure before the first step of a new run: remove what this run wrote (marker, recipe,
+        modality state), so the same command can simply be run again. Never anything else."""
+        if self.resume or not self.group.is_main or list_checkpoints(self.checkpoints):
+            return
+        ours = {".mfkit-run", "recipe.yaml", "modality_state.safetensors", ".mfkit-lock"}
+        for name in ours:
+            (self.run_dir / name).unlink(missing_ok=True)
+        for folder in (self.checkpoints, self.run_dir):
+            try:
+                folder.rmdir()  # only if empty
+            except OSError:
+                pass
+
     # ------------------------------------------------------------------ set-up
     def _build(self) -> None:
         recipe, train = self.recipe, self.recipe.train
         torch.manual_seed(train.seed)
-        self.modality = build_modality(recipe)
-        self.dataset = self.modality.dataset("train")
-        self.model = build_backbone(recipe, self.modality).to(self.device)
+        checkpoint = None
+        if self.resume_from is not None:
+            try:
+                checkpoint = load_checkpoint(self.resume_from)
+            except CheckpointError as error:
+                raise self._damaged(error, self.resume_from) from None
+        context = plugin_context(recipe, device=self.device, run_dir=self.run_dir, rank=self.group.rank,
+                                 world_size=self.group.world_size, purpose="train")
+        self.modality = build_modality(recipe, context=context)
+        self.dataset = self._prepare_data(checkpoint)
+        self.model = build_backbone(recipe, self.modality, context=context).to(self.device)
         self.preview_model = copy.deepcopy(self.model).eval()
-        self.objective = build_objective(recipe.objective, self.modality.num_classes)
+        self.objective = build_objective(recipe.objective, self.modality.condition(), recipe.modality.name)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            preflight(self.modality, self.dataset, self.model, copy.deepcopy(self.objective),  # randomness untouched
+                      modality_name=recipe.modality.name, backbone_name=recipe.backbone.name, device=self.device)
         optimizer_cls = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = optimizer_cls(self.model.parameters(), lr=train.lr, betas=tuple(train.betas),
                                        weight_decay=train.weight_decay)
@@ -214,11 +236,7 @@ class Trainer:
         self.ema = EMA(self.model, train.ema_decays)
         self.generator = torch.Generator(self.device).manual_seed(train.seed + 1)
         self.step = 0
-        if self.resume_from is not None:
-            try:
-                checkpoint = load_checkpoint(self.resume_from)
-            except CheckpointError as error:
-                raise self._damaged(error, self.resume_from) from None
+        if checkpoint is not None:
             self._restore(checkpoint)
         if train.precision == "bf16" and self.device.type != "cuda":
             self._warn("train.precision is bf16, but this run is on the CPU: it trains in fp32 "
@@ -230,6 +248,35 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             forward_model = DistributedDataParallel(forward_model, device_ids=ids)
         self.train_model = forward_model
+
+    def _prepare_data(self, checkpoint: Checkpoint | None):
+        """The training set, after the modality's state is fitted (new run) or loaded (resume).
+
+        The state is fitted on every process and rank 0's copy is broadcast, so all processes agree;
+        the main process also keeps it in the run folder (``modality_state.safetensors``).
+        """
+        modality = self.modality
+        fits = type(modality).fit is not Modality.fit
+        if checkpoint is not None and (checkpoint.modality_state or not fits):
+            modality.load_state_dict(checkpoint.modality_state)
+            return modality.dataset("train")
+        dataset = modality.dataset("train")
+        if not fits:
+            return dataset
+        modality.fit(dataset)
+        state = modality.state_dict()
+        if self.group.distributed and state:
+            for tensor in state.values():
+                moved = tensor.to(self.device)
+                torch.distributed.broadcast(moved, src=0)
+                tensor.copy_(moved.to(tensor.device))
+            modality.load_state_dict(state)
+        if self.group.is_main and state:
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
+                      str(self.run_dir / "modality_state.safetensors"))
+        return modality.dataset("train")
 
     def _restore(self, checkpoint: Checkpoint) -> None:
         load_weights(self.model, checkpoint.model, self.resume_from,
@@ -251,8 +298,9 @@ class Trainer:
         train = self.recipe.train
         sampler = StepBatchSampler(len(self.dataset), train.batch_size, self.group.rank, self.group.world_size,
                                    train.seed, self.step, train.steps)
+        collate = self.modality.collate()
         return DataLoader(self.dataset, batch_sampler=sampler, num_workers=train.num_workers,
-                          pin_memory=self.device.type == "cuda")
+                          pin_memory=self.device.type == "cuda", **({"collate_fn": collate} if collate else {}))
 
     # ------------------------------------------------------------------ saving
     def save(self) -> Path | None:
@@ -269,6 +317,7 @@ class Trainer:
                 ema=dict(self.ema.shadows), optimizer=self.optimizer.state_dict(),
                 scheduler=self.scheduler.state_dict(), rng=_rng_state(self.generator, self.device),
                 extra={"mfkit_version": mfkit.__version__, "world_size": self.group.world_size},
+                modality_state=self.modality.state_dict(),
             )
             try:
                 path = save_checkpoint(self.checkpoints, checkpoint, self.recipe.train.keep_last)
@@ -287,16 +336,15 @@ class Trainer:
         train = self.recipe.train
         self.preview_model.load_state_dict(self.ema.state(train.ema_decays[0]))
         generator = torch.Generator(self.device).manual_seed(train.seed + 2)
-        count = train.preview_count
+        count = self.modality.preview_count(train.preview_count)
         noise = torch.randn((count, *self.modality.sample_shape), device=self.device, generator=generator)
-        cond = None
-        if self.modality.num_classes:
-            cond = torch.arange(count, device=self.device) % self.modality.num_classes
+        condition = self.modality.condition()
+        cond = move_condition(condition.preview(count), self.device) if condition is not None else None
         sampler = mfkit.euler_sample if self.recipe.objective.kind == "flow_matching" else mfkit.sample
         samples = sampler(self.preview_model, noise, steps=self.recipe.sample.steps, cond=cond)
         try:
-            return self.modality.save(samples.cpu(), self.run_dir / "previews" / f"step-{self.step:07d}",
-                                      cond.cpu() if cond is not None else None)
+            return save_samples(self.modality, samples.cpu(), self.run_dir / "previews" / f"step-{self.step:07d}",
+                                move_condition(cond, "cpu"), kind="preview", step=self.step)
         except OSError as error:
             self._warn(f"could not write the preview of step {self.step} ({error.strerror or error}); training goes on")
             return []
@@ -314,11 +362,12 @@ class Trainer:
     def _train_step(self, batch, last_saved: Path | None, want_grad_norm: bool):
         """One optimisation step on this process's share of the global batch; returns metrics, grad norm (tensor)."""
         train = self.recipe.train
-        x, cond = split_batch(batch)
+        x, cond = self.modality.unpack(batch)
         x = x.to(self.device, non_blocking=True).float()
-        cond = cond.to(self.device, non_blocking=True) if cond is not None else None
+        cond = move_condition(cond, self.device)
         share = train.batch_size // self.group.world_size
-        draw = self.objective.draw((train.batch_size, *self.modality.sample_shape), device=self.device,
+        # drawn for the global batch in the shape of the batch actually produced, then sliced
+        draw = self.objective.draw((train.batch_size, *x.shape[1:]), device=self.device,
                                    generator=self.generator)[self.group.rank * share:(self.group.rank + 1) * share]
         with self._autocast():
             out = self.objective(self.train_model, x, cond, draw=draw)
@@ -397,7 +446,12 @@ class Trainer:
         with self._stop:
             self._open_run_folder()
             try:
-                self._build()
+                try:
+                    self._build()
+                except BaseException:
+                    self._release()
+                    self._discard_if_unstarted()
+                    raise
                 dist_utils.assert_in_sync(self.model, self.group, self.device)
                 last_saved, stopped_by = self._loop()
                 if not self._is_current(last_saved):

@@ -45,7 +45,8 @@ def test_plugin_parameters_are_validated_by_the_plugin(tmp_path):
     with pytest.raises(RecipeError) as caught:
         parse_recipe(data)
     assert any(p.startswith("backbone.params.width: Input should be greater than 0") for p in caught.value.problems)
-    assert any(p.startswith("backbone.params.colour: unknown field") for p in caught.value.problems)
+    assert any(p.startswith("backbone.params.colour: unknown parameter of backbone 'mlp'") and "Valid: width, depth"
+               in p for p in caught.value.problems)
 
 
 def test_no_recipe_can_name_arbitrary_code(tmp_path):

@@ -62,8 +62,8 @@ def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(tmp_path, monk
 
     real = trainer_module.build_objective
 
-    def poisoned(settings, num_classes):
-        objective = real(settings, num_classes)
+    def poisoned(settings, *args):
+        objective = real(settings, *args)
         calls = {"n": 0}
         original = objective.__class__.__call__
 
@@ -71,7 +71,7 @@ def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(tmp_path, monk
             def __call__(self, *args, **kwargs):
                 out = original(self, *args, **kwargs)
                 calls["n"] += 1
-                if calls["n"] >= 15:
+                if calls["n"] >= 16:  # call 1 is the preflight check on a real batch; then steps 1, 2, ...
                     out.loss = out.loss * float("nan")
                 return out
 
