@@ -3,7 +3,9 @@
 Patches of ``patch`` x ``patch`` pixels (or latent cells) become tokens (a strided convolution) with
 fixed 2-D sin-cos positions; each block modulates LayerNorm by shift/scale and gates its attention and
 MLP branches by vectors regressed from the embedding c = emb(t) + emb(t - r) + emb(cond) (adaLN-Zero:
-the regressors start at zero, so every block starts as the identity and the output at zero). Presets
+the regressors start at zero, so every block starts as the identity). Unlike the original DiT the
+output layer is not zeroed: a network whose output is identically zero has a zero JVP, which mfkit's
+JVP guard rightly stops on at the first step. Presets
 "NAME/P": tiny (128 wide, 6 deep, 4 heads), S (384, 12, 6), B (768, 12, 12), L (1024, 24, 16),
 XL (1152, 28, 16), each with patch size P; MeanFlow's ImageNet models are B/4 .. XL/2 on 32x32x4 latents.
 Attention is plain ``scaled_dot_product_attention``: mfkit's tangent rule takes its JVP exactly by the
@@ -38,7 +40,9 @@ class DiTParams(BaseModel):
     mlp_ratio: float = Field(4.0, gt=0, description="MLP width / token width")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout after attention and in the MLP")
     time_inputs: Literal["t,t-r", "t,r", "t,r,t-r"] = Field("t,t-r", description="which times the network sees")
-    zero_init: bool = Field(True, description="adaLN-Zero: modulation regressors and the output layer start at zero")
+    zero_init: bool = Field(True, description="adaLN-Zero: every modulation regressor starts at zero (blocks start "
+                                              "as the identity); the output layer keeps a normal init, so the "
+                                              "first JVP is not identically zero")
 
     @field_validator("preset")
     @classmethod
@@ -154,7 +158,6 @@ class DiT(nn.Module):
             for block in self.blocks:
                 zero_(block.ada)
             zero_(self.ada_out)
-            zero_(self.out)
 
     @property
     def null_label(self) -> int | None:

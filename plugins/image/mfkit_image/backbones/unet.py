@@ -35,7 +35,9 @@ class UNetParams(BaseModel):
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout inside residual blocks")
     emb_mult: int = Field(4, gt=0, description="embedding width = channels * emb_mult")
     time_inputs: Literal["t,t-r", "t,r", "t,r,t-r"] = Field("t,t-r", description="which times the network sees")
-    zero_init: bool = Field(True, description="start every residual branch and the output layer at zero")
+    zero_init: bool = Field(True, description="start every residual branch (its last convolution) and attention "
+                                              "output at zero, so each block starts as its skip path; the output "
+                                              "layer keeps a normal init, so the first JVP is not identically zero")
 
     @field_validator("channel_mult")
     @classmethod
@@ -139,9 +141,7 @@ class UNet(nn.Module):
             if level > 0:
                 self.upsample.append(nn.Conv2d(c, c, 3, padding=1))
         self.norm_out = nn.GroupNorm(groups_for(c), c)
-        self.conv_out = nn.Conv2d(c, c_img, 3, padding=1)
-        if params.zero_init:
-            zero_(self.conv_out)
+        self.conv_out = nn.Conv2d(c, c_img, 3, padding=1)  # not zeroed: see UNetParams.zero_init
 
     @property
     def null_label(self) -> int | None:
