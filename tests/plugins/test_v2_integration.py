@@ -229,3 +229,57 @@ def test_toy2d_trains_exactly_as_before(tmp_path):
 
 # (loss, mse) at steps 10 and 20, from mfkit 0.1.0 as landed before plugin API v2 (commit 11c5d65)
 TOY2D_BEFORE = {10: (0.99132, 2.85407), 20: (0.98858, 2.39536)}
+
+
+BROKEN_DATA = '''
+import torch
+from torch.utils.data import Dataset
+from mfkit.builtin.toy2d import Toy2d, Toy2dParams
+from mfkit.plugins import ModalitySpec
+
+
+class Words(Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return "not a tensor"
+
+
+class Broken(Toy2d):
+    def dataset(self, split="train"):
+        return Words()
+
+
+SPEC = ModalitySpec(name="brokendata", description="items are strings", factory=Broken, params_model=Toy2dParams)
+'''
+
+
+def test_a_broken_data_set_is_caught_in_seconds(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    write_distribution(site, "broken-data", {"mfkit.modalities": {"brokendata": "brokendata:SPEC"}},
+                       {"brokendata": BROKEN_DATA})
+    monkeypatch.syspath_prepend(str(site))
+    registry.refresh()
+    try:
+        data = small_recipe(tmp_path, "words")
+        data["modality"] = {"name": "brokendata"}
+        result = run("train", write_recipe(tmp_path / "w.yaml", data), "-q")
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert "modality 'brokendata'" in result.output and "not a tensor" in result.output
+        assert not (tmp_path / "runs" / "words").exists()
+    finally:
+        registry.refresh()
+
+
+def test_mfkit_warning_filters_stay_inside_mfkit():
+    import warnings
+
+    import mfkit
+    from mfkit.nn import MLPBackbone
+
+    before = list(warnings.filters)
+    model = MLPBackbone(2, width=8, depth=1)
+    x = torch.randn(4, 2)
+    mfkit.MeanFlow(r_neq_t_share=1.0)(model, x).loss.backward()
+    assert warnings.filters == before
