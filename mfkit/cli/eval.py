@@ -69,7 +69,8 @@ def evaluate(
     n: Optional[int] = typer.Option(None, "--n", min=2, help="samples per step count (default: the recipe's "
                                     "sample.count)"),
     cond: Optional[str] = typer.Option(None, "--cond", help="condition all samples on this (class name or number, "
-                                       "or the modality's own syntax) and compare with real items of it"),
+                                       "or the modality's own syntax) and compare with real items of it; null: "
+                                       "unconditional samples against all real items"),
     evaluator: Optional[str] = typer.Option(None, "--evaluator", help="evaluator plugin ([package:]name; default: "
                                             "the one installed for the run's modality)"),
     json_file: Optional[Path] = typer.Option(None, "--json", help="also write every figure to this JSON file"),

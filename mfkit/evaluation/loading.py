@@ -44,11 +44,6 @@ def build_evaluator(installed: Installed[EvaluatorSpec], modality: Modality, con
     return spec.build(spec.params_model.model_validate(params or {}), modality, context)
 
 
-def modality_state(checkpoint: Any) -> dict[str, torch.Tensor]:
-    """The modality state stored in a checkpoint (``Checkpoint.modality_state``), empty when it has none."""
-    return dict(getattr(checkpoint, "modality_state", None) or {})
-
-
 def evaluate_checkpoint(path: Path, *, steps: Sequence[int] | None = None, euler: Sequence[int] | None = None,
                         count: int | None = None, cond: str | None = None, seed: int = 0,
                         evaluator: str | None = None, use_ema: bool = True, device: str = "auto",
@@ -62,7 +57,7 @@ def evaluate_checkpoint(path: Path, *, steps: Sequence[int] | None = None, euler
     gets the state stored in the checkpoint; the evaluator is found with :func:`find_evaluator`.
     """
     from mfkit.recipe.build import build_backbone, build_modality, plugin_context
-    from mfkit.runs import pick_device
+    from mfkit.runs import load_modality_state, pick_device
     from mfkit.train.checkpoint import load_checkpoint, load_weights
     from mfkit.train.weights import recipe_from_checkpoint, select_weights
 
@@ -74,9 +69,7 @@ def evaluate_checkpoint(path: Path, *, steps: Sequence[int] | None = None, euler
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
     context = plugin_context(recipe, purpose="eval", device=target, run_dir=run_dir)
     modality = build_modality(recipe, context=context)
-    state = modality_state(checkpoint)
-    if state:
-        modality.load_state_dict(state)
+    load_modality_state(modality, checkpoint.modality_state, path)
     model = build_backbone(recipe, modality, context=context).to(target)
     weights_label, weights = select_weights(checkpoint, use_ema)
     load_weights(model, weights, path, "evaluate without backbone overrides (the stored recipe builds the model "
@@ -93,7 +86,7 @@ def evaluate_checkpoint(path: Path, *, steps: Sequence[int] | None = None, euler
     info = {"checkpoint": str(path), "step": checkpoint.step, "run": recipe.name, "objective": recipe.objective.kind,
             "weights": weights_label, "modality": recipe.modality.name, "device": str(target),
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-            "modality_state": bool(state)}
+            "modality_state": sorted(checkpoint.modality_state)}
     report = evaluation.run(model, steps=steps or (), euler=euler or (), batch_size=recipe.sample.batch_size,
                             progress=progress, info=info)
     report.seconds["total"] = time.perf_counter() - began

@@ -20,7 +20,7 @@ import mfkit
 from mfkit.core.conditions import move_condition, slice_condition
 from mfkit.evaluation.data import RealData, load_split, select_condition
 from mfkit.evaluation.report import EvalReport, Row
-from mfkit.plugins.spec import Evaluator, Modality
+from mfkit.plugins.spec import ClassCondition, Evaluator, Modality
 
 #: Called as progress(task, done, total): task names what runs ("MeanFlow 2 steps", "scoring", ...).
 ProgressFn = Callable[[str, int, int], None]
@@ -121,11 +121,16 @@ class Evaluation:
         self.reference = load_split(modality, "val", reference_limit, seed)
         condition = modality.condition()
         self.target = None
+        self.null = cond == "null" and condition is not None and not (
+            isinstance(condition, ClassCondition) and "null" in condition.names)
         if cond is not None:
             if condition is None:
                 raise ValueError(f"--cond {cond!r}: this modality offers no conditions")
-            self.target = condition.parse(cond, count)
-            self.reference = select_condition(self.reference, self.target, "val", cond)
+            if self.null:  # unconditional samples of a conditional model, against all real data
+                self.target = condition.null(count)
+            else:
+                self.target = condition.parse(cond, count)
+                self.reference = select_condition(self.reference, self.target, "val", cond)
         progress("loading real data", 1, 1)
         self.seconds["reference"] = time.perf_counter() - began
         began = time.perf_counter()
@@ -138,8 +143,9 @@ class Evaluation:
         if floor:
             began = time.perf_counter()
             progress("scoring real data (floor)", 0, 1)
-            real = load_split(modality, "train", None if cond is not None else count, seed + 1)
-            if cond is not None:
+            selecting = cond is not None and not self.null
+            real = load_split(modality, "train", None if selecting else count, seed + 1)
+            if selecting:
                 real = select_condition(real, self.target, "train", cond).take(slice(0, count))
             self.floor = score(evaluator, real.x, real.cond, self.reference, seed, device)
             self.floor_count = len(real)

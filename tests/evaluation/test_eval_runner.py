@@ -65,6 +65,8 @@ def test_conditions_select_real_items_and_samples(tmp_path):
     label = modality.label_of("north")
     assert report.reference_count == int((val.cond == label).sum()) < len(val)
     assert report.cond == "north" and report.floor_count == 200
+    unconditional = evaluate_checkpoint(checkpoint, steps=(1,), count=100, cond="null", device="cpu")
+    assert unconditional.reference_count == len(val) and unconditional.floor_count == 100
     with pytest.raises(ValueError, match="unknown condition"):
         evaluate_checkpoint(checkpoint, steps=(1,), count=50, cond="nowhere", device="cpu")
     # without --cond, samples take the reference items' conditions in turn
