@@ -16,7 +16,7 @@ import numpy as np
 from filelock import FileLock
 
 #: Bump when the way clouds are made changes, so that old caches are not reused.
-FORMAT = 1
+FORMAT = 2
 
 
 def content_key(**parts: Any) -> str:

@@ -25,11 +25,11 @@ def load_corpus(cache_dir: Path, points: int, train_per_class: int, val_per_clas
                 seed: int) -> dict[str, np.ndarray]:
     """Arrays ``points`` (S, points, 3) float32, ``labels`` (S,) int64 (index into FAMILIES) and ``split``
     (S,) uint8 (0 train, 1 val); built on first use. Shape i of family k in split s comes from the
-    seed (seed, k, s, i) alone."""
+    seed (seed, k, s, i) alone; families are interleaved (box, ellipsoid, ..., vase, box, ...)."""
 
     def build() -> dict[str, np.ndarray]:
         plan = [(k, s, i) for s, per_class in ((0, train_per_class), (1, val_per_class))
-                for k in range(len(FAMILIES)) for i in range(per_class)]
+                for i in range(per_class) for k in range(len(FAMILIES))]  # interleaved: any prefix is balanced
         names = list(FAMILIES)
         clouds = np.empty((len(plan), points, 3), dtype=np.float32)
         with progress_bar(f"generating the shapes corpus ({len(plan)} shapes, {points} points)", len(plan)) as advance:
