@@ -1,5 +1,8 @@
 """The ``image_latents`` modality: pre-encoded latent shards, with the latent scale as fitted state.
 
+Nothing is read when it is built: the shape, class names and scale come from the shards on first use,
+or from the run's state (``load_state_dict``), so sampling works where the latent folder is absent.
+
 Model tensors are s * latent, where the scale s makes the training latents unit-variance
 (s = 1 / std over the training set, fitted once per run and kept in the run's state) unless the
 recipe fixes it (e.g. 0.18215 for Stable Diffusion's VAE). Samples are saved as raw latents
@@ -75,8 +78,7 @@ class LatentModality(Modality):
         self._scale: float | None = params.scale
         self._names: list[str] | None = None
         self._names_known = False
-        shards = self.shards
-        self.sample_shape = shards.shape
+        self._shape: tuple[int, ...] | None = None
         self.splits = ("train", "val") if params.val_path or params.val_fraction > 0 else ("train",)
 
     @property
@@ -84,6 +86,13 @@ class LatentModality(Modality):
         if self._shards is None:
             self._shards = LatentShards(self.params.path)
         return self._shards
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:  # type: ignore[override]
+        """(c, h, w) of the latents: from the loaded state, else read from the shards."""
+        if self._shape is None:
+            self._shape = tuple(self.shards.shape)
+        return self._shape
 
     @property
     def class_names(self) -> list[str] | None:  # type: ignore[override]
@@ -115,17 +124,20 @@ class LatentModality(Modality):
             self._scale = self._fit_scale(self._train_indices())
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        state = {"latent_scale": torch.tensor(self.scale, dtype=torch.float64)}
+        state = {"latent_scale": torch.tensor(self.scale, dtype=torch.float64),
+                 "latent_shape": torch.tensor(self.sample_shape, dtype=torch.int64)}
         if self.params.conditional and self.class_names:
             state["class_names_json"] = torch.tensor(list(json.dumps(self.class_names).encode()), dtype=torch.uint8)
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        unknown = set(state) - {"latent_scale", "class_names_json"}
+        unknown = set(state) - {"latent_scale", "latent_shape", "class_names_json"}
         if unknown:
             raise ValueError(f"the image_latents modality keeps no state named {sorted(unknown)}")
         if "latent_scale" in state:
             self._scale = float(state["latent_scale"])
+        if "latent_shape" in state:
+            self._shape = tuple(int(v) for v in state["latent_shape"].tolist())
         if "class_names_json" in state:
             self._names = json.loads(bytes(state["class_names_json"].tolist()).decode())
             self._names_known = True

@@ -56,7 +56,7 @@ def test_contract_and_fitted_scale(tmp_path, latent_folder, context):
     everything = [modality.dataset(s)[i][0] for s in ("train", "val") for i in range(len(modality.dataset(s)))]
     assert torch.stack(everything).std().item() == pytest.approx(1.0, abs=0.15) and train.shape[0] == 16
     state = modality.state_dict()
-    assert set(state) == {"latent_scale", "class_names_json"} and 0.05 < float(state["latent_scale"]) < 1
+    assert set(state) == {"latent_scale", "latent_shape", "class_names_json"} and 0.05 < float(state["latent_scale"]) < 1
 
 
 def test_scale_travels_and_explicit_scale_wins(latent_folder):
@@ -71,6 +71,17 @@ def test_scale_travels_and_explicit_scale_wins(latent_folder):
     assert torch.allclose(fixed.decode(fixed.encode(raw)[None])[0], raw)
 
 
+def test_sampling_needs_no_latent_folder(tmp_path, latent_folder):
+    trained = SPEC.build(LatentParams(path=str(latent_folder)), PluginContext(purpose="train"))
+    trained.fit(trained.dataset("train"))
+    state = trained.state_dict()
+    gone = latent_folder.rename(tmp_path / "moved")
+    sampler = SPEC.build(LatentParams(path=str(latent_folder)), PluginContext(purpose="sample"))
+    sampler.load_state_dict(state)
+    assert sampler.sample_shape == (4, 4, 4) and sampler.label_of("cherry") == 2 and sampler.scale == trained.scale
+    assert (tmp_path / "s" / "latents.safetensors") in sampler.save(torch.randn(2, 4, 4, 4), tmp_path / "s") and gone
+
+
 def test_npy_shards_without_labels(tmp_path, context):
     folder = tmp_path / "npy"
     folder.mkdir()
@@ -80,7 +91,7 @@ def test_npy_shards_without_labels(tmp_path, context):
     assert modality.class_names is None and len(modality.dataset("train")) == 8
     np.save(folder / "b.labels.npy", np.zeros(3, np.int64))
     with pytest.raises(LatentFolderError, match="some shards"):
-        SPEC.build(LatentParams(path=str(folder)), context)
+        SPEC.build(LatentParams(path=str(folder)), context).dataset("train")
 
 
 def test_samples_decoded_by_an_exported_local_vae(tmp_path, latent_folder, vae):
@@ -112,7 +123,7 @@ def test_python_vae_and_missing_vae_file(tmp_path, latent_folder, vae):
 
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(LatentFolderError, match="does not exist"):
-        SPEC.build(LatentParams(path=str(tmp_path / "nothing")), PluginContext())
+        SPEC.build(LatentParams(path=str(tmp_path / "nothing")), PluginContext()).dataset("train")
     (tmp_path / "empty").mkdir()
     with pytest.raises(LatentFolderError, match="no latent shards"):
-        SPEC.build(LatentParams(path=str(tmp_path / "empty")), PluginContext())
+        SPEC.build(LatentParams(path=str(tmp_path / "empty")), PluginContext()).sample_shape
