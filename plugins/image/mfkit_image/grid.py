@@ -28,11 +28,12 @@ def _cell(picture: np.ndarray, factor: int) -> Image.Image:
 
 def picture_grid(pictures: np.ndarray, path: Path, labels: np.ndarray | None = None,
                  names: Sequence[str] | None = None, max_columns: int = 16, title: str | None = None,
-                 pad: int = 2) -> Path:
+                 pad: int = 2, max_rows: int = 32) -> Path:
     """Write uint8 pictures (N, H, W, C) as one PNG.
 
-    With ``labels`` (N,) and ``names``: row k holds (up to ``max_columns``) pictures of class k in their
-    order, with the class name in a left margin. Without: ceil(sqrt(N)) columns (at most ``max_columns``).
+    With ``labels`` (N,) and ``names``: the pictures of each class in their order, ``max_columns`` a row,
+    the class name left of its first row; the ``max_rows`` rows are shared among the classes present.
+    Without: ceil(sqrt(N)) columns (at most ``max_columns``), at most ``max_rows`` rows.
     """
     factor = upscale_factor(max(pictures.shape[1:3]))
     cell_h, cell_w = pictures.shape[1] * factor, pictures.shape[2] * factor
@@ -40,18 +41,24 @@ def picture_grid(pictures: np.ndarray, path: Path, labels: np.ndarray | None = N
     if labels is not None and names is not None:
         present = [k for k in range(len(names)) if (labels == k).any()]
         if labels.max(initial=-1) >= len(names):
-            present.append(len(names))  # null-label (unconditional) samples get their own row
-        rows = [np.flatnonzero(labels == k)[:max_columns] for k in present]
-        row_names = [names[k] if k < len(names) else "uncond." for k in present]
+            present.append(len(names))  # null-label (unconditional) samples get their own row(s)
+        rows_per_class = max(1, max_rows // max(1, len(present)))
+        rows, row_names = [], []
+        for k in present:
+            members = np.flatnonzero(labels == k if k < len(names) else labels >= len(names))
+            for r, start in enumerate(range(0, min(len(members), rows_per_class * max_columns), max_columns)):
+                rows.append(members[start:start + max_columns])
+                row_names.append((names[k] if k < len(names) else "uncond.") if r == 0 else "")
         columns = max(len(r) for r in rows)
     else:
         columns = min(max_columns, max(1, math.ceil(math.sqrt(len(pictures)))))
-        rows = [np.arange(start, min(start + columns, len(pictures))) for start in range(0, len(pictures), columns)]
+        shown = min(len(pictures), columns * max_rows)
+        rows = [np.arange(start, min(start + columns, shown)) for start in range(0, shown, columns)]
         row_names = None
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     margin = 0
     if row_names is not None:
-        margin = max(probe.textbbox((0, 0), name, font=font)[2] for name in row_names) + 3 * pad
+        margin = max(probe.textbbox((0, 0), name or " ", font=font)[2] for name in row_names) + 3 * pad
     title_h = probe.textbbox((0, 0), title, font=font)[3] + 2 * pad if title else 0
     width = margin + columns * (cell_w + pad) + pad
     height = title_h + len(rows) * (cell_h + pad) + pad
@@ -61,7 +68,7 @@ def picture_grid(pictures: np.ndarray, path: Path, labels: np.ndarray | None = N
         draw.text((pad, pad), title, fill=TEXT, font=font)
     for r, indices in enumerate(rows):
         top = title_h + pad + r * (cell_h + pad)
-        if row_names is not None:
+        if row_names is not None and row_names[r]:
             box = draw.textbbox((0, 0), row_names[r], font=font)
             draw.text((margin - 2 * pad - box[2], top + (cell_h - box[3]) // 2), row_names[r], fill=TEXT, font=font)
         for c, index in enumerate(indices):

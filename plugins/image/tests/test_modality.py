@@ -157,3 +157,13 @@ def test_folder_class_names_travel_in_the_state(class_folder, context):
                          PluginContext(purpose="sample"))
     sampler.load_state_dict(state)
     assert sampler.class_names == ["cats", "dogs"] and sampler.label_of("dogs") == 1 and moved.exists()
+
+
+def test_grid_wraps_many_samples_of_one_class(tmp_path):
+    from mfkit_image.grid import picture_grid
+
+    pictures = np.zeros((40, 8, 8, 1), np.uint8)
+    one_class = picture_grid(pictures, tmp_path / "a.png", np.full(40, 3), [str(d) for d in range(10)], 16)
+    mixed = picture_grid(pictures, tmp_path / "b.png", np.arange(40) % 2, [str(d) for d in range(10)], 16)
+    rows = lambda path: round((Image.open(path).height - 12) / (8 * 6 + 2))  # noqa: E731 - title, 48 px cells
+    assert rows(one_class) == 3 and rows(mixed) == 4
