@@ -4,11 +4,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from mfkit.plugins import PluginContext
 
-torch.set_num_threads(1)
+from image_testutil import write_picture
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tests run tiny models: one thread avoids oversubscribing a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)
@@ -21,15 +28,6 @@ def private_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def context(tmp_path):
     return PluginContext(purpose="test", cache_dir=tmp_path / "cache")
-
-
-def write_picture(path, size=(12, 10), color=(200, 30, 30), mode="RGB", fmt=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(abs(hash(path.name)) % 2**32)
-    array = (rng.random((size[1], size[0], 3)) * 60 + np.array(color)).clip(0, 255).astype(np.uint8)
-    image = Image.fromarray(array, "RGB").convert(mode)
-    image.save(path, format=fmt)
-    return path
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from mfkit.plugins import PluginContext
 from mfkit_image.evaluator import SPEC, ImageEvalParams, ImageEvaluator
 from mfkit_image.modality import SPEC as MODALITY, ImageParams
 
-from conftest import write_picture
+from image_testutil import write_picture
 
 QUICK = {"steps": 150, "width": 8, "feature_dim": 16, "kid_subsets": 3}
 

@@ -13,7 +13,7 @@ from mfkit.testing import check_modality_spec
 from mfkit_image.data import folder as folders
 from mfkit_image.modality import SPEC, ImageParams
 
-from conftest import write_picture
+from image_testutil import write_picture
 
 
 def build(context, **params):
