@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import Dataset
@@ -59,18 +60,23 @@ class PointsEvaluator(Evaluator):
         if not (self.names and self.params.classifier):
             return
         rotation, up_axis = "none", "z"
-        if isinstance(train, PointSet):  # augment in the classifier's loss: the data must hash the same each time
+        if isinstance(train, PointSet):  # unit-sphere clouds; augment in the loss, so the data hash the same
             rotation, up_axis = train.rotation, train.up_axis
             train = PointSet(train.points, train.labels, "none", up_axis)
         self.model = train_classifier(train, len(self.names), self.context.cache_dir, seed=self.context.seed,
                                       steps=self.params.classifier_steps, points=self.params.classifier_points,
                                       rotation=rotation, up_axis=up_axis, device=self.context.device)
 
+    def _clouds(self, x: torch.Tensor) -> torch.Tensor:
+        """Model tensors -> clouds in the data's unit-sphere coordinates (the modality's decode)."""
+        return torch.as_tensor(np.asarray(self.modality.decode(x)), dtype=torch.float32)
+
     def score(self, samples: torch.Tensor, cond: Any, real: torch.Tensor, real_cond: Any) -> dict[str, float]:
-        """Set metrics of ``samples`` against ``real``; with class labels ``cond``, the share of samples the
+        """Set metrics (in unit-sphere coordinates) of ``samples`` against ``real``; with class labels ``cond``, the share of samples the
         classifier assigns to their requested class: overall, for the worst class among those requested,
         and per class (NaN for a class no sample asked for, e.g. under `mfkit eval --cond`)."""
         device, chosen = self.context.device, self.params.chamfer_points
+        samples, real = self._clouds(samples), self._clouds(real)
         figures = set_metrics(_point_subset(samples.float(), chosen, self.context.seed).to(device),
                               _point_subset(real.float(), chosen, self.context.seed).to(device), chamfer_distance)
         scores = {"mmd_cd": figures["mmd"], "cov_cd": figures["cov"], "1nna_cd": figures["1nna"]}

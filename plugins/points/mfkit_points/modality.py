@@ -3,6 +3,11 @@
 Data: the embedded shapes corpus (default; seven trimesh families, conditional on the family) or a
 user's folder of meshes / point clouds (sub-folders as classes). Samples are written as PLY files
 (trimesh) with a PNG of a few clouds from several views.
+
+Raw items (what ``decode`` returns and ``save`` writes) are clouds in the unit sphere. Model tensors
+are the same clouds times a factor s fitted on the training split, s = 1 / std(coordinates), so the
+data have unit spread like the noise (unit-sphere clouds have a coordinate std of about 0.4); s is the
+modality's state and travels with the run (``standardize: false`` keeps s = 1).
 """
 from __future__ import annotations
 
@@ -48,6 +53,8 @@ class PointsParams(BaseModel):
     augment_rotation: Rotation = Field("none", description="training augmentation: none, upright or any rotation")
     up_axis: Literal["x", "y", "z"] = Field("z", description="the vertical axis (ShapeNet: y, ModelNet: z; the "
                                                              "corpus is z) for upright rotations and previews")
+    standardize: bool = Field(True, description="scale model tensors to unit coordinate std (a factor fitted on "
+                                                "the training split, kept with the run); false: unit-sphere clouds")
     preview_clouds: int = Field(14, gt=0, description="clouds drawn in a PNG (and written as PLY in previews)")
 
     @model_validator(mode="after")
@@ -58,17 +65,19 @@ class PointsParams(BaseModel):
 
 
 class PointSet(Dataset):
-    """Clouds (S, N, 3) with labels (S,) or None; each item optionally turned by a random rotation
-    (drawn from torch's global generator, so a seeded run reads the same items)."""
+    """Unit-sphere clouds (S, N, 3) with labels (S,) or None, served as model tensors: times ``scale``,
+    each optionally turned by a random rotation (drawn from torch's global generator, so a seeded run
+    reads the same items)."""
 
-    def __init__(self, points: torch.Tensor, labels: torch.Tensor | None, rotation: Rotation, up_axis: str) -> None:
-        self.points, self.labels, self.rotation, self.up_axis = points, labels, rotation, up_axis
+    def __init__(self, points: torch.Tensor, labels: torch.Tensor | None, rotation: Rotation, up_axis: str,
+                 scale: float = 1.0) -> None:
+        self.points, self.labels, self.rotation, self.up_axis, self.scale = points, labels, rotation, up_axis, scale
 
     def __len__(self) -> int:
         return self.points.shape[0]
 
     def __getitem__(self, index: int):
-        x = self.points[index]
+        x = self.points[index] * self.scale
         if self.rotation != "none":
             x = x @ random_rotation_matrices(1, self.rotation, self.up_axis)[0].T
         return x if self.labels is None else (x, self.labels[index])
@@ -85,6 +94,7 @@ class Points(Modality):
         self._names: list[str] | None = list(FAMILIES) if params.folder is None else None
         self._scanned = params.folder is None
         self._arrays: dict[str, np.ndarray] | None = None
+        self._scale: float | None = None if params.standardize else 1.0
 
     # -- conditions
     @property
@@ -127,23 +137,40 @@ class Points(Modality):
         points = torch.from_numpy(arrays["points"][chosen])
         labels = torch.from_numpy(arrays["labels"][chosen]) if self.class_names else None
         rotation = self.params.augment_rotation if split == "train" else "none"
-        return PointSet(points, labels, rotation, self.params.up_axis)
+        return PointSet(points, labels, rotation, self.params.up_axis, self.scale)
 
-    # -- state: the class names travel with the run, so sampling works without the folder
+    # -- state: the scale (and a folder's class names, so sampling works without the folder)
+    @property
+    def scale(self) -> float:
+        """Model tensor = unit-sphere cloud x scale. Fitted by :meth:`fit`, or loaded with the run's
+        state; without either it is computed here from the training split (the same value)."""
+        if self._scale is None:
+            arrays = self._data()
+            train = arrays["points"][arrays["split"] == SPLITS["train"]]
+            self._scale = float(1.0 / max(float(train.astype(np.float64).std()), 1e-6))
+        return self._scale
+
     def fit(self, dataset: Dataset) -> None:
-        """Nothing is fitted: clouds are normalised one by one. Resolves the class names."""
+        """Fit the scale on the training split and resolve the class names (clouds themselves are
+        normalised one by one, so nothing else is fitted)."""
+        if self.params.standardize:
+            self._scale = None
+            _ = self.scale
         _ = self.class_names
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        state = {"scale": torch.tensor([self.scale], dtype=torch.float64)}
         names = self.class_names
-        if not names or self.params.folder is None:
-            return {}
-        return {"class_names": torch.tensor(list("\n".join(names).encode()), dtype=torch.uint8)}
+        if names and self.params.folder is not None:
+            state["class_names"] = torch.tensor(list("\n".join(names).encode()), dtype=torch.uint8)
+        return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        unknown = sorted(set(state) - {"class_names"})
+        unknown = sorted(set(state) - {"class_names", "scale"})
         if unknown:
-            raise ValueError(f"the points modality keeps only 'class_names', was given {unknown}")
+            raise ValueError(f"the points modality keeps 'scale' and 'class_names', was given {unknown}")
+        if "scale" in state:
+            self._scale = float(state["scale"].reshape(-1)[0])
         if "class_names" in state:
             self._names = bytes(state["class_names"].tolist()).decode().split("\n")
             self._scanned = True
@@ -151,7 +178,8 @@ class Points(Modality):
     # -- raw items <-> tensors
     def encode(self, raw: Any) -> torch.Tensor:
         """A cloud (M, 3) array or tensor, a trimesh mesh/point cloud, or a path to a supported file ->
-        (num_points, 3), resampled and normalised (a normalised cloud of num_points comes back unchanged)."""
+        (num_points, 3) model tensor: resampled, normalised to the unit sphere (a normalised cloud of
+        num_points stays as it is), times the scale."""
         count = self.params.num_points
         if isinstance(raw, (str, Path)):
             cloud = read_cloud(Path(raw), count, file_seed(self.params.seed, Path(raw).name))
@@ -159,10 +187,11 @@ class Points(Modality):
             if isinstance(raw, torch.Tensor):
                 raw = raw.detach().cpu().numpy()
             cloud = sample_geometry(raw, count, np.random.default_rng(self.params.seed))
-        return torch.from_numpy(cloud)
+        return torch.from_numpy(cloud) * self.scale
 
     def decode(self, tensor: torch.Tensor) -> np.ndarray:
-        return tensor.detach().float().cpu().reshape(-1, *self.sample_shape).numpy()
+        """Model tensors (B, num_points, 3) -> clouds (B, num_points, 3) in unit-sphere coordinates."""
+        return (tensor.detach().float().cpu().reshape(-1, *self.sample_shape) / self.scale).numpy()
 
     def preview_count(self, requested: int) -> int:
         return min(requested, self.params.preview_clouds)

@@ -25,7 +25,7 @@ def test_folder_modality_contract(tmp_path, context, mesh_folder):
         modality = check_modality_spec(MODALITY, tmp_path / "out", {"folder": str(mesh_folder), "num_points": 64},
                                        context)
     assert modality.class_names == ["ball", "cube"]
-    assert set(modality.state_dict()) == {"class_names"}
+    assert set(modality.state_dict()) == {"class_names", "scale"}
 
 
 @pytest.mark.parametrize("info", [SHAPES, DataInfo((32, 3))], ids=["classes", "unconditional"])

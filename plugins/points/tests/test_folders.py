@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 import trimesh
 
 from mfkit_points import folders
@@ -114,9 +115,23 @@ def test_sampling_needs_no_folder_once_the_class_names_travel(mesh_folder, conte
 
 def test_encode_reads_files_meshes_and_arrays(mesh_folder, context):
     modality: Points = build({"folder": str(mesh_folder), "num_points": 50}, context)
+    with pytest.warns(UserWarning, match="skipped 2 broken"):
+        modality.fit(modality.dataset("train"))
     from_file = modality.encode(mesh_folder / "cube" / "train" / "a.off")
     from_mesh = modality.encode(trimesh.creation.box(extents=(1.0, 0.6, 0.3)))
     from_array = modality.encode(np.random.default_rng(0).normal(size=(500, 3)))
     for cloud in (from_file, from_mesh, from_array):
         assert cloud.shape == (50, 3)
-        assert abs(cloud.norm(dim=1).max().item() - 1.0) < 1e-5
+        assert abs(cloud.norm(dim=1).max().item() - modality.scale) < 1e-4  # unit sphere x the fitted scale
+        unit = modality.decode(cloud[None])[0]
+        assert abs(np.linalg.norm(unit, axis=1).max() - 1.0) < 1e-5
+
+
+def test_standardized_tensors_have_unit_spread_and_decode_to_the_unit_sphere(context):
+    modality = build({"num_points": 64, "corpus_train_per_class": 8, "corpus_val_per_class": 2}, context)
+    x = torch.stack([modality.dataset("train")[i][0] for i in range(56)])
+    assert abs(x.std().item() - 1.0) < 0.02 and 2.0 < modality.scale < 3.0
+    assert np.allclose(np.linalg.norm(modality.decode(x), axis=2).max(axis=1), 1.0, atol=1e-5)
+    plain = build({"num_points": 64, "corpus_train_per_class": 8, "corpus_val_per_class": 2, "standardize": False},
+                  context)
+    assert plain.scale == 1.0 and plain.state_dict()["scale"].item() == 1.0

@@ -17,9 +17,10 @@ def test_samples_are_written_as_ply_png_and_npy(tmp_path, context):
     files = modality.save(clouds, tmp_path / "samples", labels, kind="samples")
     plys = sorted(f for f in files if f.suffix == ".ply")
     assert len(plys) == 5 and plys[4].name == "cloud-00004-vase.ply"
+    unit = modality.decode(clouds)  # files hold unit-sphere clouds, not the scaled model tensors
     read = trimesh.load(plys[1])
-    assert isinstance(read, trimesh.PointCloud) and np.allclose(read.vertices, clouds[1].numpy(), atol=1e-6)
-    assert np.array_equal(np.load(tmp_path / "samples" / "clouds.npy"), clouds.numpy())
+    assert isinstance(read, trimesh.PointCloud) and np.allclose(read.vertices, unit[1], atol=1e-6)
+    assert np.array_equal(np.load(tmp_path / "samples" / "clouds.npy"), unit)
     assert np.load(tmp_path / "samples" / "labels.npy").tolist() == labels.tolist()
     image = np.asarray(Image.open(tmp_path / "samples" / "clouds.png").convert("L"))
     assert (image < 150).mean() > 0.01  # points were drawn, not just a white canvas
