@@ -101,7 +101,6 @@ def heard(run_dir: Path, count: int, euler_steps: int | None) -> tuple[dict, dic
 
 def load_run(run_dir: Path):
     """The EMA network of a run's latest checkpoint and its modality (state from the checkpoint if stored)."""
-    from mfkit.evaluation.loading import modality_state
     from mfkit.recipe.build import build_backbone, build_modality, plugin_context
     from mfkit.train.checkpoint import load_checkpoint
     from mfkit.train.weights import recipe_from_checkpoint, select_weights
@@ -109,7 +108,7 @@ def load_run(run_dir: Path):
     checkpoint = load_checkpoint(sorted((run_dir / "checkpoints").glob("step-*.safetensors"))[-1], weights_only=True)
     recipe = recipe_from_checkpoint(checkpoint, [])
     modality = build_modality(recipe, context=plugin_context(recipe, purpose="eval"))
-    state = modality_state(checkpoint)
+    state = dict(getattr(checkpoint, "modality_state", None) or {})
     if state:
         modality.load_state_dict(state)
     model = build_backbone(recipe, modality)
@@ -166,6 +165,7 @@ def main() -> None:
     parser.add_argument("--mf-run", type=Path, help="an existing MeanFlow run of the recipe (skips its training)")
     parser.add_argument("--mf-cpu", type=float, help="CPU seconds the existing MeanFlow run took (with --mf-run)")
     parser.add_argument("--fm-run", type=Path, help="an existing flow-matching run (skips calibration and training)")
+    parser.add_argument("--ratio", type=float, help="MF / FM CPU seconds per step measured when --fm-run was trained")
     parser.add_argument("--calibrate", type=int, default=40, help="steps of each calibration run")
     parser.add_argument("--count", type=int, default=500, help="samples per evaluated row")
     parser.add_argument("--out", type=Path, default=Path("runs/audio-benchmark"))
@@ -182,17 +182,26 @@ def main() -> None:
         per_step = calibrate(args.recipe, args.calibrate, args.out / "calibration")
         fm_steps = round(steps * per_step["meanflow"] / per_step["flow_matching"])
         results["cpu_s_per_step"] = per_step
+        results["mf_over_fm_cpu_per_step"] = per_step["meanflow"] / per_step["flow_matching"]
+        (args.out / "calibration.json").write_text(json.dumps(per_step))
         args.fm_run, cpu, wall = train(args.recipe, "audio-benchmark-flow-matching",
                                        [*flow_matching_overrides(args.recipe), f"train.steps={fm_steps}"])
         results["flow_matching_train"] = {"steps": fm_steps, "cpu_s": cpu, "wall_s": wall}
         shutil.rmtree(args.out / "calibration", ignore_errors=True)
+    save = lambda: (args.out / "results.json").write_text(json.dumps(results, indent=1))  # noqa: E731
+    save()
+    if args.ratio:
+        results["mf_over_fm_cpu_per_step"] = args.ratio
     results["meanflow"] = evaluate(args.mf_run, euler=False, count=args.count)
+    save()
     results["flow_matching"] = evaluate(args.fm_run, euler=True, count=args.count)
+    save()
     best_fm = max(results["flow_matching"]["rows"], key=lambda row: row["accuracy"])
     mf_heard, baselines = heard(args.mf_run, args.count, None)
     fm_heard, _ = heard(args.fm_run, args.count, best_fm["steps"])
     results["baselines"] = baselines
     results["heard"] = {"MeanFlow 1 step": mf_heard, f"flow matching {best_fm['steps']} steps": fm_heard}
+    save()
     results["real_time_factor"] = real_time_factor(args.mf_run)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     text = table(results)

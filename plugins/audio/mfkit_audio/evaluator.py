@@ -85,12 +85,12 @@ class DigitClassifierEvaluator(Evaluator):
         as it is ("real") and after a trip through the vocoder ("vocoded real")."""
         half = real.shape[0] // 2
         first, second = real[:half], real[half:2 * half]
-        cond = real_cond[:half]
-        plain = self.score(first, cond, second, real_cond[half:2 * half])
+        cond, second_cond = real_cond[:half], real_cond[half:2 * half]
         through = self.params.through_vocoder
         self.params = self.params.model_copy(update={"through_vocoder": False})
         try:
-            vocoded = self.score(self.resynthesise(first), cond, second, real_cond[half:2 * half])
+            plain = self.score(first, cond, second, second_cond)
+            vocoded = self.score(self.resynthesise(first), cond, second, second_cond)
         finally:
             self.params = self.params.model_copy(update={"through_vocoder": through})
         return {"real": plain, "vocoded real": vocoded}
