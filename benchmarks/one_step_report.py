@@ -95,10 +95,29 @@ def step_ratio(data: dict, twin: dict, rounds: int = 3, steps: int = 15) -> tupl
     return mf, fm, mf / fm
 
 
-def train(data: dict, work: Path, threads: int) -> tuple[Path, float]:
-    """`mfkit train` on the recipe (written to ``work``); returns the final checkpoint and the wall time."""
+def finished_run(data: dict) -> tuple[Path, float] | None:
+    """A run of this recipe already trained to its last step in the work folder: its final checkpoint and
+    training time (from the run's metrics log), else None."""
+    from mfkit.train.checkpoint import checkpoint_step, latest_checkpoint, load_checkpoint
+
+    run = Path(data["output_dir"]) / data["name"]
+    checkpoint = latest_checkpoint(run / "checkpoints")
+    if checkpoint is None or checkpoint_step(checkpoint) != data["train"]["steps"]:
+        return None
+    stored = yaml.safe_load(load_checkpoint(checkpoint, weights_only=True).recipe_yaml)
+    if stored["objective"] != data["objective"] or stored["train"]["batch_size"] != data["train"]["batch_size"]:
+        return None
+    times = [json.loads(line)["time"] for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return checkpoint, (times[-1] - times[0]) * len(times) / max(len(times) - 1, 1)
+
+
+def train(data: dict, work: Path, threads: int, reuse: bool = False) -> tuple[Path, float]:
+    """`mfkit train` on the recipe (written to ``work``); returns the final checkpoint and the wall time.
+    ``reuse``: a run already trained to the end in ``work`` is taken as it is."""
     from mfkit.train.checkpoint import latest_checkpoint
 
+    if reuse and (found := finished_run(data)) is not None:
+        return found
     path = work / f"{data['name']}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
@@ -110,6 +129,19 @@ def train(data: dict, work: Path, threads: int) -> tuple[Path, float]:
         raise RuntimeError(f"training {data['name']} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     checkpoint = latest_checkpoint(Path(data["output_dir"]) / data["name"] / "checkpoints")
     return checkpoint, seconds
+
+
+def reused_steps(twin: dict) -> int | None:
+    """The number of steps of a flow-matching twin already trained in the work folder, if any."""
+    from mfkit.train.checkpoint import checkpoint_step, latest_checkpoint
+
+    from mfkit.train.checkpoint import load_checkpoint
+
+    checkpoint = latest_checkpoint(Path(twin["output_dir"]) / twin["name"] / "checkpoints")
+    if checkpoint is None:
+        return None
+    planned = yaml.safe_load(load_checkpoint(checkpoint, weights_only=True).recipe_yaml)["train"]["steps"]
+    return planned if checkpoint_step(checkpoint) == planned else None  # not a run stopped half-way
 
 
 def evaluate(checkpoint: Path, steps: tuple[int, ...], euler: tuple[int, ...], count: int) -> dict:
@@ -128,9 +160,12 @@ def run_pair(name: str, args, work: Path) -> dict:
     torch.set_num_threads(args.threads)
     mf_step, fm_step, ratio = step_ratio(data, twin)
     twin["train"]["steps"] = round(data["train"]["steps"] * ratio)
+    previous = reused_steps(twin) if args.reuse else None
+    if previous is not None:  # keep the flow-matching length the earlier measurement gave
+        twin["train"]["steps"] = previous
     twin["train"]["checkpoint_every"] = twin["train"]["steps"]
-    mf_checkpoint, mf_seconds = train(data, work, args.threads)
-    fm_checkpoint, fm_seconds = train(twin, work, args.threads)
+    mf_checkpoint, mf_seconds = train(data, work, args.threads, args.reuse)
+    fm_checkpoint, fm_seconds = train(twin, work, args.threads, args.reuse)
     count = args.n or data["sample"]["count"]
     return {"recipe": name, "meanflow_steps": data["train"]["steps"], "fm_steps": twin["train"]["steps"],
             "mf_step_ms": 1000 * mf_step, "fm_step_ms": 1000 * fm_step, "step_ratio": ratio,
@@ -244,6 +279,8 @@ def main() -> None:
     parser.add_argument("--peers", type=Path, default=ROOT / "docs" / "figures" / "peers.json")
     parser.add_argument("--work", type=Path, default=None, help="run folders (default: a temporary folder)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    parser.add_argument("--reuse", action="store_true", help="take runs already trained to the end in --work as "
+                                                             "they are (a report interrupted after training)")
     args = parser.parse_args()
     import tempfile
 
