@@ -11,6 +11,7 @@ import sys
 import typer
 
 from mfkit.cli import demo as demo_module
+from mfkit.cli import eval as eval_module
 from mfkit.cli import export as export_module
 from mfkit.cli import info, sample as sample_module, train as train_module
 from mfkit.cli.console import state
@@ -34,6 +35,7 @@ def root(verbose: bool = typer.Option(False, "--verbose", "-v", help="show trace
 
 app.command()(train_module.train)
 app.command()(sample_module.sample)
+app.command(name="eval")(eval_module.evaluate)
 app.command()(export_module.export)
 app.command()(demo_module.demo)
 app.command()(info.validate)

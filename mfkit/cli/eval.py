@@ -82,9 +82,9 @@ def evaluate(
 ) -> None:
     """Score samples of a trained run with each number of steps against held-out real data.
 
-    Prints a table: each metric of the modality's evaluator beside its real-vs-real floor (real training
-    items against the same held-out items), and the wall time per sample of the network and of
-    decoding. The same seed gives the same figures.
+    Each metric is printed beside its real-vs-real floor (real training items against the same held-out ones).
+
+    Also the wall time per sample of the network and of decoding. The same seed gives the same figures.
 
     Examples:
 

@@ -127,3 +127,12 @@ def test_the_toy2d_evaluator_is_registered():
 
     assert find_evaluator("toy2d").spec is TOY_EVALUATOR
     assert find_evaluator("toy2d", "mfkit:toy2d").spec is TOY_EVALUATOR
+
+
+def test_mfkit_eval_is_a_command_of_the_cli(meanflow_checkpoint):
+    from mfkit.cli import app
+
+    result = CliRunner().invoke(app, ["eval", "--checkpoint", str(meanflow_checkpoint), "--steps", "1", "--n", "50",
+                                      "--reference", "200", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "MeanFlow" in result.output and "floor" in result.output
