@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import mfkit
+from mfkit.core.broadcast import broadcasts_to
 from mfkit.core.calling import call_model
 from mfkit.core.conditions import batch_size_of, slice_condition
 from mfkit.core.tangent_rules import math_attention
@@ -73,7 +74,7 @@ def check_backbone(model: nn.Module, sample_shape: tuple[int, ...], num_classes:
     _require(isinstance(u, torch.Tensor), f"model(z, r, t, cond) must return a tensor, got {type(u).__name__}")
     _require(u.shape == z.shape, f"output shape {tuple(u.shape)} differs from input shape {tuple(z.shape)}"
              + (" (it broadcasts, so training would silently learn the wrong thing)"
-                if _broadcasts(u.shape, z.shape) else ""))
+                if broadcasts_to(u.shape, z.shape) else ""))
     _require(u.dtype == z.dtype, f"output dtype {u.dtype} differs from input dtype {z.dtype}")
     _require(bool(torch.isfinite(u).all()), "output has NaN or infinite values")
     try:
@@ -103,13 +104,6 @@ def check_backbone(model: nn.Module, sample_shape: tuple[int, ...], num_classes:
     _require(not missing, f"parameters receive no gradient: {', '.join(missing[:5])}")
     model.zero_grad(set_to_none=True)
     check_jvp(model, sample_shape, cond, batch, atol)
-
-
-def _broadcasts(shape, target) -> bool:
-    try:
-        return torch.broadcast_shapes(shape, target) == target
-    except RuntimeError:
-        return False
 
 
 def check_jvp(model: nn.Module, sample_shape: tuple[int, ...], cond: Any = None, batch: int = 3,

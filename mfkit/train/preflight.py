@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from mfkit.core.broadcast import broadcasts_to
 from mfkit.core.conditions import move_condition
 from mfkit.plugins.spec import Modality
 
@@ -60,12 +61,8 @@ def preflight(modality: Modality, dataset: Dataset, model: nn.Module, objective:
     if not isinstance(u, torch.Tensor) or u.shape != x.shape:
         got = tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__
         broadcast = ""
-        if isinstance(u, torch.Tensor):
-            try:
-                broadcast = " (it broadcasts against z, so the loss would silently train the wrong thing)" \
-                    if torch.broadcast_shapes(u.shape, x.shape) == x.shape else ""
-            except RuntimeError:
-                pass
+        if isinstance(u, torch.Tensor) and broadcasts_to(u.shape, x.shape):
+            broadcast = " (it broadcasts against z, so the loss would silently train the wrong thing)"
         raise PreflightError(f"backbone {backbone_name!r} returned {got} for z of shape {tuple(x.shape)}: it must "
                              f"return z's shape{broadcast}")
     try:
