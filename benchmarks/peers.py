@@ -3,6 +3,7 @@
     .venv-peers/bin/python benchmarks/peers.py --png-dir docs/figures --json docs/figures/peers.json
     .venv-peers/bin/python benchmarks/peers.py --steps 200 --n 1000  # a quick smoke run
     .venv-peers/bin/python benchmarks/peers.py --methods mfkit-mf-toy,lucidrains-mf --data moons
+    .venv-peers/bin/python benchmarks/peers.py --memory --json docs/figures/peers.json   # peak memory
 
 The peers are not dependencies of mfkit: they live in a separate virtual environment (see
 docs/benchmarks.md, "Installing the peers"). Every method trains, in its own fresh process, on the
@@ -22,7 +23,8 @@ number of steps and EMA, and samples from its EMA with its own sampler, as its R
 Reported per method: sliced W2 (and MMD, energy distance in the JSON) of ``--n`` samples against real
 held-out points per number of network calls (counted, not assumed), the real-vs-real floor, the
 training-step time as a ratio to mfkit flow matching timed in the same process (interleaved blocks),
-and the growth of peak resident memory over training.
+and (with ``--memory``, afterwards) the growth of peak resident memory over 50 training steps in a
+fresh process.
 """
 from __future__ import annotations
 
@@ -295,6 +297,48 @@ def child(args) -> dict:
     return result
 
 
+def memory_child(args) -> dict:
+    """Growth of the peak resident memory over ``--memory-steps`` training steps, in this fresh process
+    (nothing else allocated first: the figure is the training step's own)."""
+    torch.set_num_threads(args.threads)
+    method = build_method(args.child)
+    seed_everything(args.seed)
+    model = initial_model(args)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    data, g = torch.Generator().manual_seed(args.seed), torch.Generator().manual_seed(args.seed + 1)
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(args.memory_steps):
+        loss = method.loss(model, toy_sample(args.data, args.batch, data), g)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return {"method": args.child, "data": args.data,
+            "peak_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline) / 1024}
+
+
+def measure_memory(args) -> None:
+    """Run :func:`memory_child` per data set and method; put the figures into ``--json`` and print the tables."""
+    stored = json.loads(args.json.read_text())
+    for data in args.data.split(","):
+        for name in args.methods.split(","):
+            with tempfile.TemporaryDirectory() as folder:
+                out = Path(folder) / "memory.json"
+                command = [sys.executable, __file__, "--child", name, "--memory", "--data", data, "--result", str(out),
+                           f"--batch={args.batch}", f"--width={args.width}", f"--depth={args.depth}",
+                           f"--threads={args.threads}", f"--seed={args.seed}", f"--memory-steps={args.memory_steps}"]
+                subprocess.run(command, check=True, capture_output=True, text=True)
+                peak = json.loads(out.read_text())["peak_mib"]
+            for result in stored["results"]:
+                if result["method"] == name and result["data"] == data:
+                    result["peak_mib"] = peak
+            print(f"{data} {name}: {peak:.0f} MiB", file=sys.stderr, flush=True)
+    for run in stored.get("runs", {}).values():
+        run["memory"] = f"peak RSS growth over {args.memory_steps} training steps in a fresh process"
+    args.json.write_text(json.dumps(stored, indent=1) + "\n")
+    for data in args.data.split(","):
+        print(markdown(stored["results"], data) + "\n")
+
+
 def run_all(args) -> list[dict]:
     results = []
     work = Path(tempfile.mkdtemp(prefix="mfkit-peers-"))
@@ -376,12 +420,20 @@ def main() -> None:
     parser.add_argument("--timing-rounds", type=int, default=3)
     parser.add_argument("--json", type=Path, help="write all results here")
     parser.add_argument("--png-dir", type=Path, help="write one PNG grid per data set here")
+    parser.add_argument("--memory", action="store_true", help="only measure each method's peak memory over "
+                        "--memory-steps training steps in a fresh process, into the existing --json")
+    parser.add_argument("--memory-steps", type=int, default=50)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--samples", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        args.result.write_text(json.dumps(child(args)))
+        args.result.write_text(json.dumps(memory_child(args) if args.memory else child(args)))
+        return
+    if args.memory:
+        if args.json is None or not args.json.is_file():
+            parser.error("--memory needs the --json file of an earlier run")
+        measure_memory(args)
         return
     unknown = set(args.methods.split(",")) - set(METHODS)
     if unknown:
