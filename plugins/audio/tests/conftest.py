@@ -1,7 +1,6 @@
-"""Shared fixtures: a tiny speech folder made of synthetic tones, and small modality settings."""
+"""Shared fixtures: a temporary cache, a plugin context and a tiny speech folder of synthetic tones."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +9,7 @@ import soundfile
 
 from mfkit.plugins import PluginContext
 
-#: Small feature settings so every test runs in well under a second of audio work.
-SMALL = {"sample_rate": 8000, "duration": 0.25, "n_fft": 256, "hop": 64, "n_mels": 16}
-
-
-def tone(frequency: float, rate: int, seconds: float = 0.2, amplitude: float = 0.5) -> np.ndarray:
-    t = np.arange(int(rate * seconds)) / rate
-    return (amplitude * np.sin(2 * math.pi * frequency * t)).astype(np.float32)
+from audio_testutil import tone
 
 
 @pytest.fixture(autouse=True)

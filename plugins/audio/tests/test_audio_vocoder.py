@@ -8,7 +8,7 @@ import torch
 from mfkit_audio.features import LogMel, MelSettings
 from mfkit_audio.vocoder import GriffinLimVocoder, build_vocoder
 
-from conftest import tone
+from audio_testutil import tone
 
 
 def test_griffin_lim_resynthesises_the_frequency_and_length():

@@ -1,6 +1,8 @@
 """The speech-folder adapter: layouts, labels, splits, resampling, bad files and the spectrogram cache."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import soundfile
@@ -11,7 +13,7 @@ from mfkit_audio.folder import SpeechFolderError, scan
 from mfkit_audio.modality import SpeechModality, SpeechParams
 from mfkit_audio.spectra import AudioDataWarning
 
-from conftest import SMALL, tone
+from audio_testutil import SMALL, tone
 
 
 def modality(context, **params) -> SpeechModality:
@@ -75,7 +77,8 @@ def test_unusable_folders_are_one_clear_error(tmp_path, context, case):
         soundfile.write(str(root / "x.wav"), tone(440, 8000), 8000)
     message = {"missing": "does not exist", "empty": "no .wav/.flac/.ogg files", "silent": "no usable audio",
                "flat": "lies directly in the speech folder"}[case]
-    with pytest.raises(SpeechFolderError, match=message):
+    with pytest.raises(SpeechFolderError, match=message), warnings.catch_warnings():
+        warnings.simplefilter("ignore", AudioDataWarning)  # the silent files are also named in a warning
         modality(context, folder=str(root), val_fraction=0.0).dataset("train")
 
 

@@ -18,7 +18,7 @@ from mfkit.plugins import PluginContext
 from mfkit.testing import check_modality_spec
 from mfkit_audio.modality import SPEC, SpeechModality, SpeechParams
 
-from conftest import SMALL
+from audio_testutil import SMALL
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 TINY_CORPUS = {"per_class": 2, "val_per_class": 1, "accents": ["en-us"], "variants": ["m3", "f2"]}

@@ -8,9 +8,9 @@ from mfkit.evaluation import check_evaluator_spec
 from mfkit_audio.evaluator import SPEC, DigitClassifierEvaluator, DigitClassifierParams
 from mfkit_audio.modality import SpeechModality, SpeechParams
 
-from conftest import SMALL
+from audio_testutil import SMALL
 
-FAST = {"steps": 60, "batch_size": 16, "width": 8}
+FAST = {"steps": 40, "batch_size": 16, "width": 8}
 
 
 @pytest.fixture
