@@ -1,6 +1,7 @@
 """The shipped image recipes: each starts with its "Expects:" header and validates (digits end to end)."""
 from __future__ import annotations
 
+import importlib.resources
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from mfkit.plugins import registry
 
 ROOT = Path(__file__).resolve().parents[3]
 RECIPES = sorted((ROOT / "recipes").glob("image_*.yaml"))
+SHIPPED = sorted(p for p in importlib.resources.files("mfkit_image.recipes").iterdir() if p.name.endswith(".yaml"))
 
 
 def test_all_five_recipes_exist():
@@ -38,3 +40,9 @@ def test_mfkit_validates_digits_with_a_real_batch_and_cifar10_schema():
     assert checked.returncode == 0, checked.stdout + checked.stderr
     schema = validate("--no-check", "recipes/image_cifar10.yaml", "recipes/image_mnist.yaml")
     assert schema.returncode == 0, schema.stdout + schema.stderr
+
+
+def test_the_package_ships_copies_of_the_checkout_recipes():
+    assert [p.name for p in SHIPPED] == [p.name for p in RECIPES]
+    for shipped in SHIPPED:
+        assert shipped.read_text() == (ROOT / "recipes" / shipped.name).read_text(), f"{shipped.name} differs"
