@@ -37,6 +37,13 @@ MEANFLOW_ONLY = ("r_neq_t_share", "r_sampler", "time_pair_order", "jvp_backend",
                  "fd_step", "preset")
 
 
+def resolved(data: dict) -> dict:
+    """The recipe with every default filled in, as a run stores it."""
+    from mfkit.recipe.loading import parse_recipe, recipe_to_yaml
+
+    return yaml.safe_load(recipe_to_yaml(parse_recipe(copy.deepcopy(data), "report")))
+
+
 def recipe_data(name: str) -> dict:
     from mfkit.recipe.loading import parse_recipe, recipe_to_yaml
 
@@ -105,7 +112,9 @@ def finished_run(data: dict) -> tuple[Path, float] | None:
     if checkpoint is None or checkpoint_step(checkpoint) != data["train"]["steps"]:
         return None
     stored = yaml.safe_load(load_checkpoint(checkpoint, weights_only=True).recipe_yaml)
-    if stored["objective"] != data["objective"] or stored["train"]["batch_size"] != data["train"]["batch_size"]:
+    wanted = resolved(data)
+    if any(stored[key] != wanted[key] for key in ("objective", "modality", "backbone")) \
+            or stored["train"]["batch_size"] != wanted["train"]["batch_size"]:
         return None
     times = [json.loads(line)["time"] for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return checkpoint, (times[-1] - times[0]) * len(times) / max(len(times) - 1, 1)
@@ -283,6 +292,11 @@ def main() -> None:
                                                              "they are (a report interrupted after training)")
     args = parser.parse_args()
     import tempfile
+
+    import benchmarks.plots  # noqa: F401 - import everything up front: the report runs long, and a
+    import mfkit.evaluation  # noqa: F401   half-edited checkout later on must not stop it at the end
+    import mfkit.recipe.build  # noqa: F401
+    import mfkit.train.checkpoint  # noqa: F401
 
     began = time.perf_counter()
     work = args.work or Path(tempfile.mkdtemp(prefix="mfkit-report-"))
