@@ -4,9 +4,11 @@
     python plugins/points/benchmarks/onestep_vs_fm.py --scale 0.05 --count 70 --work /tmp/pts   # quick look
 
 1. The recipe's flow-matching twin: ``objective.kind: flow_matching``, MeanFlow-only fields dropped.
-2. Equal compute: the seconds per training step of both objectives are measured in this process on the
-   recipe's backbone, batch and data (interleaved blocks, median); flow matching gets
-   ``steps x (MeanFlow step time / flow-matching step time)`` steps, i.e. the same wall time.
+2. Equal compute: the CPU seconds per training step of both objectives are measured in this process on
+   the recipe's backbone, batch and data (one thread, interleaved blocks, median); flow matching gets
+   ``steps x (MeanFlow step time / flow-matching step time)`` steps, i.e. the same compute. CPU time
+   (``time.process_time``), not wall time: on a shared machine other people's jobs inflate wall time
+   at random, CPU time only counts this process's work. Both trainings' CPU times are reported too.
 3. Both train from the same seed with `mfkit train`.
 4. Both are scored by the code behind `mfkit eval` (:func:`mfkit.evaluation.evaluate_checkpoint`, the
    ``points`` evaluator: MMD / COV / 1-NNA with Chamfer distance against the held-out split, and the
@@ -23,6 +25,7 @@ import copy
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -66,8 +69,8 @@ def _objective(settings: dict):
                           adaptive_p=settings.get("adaptive_p", 1.0), adaptive_c=settings.get("adaptive_c", 1e-2))
 
 
-def step_seconds(recipe: dict, twin: dict, rounds: int = 3, steps: int = 6) -> tuple[float, float]:
-    """Median seconds per training step of the MeanFlow recipe and its flow-matching twin."""
+def step_seconds(recipe: dict, twin: dict, rounds: int = 5, steps: int = 6) -> tuple[float, float]:
+    """Median CPU seconds per training step of the MeanFlow recipe and its flow-matching twin."""
     from mfkit.plugins import PluginContext, registry
 
     context = PluginContext(seed=recipe["train"].get("seed", 0))
@@ -94,10 +97,10 @@ def step_seconds(recipe: dict, twin: dict, rounds: int = 3, steps: int = 6) -> t
             optimizer.step()
 
         step()
-        began = time.perf_counter()
+        began = time.process_time()
         for _ in range(steps):
             step()
-        return (time.perf_counter() - began) / steps
+        return (time.process_time() - began) / steps
 
     meanflow, flow = [], []
     for _ in range(rounds):
@@ -106,19 +109,24 @@ def step_seconds(recipe: dict, twin: dict, rounds: int = 3, steps: int = 6) -> t
     return statistics.median(meanflow), statistics.median(flow)
 
 
-def train(recipe: dict, work: Path, threads: int) -> tuple[Path, float]:
-    """`mfkit train` on the recipe (written into ``work``); the last checkpoint and the wall time."""
+def train(recipe: dict, work: Path, threads: int) -> tuple[Path, float, float]:
+    """`mfkit train` on the recipe (written into ``work``); the last checkpoint, wall and CPU seconds."""
     path = work / f"{recipe['name']}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), _children_cpu()
     done = subprocess.run([sys.executable, "-m", "mfkit", "train", str(path), "--overwrite", "--quiet"], env=env,
                           capture_output=True, text=True)
-    seconds = time.perf_counter() - began
+    seconds, cpu = time.perf_counter() - began, _children_cpu() - cpu
     if done.returncode != 0:
         raise RuntimeError(f"training {recipe['name']} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     checkpoints = sorted((Path(recipe["output_dir"]) / recipe["name"] / "checkpoints").glob("step-*.safetensors"))
-    return checkpoints[-1], seconds
+    return checkpoints[-1], seconds, cpu
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def evaluate(checkpoint: Path, meanflow: tuple[int, ...], euler: tuple[int, ...], count: int) -> dict:
@@ -167,19 +175,20 @@ def main() -> None:
     mf_step, fm_step = step_seconds(recipe, twin)
     twin["train"]["steps"] = round(recipe["train"]["steps"] * mf_step / fm_step)
     twin["train"]["checkpoint_every"] = twin["train"]["steps"]
-    print(f"step time: MeanFlow {1000 * mf_step:.0f} ms, flow matching {1000 * fm_step:.0f} ms -> flow matching "
-          f"trains {twin['train']['steps']} steps against MeanFlow's {recipe['train']['steps']}", flush=True)
-    mf_checkpoint, mf_seconds = train(recipe, args.work, args.threads)
-    print(f"MeanFlow trained in {mf_seconds:.0f} s", flush=True)
-    fm_checkpoint, fm_seconds = train(twin, args.work, args.threads)
-    print(f"flow matching trained in {fm_seconds:.0f} s", flush=True)
+    print(f"CPU time per step: MeanFlow {1000 * mf_step:.0f} ms, flow matching {1000 * fm_step:.0f} ms -> flow "
+          f"matching trains {twin['train']['steps']} steps against MeanFlow's {recipe['train']['steps']}", flush=True)
+    mf_checkpoint, mf_seconds, mf_cpu = train(recipe, args.work, args.threads)
+    print(f"MeanFlow trained in {mf_seconds:.0f} s ({mf_cpu:.0f} CPU s)", flush=True)
+    fm_checkpoint, fm_seconds, fm_cpu = train(twin, args.work, args.threads)
+    print(f"flow matching trained in {fm_seconds:.0f} s ({fm_cpu:.0f} CPU s)", flush=True)
     params = recipe["modality"].get("params", {})
     count = args.count or 7 * params.get("corpus_val_per_class", 64)
     result = {"recipe": str(args.recipe), "machine": f"{platform.machine()}, {os.cpu_count()} cores visible, "
                                                      f"{args.threads} thread(s) per run",
               "meanflow_steps": recipe["train"]["steps"], "fm_steps": twin["train"]["steps"],
               "mf_step_ms": 1000 * mf_step, "fm_step_ms": 1000 * fm_step,
-              "mf_train_seconds": mf_seconds, "fm_train_seconds": fm_seconds, "count": count,
+              "mf_train_seconds": mf_seconds, "fm_train_seconds": fm_seconds, "mf_train_cpu_seconds": mf_cpu,
+              "fm_train_cpu_seconds": fm_cpu, "count": count,
               "meanflow": evaluate(mf_checkpoint, STEPS, (), count),
               "flow_matching": evaluate(fm_checkpoint, (), STEPS, count)}
     (args.work / "results.json").write_text(json.dumps(result, indent=1))

@@ -1,12 +1,18 @@
 """The ``points`` evaluator: MMD, COV and 1-NNA with the Chamfer distance, and per-class accuracy of
 conditional samples under a small locally trained PointNet classifier (see :mod:`mfkit_points.classifier`).
 
+The set metrics are :func:`mfkit.metrics.set_metrics_from_matrices` on Chamfer matrices from
+:func:`mfkit_points.chamfer.chamfer_matrix` (float32 matrix products: the same figures as
+:func:`mfkit.metrics.chamfer_distance`, several times faster on a CPU; the real-real matrix is kept
+across the rows of one evaluation).
+
 `mfkit eval` calls :meth:`PointsEvaluator.score` on generated clouds against the held-out split, and
 on two halves of real data for the real-vs-real floor. Nothing is downloaded; the classifier is
 trained once per data set and cached.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -14,8 +20,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch.utils.data import Dataset
 
-from mfkit.metrics import chamfer_distance, set_metrics
+from mfkit.metrics import set_metrics_from_matrices
 from mfkit.plugins import ClassCondition, Evaluator, EvaluatorSpec, Modality, PluginContext
+from mfkit_points.chamfer import chamfer_matrix
 from mfkit_points.classifier import PointNetClassifier, predict, train_classifier
 from mfkit_points.modality import PointSet
 
@@ -54,6 +61,7 @@ class PointsEvaluator(Evaluator):
             if self.per_class:
                 self.metrics.update({f"accuracy_{name}": "higher" for name in self.names})
         self.model: PointNetClassifier | None = None
+        self._reference: tuple[str, torch.Tensor] | None = None  # (digest of the real clouds, their R-R matrix)
 
     def fit(self, train: Dataset) -> None:
         """Train (or load from the cache) the classifier on the training clouds."""
@@ -71,14 +79,23 @@ class PointsEvaluator(Evaluator):
         """Model tensors -> clouds in the data's unit-sphere coordinates (the modality's decode)."""
         return torch.as_tensor(np.asarray(self.modality.decode(x)), dtype=torch.float32)
 
+    def _reference_matrix(self, real: torch.Tensor) -> torch.Tensor:
+        """The real-real Chamfer matrix, kept while the same real clouds come back (every row of an
+        evaluation scores against one reference)."""
+        digest = hashlib.sha256(real.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+        if self._reference is None or self._reference[0] != digest:
+            self._reference = (digest, chamfer_matrix(real))
+        return self._reference[1]
+
     def score(self, samples: torch.Tensor, cond: Any, real: torch.Tensor, real_cond: Any) -> dict[str, float]:
         """Set metrics (in unit-sphere coordinates) of ``samples`` against ``real``; with class labels ``cond``, the share of samples the
         classifier assigns to their requested class: overall, for the worst class among those requested,
         and per class (NaN for a class no sample asked for, e.g. under `mfkit eval --cond`)."""
         device, chosen = self.context.device, self.params.chamfer_points
-        samples, real = self._clouds(samples), self._clouds(real)
-        figures = set_metrics(_point_subset(samples.float(), chosen, self.context.seed).to(device),
-                              _point_subset(real.float(), chosen, self.context.seed).to(device), chamfer_distance)
+        samples = _point_subset(self._clouds(samples), chosen, self.context.seed).to(device)
+        real = _point_subset(self._clouds(real), chosen, self.context.seed).to(device)
+        figures = set_metrics_from_matrices(chamfer_matrix(samples, real), chamfer_matrix(samples),
+                                            self._reference_matrix(real))
         scores = {"mmd_cd": figures["mmd"], "cov_cd": figures["cov"], "1nna_cd": figures["1nna"]}
         if "class_accuracy" not in self.metrics or cond is None:
             return scores
