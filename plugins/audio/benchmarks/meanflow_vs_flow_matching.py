@@ -145,7 +145,12 @@ def real_time_factor(run_dir: Path) -> dict[str, float]:
 def table(results: dict) -> str:
     mf, fm = results["meanflow"]["rows"], results["flow_matching"]["rows"]
     floor = results["meanflow"]["floor"]
-    lines = ["| sampler | steps | accuracy ↑ | Fréchet ↓ | inception ↑ |", "|---|---:|---:|---:|---:|"]
+    lines = []
+    if "meanflow_train" in results and "flow_matching_train" in results:
+        mf_train, fm_train = results["meanflow_train"], results["flow_matching_train"]
+        lines += [f"Training compute: MeanFlow {mf_train['steps']} steps, {mf_train['cpu_s']:.0f} CPU-seconds; flow "
+                  f"matching {fm_train['steps']} steps, {fm_train['cpu_s']:.0f} CPU-seconds.", ""]
+    lines += ["| sampler | steps | accuracy ↑ | Fréchet ↓ | inception ↑ |", "|---|---:|---:|---:|---:|"]
     for name, rows in (("MeanFlow", mf), ("flow matching (Euler)", fm)):
         for row in rows:
             lines.append(f"| {name} | {row['steps']} | {row['accuracy']:.3f} | {row['frechet']:.2f} | {row['inception']:.2f} |")
@@ -165,8 +170,9 @@ def main() -> None:
     parser.add_argument("--mf-run", type=Path, help="an existing MeanFlow run of the recipe (skips its training)")
     parser.add_argument("--mf-cpu", type=float, help="CPU seconds the existing MeanFlow run took (with --mf-run)")
     parser.add_argument("--fm-run", type=Path, help="an existing flow-matching run (skips calibration and training)")
+    parser.add_argument("--fm-cpu", type=float, help="CPU seconds the existing flow-matching run took (with --fm-run)")
     parser.add_argument("--ratio", type=float, help="MF / FM CPU seconds per step measured when --fm-run was trained")
-    parser.add_argument("--calibrate", type=int, default=40, help="steps of each calibration run")
+    parser.add_argument("--calibrate", type=int, default=200, help="steps of each calibration run (short runs underestimate the MeanFlow / flow-matching ratio)")
     parser.add_argument("--count", type=int, default=500, help="samples per evaluated row")
     parser.add_argument("--out", type=Path, default=Path("runs/audio-benchmark"))
     args = parser.parse_args()
@@ -192,6 +198,9 @@ def main() -> None:
     save()
     if args.ratio:
         results["mf_over_fm_cpu_per_step"] = args.ratio
+    if args.fm_cpu:
+        fm_steps = yaml.safe_load((args.fm_run / "recipe.yaml").read_text())["train"]["steps"]
+        results["flow_matching_train"] = {"steps": fm_steps, "cpu_s": args.fm_cpu}
     results["meanflow"] = evaluate(args.mf_run, euler=False, count=args.count)
     save()
     results["flow_matching"] = evaluate(args.fm_run, euler=True, count=args.count)
