@@ -302,10 +302,11 @@ def main() -> None:
     args = parser.parse_args()
     import tempfile
 
-    import benchmarks.plots  # noqa: F401 - import everything up front: the report runs long, and a
-    import mfkit.evaluation  # noqa: F401   half-edited checkout later on must not stop it at the end
-    import mfkit.recipe.build  # noqa: F401
-    import mfkit.train.checkpoint  # noqa: F401
+    import importlib
+
+    # import everything up front: the report runs long, and a checkout edited meanwhile must not stop it
+    for module in ("benchmarks.plots", "mfkit.evaluation", "mfkit.recipe.build", "mfkit.train.checkpoint"):
+        importlib.import_module(module)
 
     if args.from_json is not None:
         stored = json.loads(args.from_json.read_text())
