@@ -1,7 +1,9 @@
 """The one-step report: MeanFlow against flow matching at equal compute, for each CPU-sized shipped recipe.
 
-    python benchmarks/one_step_report.py                     # writes docs/results.md and docs/figures/*.png
-    python benchmarks/one_step_report.py --recipes toy2d --scale 0.1 --out /tmp/results.md   # quick look
+    python benchmarks/one_step_report.py                     # docs/results.md, docs/figures/results*
+    python benchmarks/one_step_report.py --recipes toy2d --scale 0.1 --out /tmp/results.md \
+        --figures /tmp/figures --json /tmp/results.json     # a quick look
+    python benchmarks/one_step_report.py --work /tmp/report --reuse   # after an interruption: no retraining
 
 For each MeanFlow recipe in ``PAIRS`` (modality issues add theirs), the same recipe with
 ``objective.kind: flow_matching`` (MeanFlow-only fields dropped) is its flow-matching twin. Both train
@@ -293,7 +295,8 @@ def main() -> None:
     parser.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures")
     parser.add_argument("--peers", type=Path, default=ROOT / "docs" / "figures" / "peers.json")
     parser.add_argument("--work", type=Path, default=None, help="run folders (default: a temporary folder)")
-    parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    parser.add_argument("--json", type=Path, default=ROOT / "docs" / "figures" / "results.json",
+                        help="also write every figure here (--from-json renders the report from it again)")
     parser.add_argument("--note", default="", help="a sentence about the machine's conditions, for the report")
     parser.add_argument("--from-json", type=Path, default=None, help="only write the report again from the "
                                                                       "--json file of an earlier run")
