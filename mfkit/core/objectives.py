@@ -250,7 +250,7 @@ class MeanFlow:
     def prediction_and_target(self, model, z, r, t, v, cond):
         u, target, du = _prediction_and_target(model, z, r, t, v, cond, self.jvp_backend, self.fd_step,
                                                self.jvp_precision)
-        self._guard(du, r, t)
+        self._guard(du, r, t, u)
         return u, target
 
     def __call__(
@@ -292,12 +292,16 @@ class MeanFlow:
             per_sample_error=err.detach(),
         )
 
-    def _guard(self, du: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> None:
-        """Stop a run whose JVP is silently wrong: identically zero (for r != t) or not finite."""
+    def _guard(self, du: torch.Tensor, r: torch.Tensor, t: torch.Tensor, u: torch.Tensor) -> None:
+        """Stop a run whose JVP is silently wrong: identically zero (for r != t) or not finite.
+
+        A network whose output is itself identically zero (a zero-initialised output layer, as in
+        adaLN-Zero DiTs at step 0) legitimately has a zero JVP: such calls are not counted.
+        """
         if self._guard_left <= 0:
             return
         moving = r != t
-        if not bool(moving.any()):
+        if not bool(moving.any()) or not bool(u.detach().any()):
             return
         self._guard_left -= 1
         rows = du.detach()[moving]

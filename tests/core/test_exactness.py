@@ -287,3 +287,13 @@ def test_a_layer_without_a_forward_rule_is_named(backend):
         mfkit.jvp(WithCustom(), z, r, t, tangent(r, t, v), backend=backend)
     _, du = mfkit.jvp(WithCustom(), z, r, t, tangent(r, t, v), backend="finite_difference")
     assert torch.isfinite(du).all()
+
+
+def test_guard_accepts_a_zero_initialised_output_layer():
+    model = MLPBackbone(4, width=16, depth=1)
+    nn.init.zeros_(model.out.weight)
+    nn.init.zeros_(model.out.bias)  # u = 0 at step 0, so its JVP is zero too: correct, not a bug
+    out = mfkit.MeanFlow(r_neq_t_share=1.0)(model, torch.randn(16, 4), generator=torch.Generator().manual_seed(0))
+    out.loss.backward()
+    with pytest.raises(JVPError, match="exactly zero"):  # a real zero JVP is still caught afterwards
+        mfkit.MeanFlow(r_neq_t_share=1.0)(Detached(), torch.randn(16, 4))
