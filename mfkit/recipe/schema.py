@@ -127,12 +127,35 @@ class TrainSettings(Strict):
     keep_last: int = Field(3, gt=0, description="checkpoints kept")
     preview_every: int = Field(0, ge=0, description="steps between sample previews (0: only at the end)")
     preview_count: int = Field(512, gt=0, description="samples per preview")
+    eval_every: int = Field(0, ge=0, description="steps between evaluations of the first EMA with the modality's "
+                                                 "evaluator, as `mfkit eval` scores it (0: off); figures go to "
+                                                 "metrics.jsonl and the progress output")
+    eval_count: int = Field(2000, gt=0, description="samples per evaluated step count")
+    eval_steps: list[int] = Field(default_factory=lambda: [1], description="MeanFlow step counts to evaluate (a "
+                                                                           "flow-matching run: Euler step counts)")
+    eval_euler: list[int] = Field(default_factory=list, description="Euler step counts to evaluate as well")
+    eval_evaluator: str | None = Field(None, description="evaluator name (null: the one installed for the modality)")
+    keep_best: str | None = Field(
+        None, description="keep checkpoints/best.safetensors, the checkpoint that scored best on this figure: "
+                          "eval/mf1/fd (MeanFlow, 1 step), eval/euler8/fd, or a bare metric name (the first "
+                          "evaluated step count); needs eval_every")
 
     @model_validator(mode="after")
     def _check_decays(self) -> "TrainSettings":
         for decay in self.ema_decays:
             if not 0 < decay < 1:
                 raise ValueError(f"every EMA decay must lie in (0, 1), got {decay}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_evaluation(self) -> "TrainSettings":
+        counts = [*self.eval_steps, *self.eval_euler]
+        if any(count < 1 for count in counts):
+            raise ValueError(f"eval_steps and eval_euler must be at least 1, got {counts}")
+        if self.eval_every and not counts:
+            raise ValueError("eval_every is set but eval_steps and eval_euler are both empty: give a step count")
+        if self.keep_best is not None and not self.eval_every:
+            raise ValueError("keep_best needs evaluations during training: set eval_every (e.g. 500) too")
         return self
 
 

@@ -78,6 +78,23 @@ def _optimizer_from_flat(tensors: dict[str, torch.Tensor], meta: str) -> dict[st
 
 def save_checkpoint(folder: Path, checkpoint: Checkpoint, keep_last: int | None = None) -> Path:
     """Write ``folder/step-NNNNNNN.safetensors`` atomically, point ``folder/latest`` at it, prune old ones."""
+    path = write_checkpoint(folder / f"step-{checkpoint.step:07d}.safetensors", checkpoint)
+    try:
+        _write_atomically(folder / "latest", path.name + "\n")
+    except OSError as error:
+        raise CheckpointSaveError(f"could not point {folder / 'latest'} at {path.name}: "
+                                  f"{error.strerror or error}") from error
+    if keep_last:
+        for old in list_checkpoints(folder)[:-keep_last]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def write_checkpoint(path: Path, checkpoint: Checkpoint) -> Path:
+    """Write ``checkpoint`` to ``path`` atomically (temporary file, fsync, rename); raises
+    :class:`CheckpointSaveError` and leaves no partial file when it cannot. A name other than
+    ``step-NNNNNNN.safetensors`` (e.g. ``best.safetensors``) is never listed, pruned nor pointed at."""
+    path = Path(path)
     tensors: dict[str, torch.Tensor] = {f"model/{k}": v for k, v in checkpoint.model.items()}
     for key, shadow in checkpoint.ema.items():
         tensors.update({f"ema/{key}/{k}": v for k, v in shadow.items()})
@@ -91,15 +108,13 @@ def save_checkpoint(folder: Path, checkpoint: Checkpoint, keep_last: int | None 
     tensors.update({f"rng/{k}": v for k, v in checkpoint.rng.items()})
     tensors.update({f"modality/{k}": v for k, v in checkpoint.modality_state.items()})
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    path = folder / f"step-{checkpoint.step:07d}.safetensors"
-    temporary = folder / f".{path.name}.tmp-{os.getpid()}"
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(temporary), metadata=metadata)
         os.chmod(temporary, file_mode())
         _fsync(temporary)
         os.replace(temporary, path)
-        _write_atomically(folder / "latest", path.name + "\n")
     except (OSError, SafetensorError) as error:
         _discard(temporary)
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
@@ -107,9 +122,6 @@ def save_checkpoint(folder: Path, checkpoint: Checkpoint, keep_last: int | None 
     except BaseException:
         _discard(temporary)
         raise
-    if keep_last:
-        for old in list_checkpoints(folder)[:-keep_last]:
-            old.unlink(missing_ok=True)
     return path
 
 

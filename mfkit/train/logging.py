@@ -114,6 +114,11 @@ class TrainingProgress:
             self.console.print(f"step {step}  mse {mse:.4f}  (weighted loss {loss:.3f})  {self.speed(step):.1f} it/s",
                                highlight=False)
 
+    def note(self, line: str) -> None:
+        """A line printed above the live bar (or as a plain line), e.g. evaluation figures."""
+        if self.enabled:
+            self.console.print(line, markup=False, highlight=False)
+
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()

@@ -18,7 +18,9 @@ from mfkit.train.run_folder import RunFolderError
 
 #: Settings that change how long a run goes and how it reports, not what it learns.
 RUN_LENGTH_FIELDS = ("train.steps", "train.checkpoint_every", "train.log_every", "train.preview_every",
-                     "train.preview_count", "train.keep_last", "train.num_workers")
+                     "train.preview_count", "train.keep_last", "train.num_workers", "train.eval_every",
+                     "train.eval_count", "train.eval_steps", "train.eval_euler", "train.eval_evaluator",
+                     "train.keep_best")
 #: Sampling defaults never change training.
 RUN_LENGTH_SECTIONS = ("sample.",)
 #: Where the run lives, not what it is (the run folder itself is fixed by the command).

@@ -27,10 +27,11 @@ from mfkit.recipe.schema import Recipe
 from mfkit.train import distributed as dist_utils
 from mfkit.train.checkpoint import (
     Checkpoint, CheckpointError, CheckpointSaveError, checkpoint_step, latest_checkpoint, list_checkpoints,
-    load_checkpoint, load_weights, read_metadata, save_checkpoint, set_aside_after,
+    load_checkpoint, load_weights, read_metadata, save_checkpoint, set_aside_after, write_checkpoint,
 )
 from mfkit.train.data import StepBatchSampler
 from mfkit.train.ema import EMA
+from mfkit.train.evaluating import PeriodicEvaluation
 from mfkit.train.lock import RunLock
 from mfkit.train.logging import MetricsLog, TrainingProgress
 from mfkit.train.preflight import preflight
@@ -119,6 +120,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self._stop = GracefulStop(self._on_signal)
+        self.evaluation: PeriodicEvaluation | None = None
 
     def _say(self, message: str, style: str | None = None) -> None:
         """Print a message (main process only), taken literally (paths and values may hold brackets)."""
@@ -238,6 +240,7 @@ class Trainer:
         self.step = 0
         if checkpoint is not None:
             self._restore(checkpoint)
+        self.evaluation = self._prepare_evaluation(context, checkpoint)
         if train.precision == "bf16" and self.device.type != "cuda":
             self._warn("train.precision is bf16, but this run is on the CPU: it trains in fp32 "
                        "(bf16 autocast is used on CUDA only)")
@@ -248,6 +251,18 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             forward_model = DistributedDataParallel(forward_model, device_ids=ids)
         self.train_model = forward_model
+
+    def _prepare_evaluation(self, context, checkpoint: Checkpoint | None) -> PeriodicEvaluation | None:
+        """``train.eval_every``: find and fit the evaluator once (main process; randomness untouched)."""
+        if not self.recipe.train.eval_every or not self.group.is_main:
+            return None
+        self._say("preparing the evaluation during training (train.eval_every): loading real data, fitting "
+                  "the evaluator")
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            evaluation = PeriodicEvaluation.from_recipe(self.recipe, self.modality, context)
+        if checkpoint is not None:
+            evaluation.load(checkpoint.extra.get("best"))
+        return evaluation
 
     def _prepare_data(self, checkpoint: Checkpoint | None):
         """The training set, after the modality's state is fitted (new run) or loaded (resume).
@@ -312,15 +327,8 @@ class Trainer:
         dist_utils.assert_in_sync(self.model, self.group, self.device)
         path, self.save_failure = None, None
         if self.group.is_main:
-            checkpoint = Checkpoint(
-                step=self.step, recipe_yaml=recipe_to_yaml(self.recipe), model=self.model.state_dict(),
-                ema=dict(self.ema.shadows), optimizer=self.optimizer.state_dict(),
-                scheduler=self.scheduler.state_dict(), rng=_rng_state(self.generator, self.device),
-                extra={"mfkit_version": mfkit.__version__, "world_size": self.group.world_size},
-                modality_state=self.modality.state_dict(),
-            )
             try:
-                path = save_checkpoint(self.checkpoints, checkpoint, self.recipe.train.keep_last)
+                path = save_checkpoint(self.checkpoints, self._checkpoint_content(), self.recipe.train.keep_last)
             except CheckpointSaveError as error:
                 self.save_failure = error
         if self.group.distributed:
@@ -328,6 +336,43 @@ class Trainer:
         if dist_utils.any_true(self.save_failure is not None, self.group, self.device):
             return None
         return path or latest_checkpoint(self.checkpoints)
+
+    def _checkpoint_content(self) -> Checkpoint:
+        """Everything a checkpoint of the current step holds (main process)."""
+        extra = {"mfkit_version": mfkit.__version__, "world_size": self.group.world_size}
+        if self.evaluation is not None and self.evaluation.state() is not None:
+            extra["best"] = self.evaluation.state()
+        return Checkpoint(
+            step=self.step, recipe_yaml=recipe_to_yaml(self.recipe), model=self.model.state_dict(),
+            ema=dict(self.ema.shadows), optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(), rng=_rng_state(self.generator, self.device),
+            extra=extra, modality_state=self.modality.state_dict(),
+        )
+
+    def evaluate(self, log: MetricsLog | None = None, progress: TrainingProgress | None = None) -> dict[str, float]:
+        """Score the first EMA with the evaluator (``train.eval_every``), log the figures, keep the best
+        checkpoint (``train.keep_best``); other processes wait. Returns the figures (empty elsewhere)."""
+        values: dict[str, float] = {}
+        if self.evaluation is not None:
+            self.preview_model.load_state_dict(self.ema.state(self.recipe.train.ema_decays[0]))
+            values, improved = self.evaluation(self.preview_model, self.step)
+            if log is not None:
+                log.write(self.step, values)
+            if improved:
+                try:
+                    write_checkpoint(self.checkpoints / "best.safetensors", self._checkpoint_content())
+                except CheckpointSaveError as error:
+                    self._warn(f"{error}; training goes on (the next better evaluation tries again)")
+                    self.evaluation.forget_last_best()  # not on disk: a later improvement must be saved
+                    improved = False
+            line = self.evaluation.summary(self.step, values, improved)
+            if progress is not None:
+                progress.note(line)
+            else:
+                self._say(line)
+        if self.group.distributed:
+            torch.distributed.barrier()
+        return values
 
     def preview(self) -> list[Path]:
         """Draw samples with the first EMA (the recipe's sample.steps) and save them with the modality's writer."""
@@ -427,6 +472,8 @@ class Trainer:
                     last_saved = self._checkpoint(last_saved)
                 if train.preview_every and self.step % train.preview_every == 0 and self.step < train.steps:
                     self.preview()
+                if train.eval_every and (self.step % train.eval_every == 0 or self.step == train.steps):
+                    self.evaluate(log, progress)
                 stopped_by = dist_utils.max_over_processes(self._stop.received or 0, self.group, self.device) or None
                 if stopped_by is not None:
                     break

@@ -1,0 +1,112 @@
+"""Evaluation during training: figures in metrics.jsonl, the best checkpoint, resume, no effect on training."""
+import json
+
+import pytest
+import torch
+
+from mfkit.recipe import parse_recipe
+from mfkit.recipe.loading import RecipeError
+from mfkit.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from mfkit.train.evaluating import best_metric_name, evaluated_counts, row_keys
+from mfkit.train.trainer import Trainer
+from tests.helpers import small_recipe
+
+EVAL = {"eval_every": 10, "eval_count": 200}
+
+
+def train(tmp_path, name, resume=False, objective=None, **settings):
+    data = small_recipe(tmp_path, name, **settings)
+    if objective:
+        data["objective"] = objective
+    return Trainer(parse_recipe(data), resume=resume, progress=False).fit()
+
+
+def eval_lines(run_dir):
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [line for line in lines if any(key.startswith("eval/") for key in line)]
+
+
+def test_figures_are_logged_every_eval_every_steps_and_at_the_end(tmp_path):
+    result = train(tmp_path, "logged", steps=25, **EVAL)
+    lines = eval_lines(result.run_dir)
+    assert [line["step"] for line in lines] == [10, 20, 25]
+    assert all("eval/mf1/sliced_w2" in line and "eval/mf1/network_ms" in line for line in lines)
+    assert "eval/floor/sliced_w2" in lines[0] and "eval/floor/sliced_w2" not in lines[1]
+    assert 0 < lines[0]["eval/floor/sliced_w2"] < lines[0]["eval/mf1/sliced_w2"]
+
+
+def test_evaluating_does_not_change_training(tmp_path):
+    plain = load_checkpoint(train(tmp_path, "plain", steps=20).checkpoint)
+    evaluated = load_checkpoint(train(tmp_path, "evaluated", steps=20, **EVAL, eval_steps=[1, 2]).checkpoint)
+    for key, value in plain.model.items():
+        assert torch.equal(value, evaluated.model[key]), key
+
+
+def test_keep_best_saves_the_best_step_and_survives_resume(tmp_path):
+    result = train(tmp_path, "best", steps=30, keep_best="sliced_w2", **EVAL)
+    lines = eval_lines(result.run_dir)
+    figures = {line["step"]: line["eval/mf1/sliced_w2"] for line in lines}
+    best_step = min(figures, key=figures.get)
+    best = result.run_dir / "checkpoints" / "best.safetensors"
+    saved = load_checkpoint(best)
+    assert saved.step == best_step
+    assert saved.extra["best"] == {"metric": "eval/mf1/sliced_w2", "direction": "lower",
+                                   "best": figures[best_step], "best_step": best_step}
+    assert best not in list_checkpoints(best.parent)  # never pruned, never "latest"
+    assert latest_checkpoint(best.parent).name == "step-0000030.safetensors"
+    assert load_checkpoint(result.checkpoint).extra["best"]["best_step"] == best_step
+    # a resumed run keeps comparing against the best so far
+    resumed = train(tmp_path, "best", resume=True, steps=40, keep_best="sliced_w2", **EVAL)
+    figures.update({line["step"]: line["eval/mf1/sliced_w2"] for line in eval_lines(resumed.run_dir)})
+    best_step = min(figures, key=figures.get)
+    assert load_checkpoint(best).step == best_step
+
+
+def test_a_flow_matching_run_is_evaluated_with_euler_steps(tmp_path):
+    result = train(tmp_path, "fm", steps=10, objective={"kind": "flow_matching"}, eval_steps=[2], **EVAL)
+    (line,) = eval_lines(result.run_dir)
+    assert "eval/euler2/sliced_w2" in line and not any(key.startswith("eval/mf") for key in line)
+
+
+def test_keep_best_needs_eval_every(tmp_path):
+    with pytest.raises(RecipeError, match="keep_best needs evaluations during training"):
+        parse_recipe(small_recipe(tmp_path, keep_best="sliced_w2"))
+
+
+def test_keep_best_names_an_evaluated_row_and_metric():
+    directions = {"sliced_w2": "lower", "mmd": "lower"}
+    keys = row_keys((1, 2), (8,))
+    assert keys == ["mf1", "mf2", "euler8"]
+    assert best_metric_name("mmd", keys, directions) == "eval/mf1/mmd"
+    assert best_metric_name("eval/euler8/mmd", keys, directions) == "eval/euler8/mmd"
+    with pytest.raises(ValueError, match="row 'mf4' is not evaluated; the evaluated rows are mf1, mf2, euler8"):
+        best_metric_name("eval/mf4/mmd", keys, directions)
+    with pytest.raises(ValueError, match="the evaluator reports mmd, sliced_w2"):
+        best_metric_name("fd", keys, directions)
+    with pytest.raises(ValueError, match="write eval/<row>/<metric>"):
+        best_metric_name("mf1/mmd", keys, directions)
+
+
+def test_an_unknown_keep_best_metric_stops_the_run_before_training(tmp_path):
+    with pytest.raises(ValueError, match="the evaluator reports"):
+        train(tmp_path, "unknown", steps=10, keep_best="fd", **EVAL)
+    assert not (tmp_path / "runs" / "unknown").exists()  # an unstarted run leaves nothing behind
+
+
+def test_evaluated_counts_follow_the_objective(tmp_path):
+    meanflow = parse_recipe(small_recipe(tmp_path, eval_steps=[1, 2], eval_euler=[4]))
+    assert evaluated_counts(meanflow) == ((1, 2), (4,))
+    data = small_recipe(tmp_path, eval_steps=[1, 2], eval_euler=[2, 4])
+    data["objective"] = {"kind": "flow_matching"}
+    assert evaluated_counts(parse_recipe(data)) == ((), (1, 2, 4))
+
+
+def test_validate_checks_the_evaluation_settings_without_data(tmp_path):
+    from mfkit.plugins.discovery import UnknownPluginError
+    from mfkit.train.evaluating import check_evaluation_settings
+
+    check_evaluation_settings(parse_recipe(small_recipe(tmp_path, eval_every=10, keep_best="eval/mf1/sliced_w2")))
+    with pytest.raises(ValueError, match="row 'mf2' is not evaluated"):
+        check_evaluation_settings(parse_recipe(small_recipe(tmp_path, eval_every=10, keep_best="eval/mf2/mmd")))
+    with pytest.raises(UnknownPluginError):
+        check_evaluation_settings(parse_recipe(small_recipe(tmp_path, eval_every=10, eval_evaluator="nonesuch")))
