@@ -1,6 +1,7 @@
 """Test helpers for mfkit users and plugin authors: analytic oracles and plugin contract checks."""
 from mfkit.testing.contracts import (
     ContractError,
+    awake_copy,
     check_backbone,
     check_backbone_spec,
     check_jvp,
@@ -19,6 +20,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'mfkit.testing' has no attribute {name!r}")
 
 __all__ = [
-    "ContractError", "GaussianOracle", "check_backbone", "check_evaluator", "check_evaluator_spec", "check_backbone_spec", "check_jvp", "check_modality",
+    "ContractError", "GaussianOracle", "awake_copy", "check_backbone", "check_evaluator", "check_evaluator_spec", "check_backbone_spec", "check_jvp", "check_modality",
     "check_modality_spec",
 ]

@@ -77,6 +77,14 @@ def check_backbone(model: nn.Module, sample_shape: tuple[int, ...], num_classes:
                 if broadcasts_to(u.shape, z.shape) else ""))
     _require(u.dtype == z.dtype, f"output dtype {u.dtype} differs from input dtype {z.dtype}")
     _require(bool(torch.isfinite(u).all()), "output has NaN or infinite values")
+    if not u.any():
+        # a zero-initialised output layer (adaLN-Zero, zero-init convolutions) makes every check of what the
+        # output depends on vacuous: check a copy whose all-zero parameters get small random values instead
+        model = awake_copy(model)
+        with torch.no_grad():
+            u = model(z, r, t, cond=cond)
+        _require(bool(u.any()), "the output is identically zero, even with the all-zero parameters set to random "
+                                "values: the output does not depend on the inputs")
     try:
         with torch.no_grad():
             single = model(z[:1], r[:1], t[:1], cond=slice_condition(cond, slice(0, 1)))
@@ -106,6 +114,19 @@ def check_backbone(model: nn.Module, sample_shape: tuple[int, ...], num_classes:
     check_jvp(model, sample_shape, cond, batch, atol)
 
 
+def awake_copy(model: nn.Module, scale: float = 0.02, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` whose all-zero floating-point parameters (zero-initialised output layers,
+    adaLN-Zero gates) are drawn from N(0, scale^2), so the output depends on the inputs as after training."""
+    woken = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in woken.parameters():
+            if parameter.is_floating_point() and parameter.numel() and not parameter.any():
+                noise = torch.randn(parameter.shape, generator=generator, dtype=torch.float64)
+                parameter.copy_((scale * noise).to(parameter.dtype))
+    return woken
+
+
 def check_jvp(model: nn.Module, sample_shape: tuple[int, ...], cond: Any = None, batch: int = 3,
               atol: float = 1e-3) -> None:
     """Every exact JVP backend agrees with a float64 reference (PyTorch's own forward-mode rules on a
@@ -115,6 +136,9 @@ def check_jvp(model: nn.Module, sample_shape: tuple[int, ...], cond: Any = None,
     z, r, t, v = _inputs(sample_shape, batch, seed=1)
     tangents = (v, torch.zeros_like(r), torch.ones_like(t))
     reference = _float64_jvp(model, z, r, t, v, cond)
+    if not reference.any():  # a zero-initialised output layer: compare what the trained network would do
+        model = awake_copy(model)
+        reference = _float64_jvp(model, z, r, t, v, cond)
     scale = reference.abs().max().item() + 1e-6
     results = {}
     for backend in ("forward_ad", "forward_ad_plain", "nograd"):

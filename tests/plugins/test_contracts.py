@@ -68,6 +68,35 @@ def test_time_independence_and_dead_parameters_are_caught():
         check_backbone(Dead(), (2,))
 
 
+def _zero_output_layer(model: nn.Module) -> nn.Module:
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    return model
+
+
+def test_a_zero_initialised_output_layer_passes():
+    """adaLN-Zero and zero-init output layers make the output identically zero at step 0; the checks of
+    what it depends on (t, other samples, the JVP) then run on a copy with those weights drawn at random."""
+    model = _zero_output_layer(MLPBackbone(2, width=8, depth=1))
+    check_backbone(model, (2,))
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    assert not last.weight.any() and not last.bias.any()  # the model itself is untouched
+
+
+def test_a_zero_initialised_network_that_ignores_t_is_still_caught():
+    class Timeless(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(2, 2)
+
+        def forward(self, z, r, t, cond=None):
+            return self.linear(z)
+
+    with pytest.raises(ContractError, match="does not depend on t"):
+        check_backbone(_zero_output_layer(Timeless()), (2,))
+
+
 def test_broken_round_trip_and_missing_files_are_caught(tmp_path):
     class Lossy(Toy2d):
         def decode(self, tensor):
