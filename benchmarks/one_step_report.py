@@ -4,6 +4,8 @@
     python benchmarks/one_step_report.py --recipes toy2d --scale 0.1 --out /tmp/results.md \
         --figures /tmp/figures --json /tmp/results.json     # a quick look
     python benchmarks/one_step_report.py --work /tmp/report --reuse   # after an interruption: no retraining
+    python benchmarks/one_step_report.py --recipes image_digits       # (re)run one pair; the others are kept
+    python benchmarks/one_step_report.py --from-json docs/figures/results.json   # only render the report again
 
 For each MeanFlow recipe in ``PAIRS`` (modality issues add theirs), the same recipe with
 ``objective.kind: flow_matching`` (MeanFlow-only fields dropped) is its flow-matching twin. Both train
@@ -13,11 +15,18 @@ by the code behind `mfkit eval` (:func:`mfkit.evaluation.evaluate_checkpoint`): 
 steps, flow matching with 1 to 100 Euler steps. The report states where one MeanFlow step is behind
 flow matching at 100 steps, and (when ``docs/figures/peers.json`` from ``benchmarks/peers.py`` exists)
 behind a peer library.
+
+Every pair's figures are kept in the ``--json`` store (``docs/figures/results.json``), keyed by recipe,
+with the machine, date and duration of its own run: running some recipes replaces their pairs and keeps
+the others, and the report is rendered from the whole store, in ``PAIRS`` order. ``MAIN_METRIC`` names
+the figure each recipe is judged by (default: the evaluator's first), in the evaluator's direction.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import datetime
+import fcntl
 import json
 import os
 import platform
@@ -32,7 +41,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 #: MeanFlow recipes that train on a CPU in minutes; each gets a flow-matching twin.
-PAIRS = ["toy2d", "toy2d_guided"]
+PAIRS = ["toy2d", "toy2d_guided", "image_digits", "audio_speech", "points_shapes"]
+#: The figure a recipe is judged by, where it is not the evaluator's first.
+MAIN_METRIC = {"image_digits": "fd", "audio_speech": "class_accuracy", "points_shapes": "1nna_cd"}
 MF_STEPS = (1, 2, 4, 8)
 FM_STEPS = (1, 2, 4, 8, 16, 32, 100)
 MEANFLOW_ONLY = ("r_neq_t_share", "r_sampler", "time_pair_order", "jvp_backend", "jvp_precision", "jvp_guard",
@@ -161,7 +172,13 @@ def evaluate(checkpoint: Path, steps: tuple[int, ...], euler: tuple[int, ...], c
     return evaluate_checkpoint(checkpoint, steps=steps, euler=euler, count=count, seed=0, device="cpu").to_dict()
 
 
+def machine_text(threads: int) -> str:
+    return (f"{platform.machine()} ({os.cpu_count()} CPU cores visible, {threads} thread(s) per run), "
+            f"torch {torch.__version__}, python {platform.python_version()}")
+
+
 def run_pair(name: str, args, work: Path) -> dict:
+    began = time.perf_counter()
     data = recipe_data(name)
     data["output_dir"] = str(work / "runs")
     data["train"]["steps"] = max(10, round(data["train"]["steps"] * args.scale))
@@ -184,59 +201,123 @@ def run_pair(name: str, args, work: Path) -> dict:
             "meanflow": evaluate(mf_checkpoint, MF_STEPS, (), count),
             "flow_matching": evaluate(fm_checkpoint, (), FM_STEPS, count),
             "objective": {k: v for k, v in data["objective"].items() if v is not None},
-            "batch": data["train"]["batch_size"], "backbone": data["backbone"]}
+            "batch": data["train"]["batch_size"], "backbone": data["backbone"],
+            "machine": machine_text(args.threads), "date": datetime.date.today().isoformat(),
+            "load": _load_text(), "scale": args.scale, "note": args.note,
+            "seconds": time.perf_counter() - began}
+
+
+def _load_text() -> str:
+    try:
+        return "load average " + ", ".join(f"{x:.1f}" for x in os.getloadavg()) + " at the end"
+    except OSError:
+        return ""
+
+
+def update_store(path: Path, pairs: list[dict]) -> list[dict]:
+    """Replace the stored pairs of these recipes (others kept); returns every stored pair, in PAIRS order.
+    A lock keeps two reports run side by side (different recipes) from losing each other's pairs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stored = load_store(path)
+        stored.update({pair["recipe"]: pair for pair in pairs})
+        ordered = ordered_pairs(stored)
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(json.dumps({"pairs": ordered}, indent=1, default=str) + "\n")
+        os.replace(temporary, path)
+    return ordered
+
+
+def load_store(path: Path) -> dict[str, dict]:
+    """recipe -> pair from a store (an older store's single "seconds" is given to each of its pairs)."""
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    pairs = {pair["recipe"]: pair for pair in data.get("pairs", [])}
+    for pair in pairs.values():
+        pair.setdefault("seconds", data.get("seconds"))
+    return pairs
+
+
+def ordered_pairs(stored: dict[str, dict]) -> list[dict]:
+    order = {name: index for index, name in enumerate(PAIRS)}
+    return [stored[name] for name in sorted(stored, key=lambda name: (order.get(name, len(order)), name))]
 
 
 def _rows(report: dict) -> dict[int, dict]:
     return {row["steps"]: row for row in report["rows"]}
 
 
+def _better(a: float, b: float, direction: str) -> bool:
+    return a < b if direction == "lower" else a > b
+
+
 def pair_section(pair: dict, figures: Path, relative: str) -> list[str]:
     from benchmarks.plots import line_plot
 
     mf, fm = _rows(pair["meanflow"]), _rows(pair["flow_matching"])
-    floor = pair["meanflow"]["floor"]
-    metrics = list(pair["meanflow"]["directions"])
+    floor = pair["meanflow"]["floor"] or {}
+    directions = pair["meanflow"]["directions"]
     name = pair["recipe"]
+    main = MAIN_METRIC.get(name, next(iter(directions)))
+    metrics = [main] + [m for m in directions if m != main and not m.startswith("accuracy_")]
+    direction = directions[main]
+    run = [f"Run on {pair['date']}" if pair.get("date") else "Run",
+           f"on {pair['machine']}" if pair.get("machine") else "",
+           f"({pair['load']})" if pair.get("load") else "",
+           f"in {pair['seconds'] / 60:.1f} minutes" if pair.get("seconds") else "",
+           f"with steps scaled by {pair['scale']}" if pair.get("scale", 1) != 1 else ""]
     lines = [f"## {name}", "",
+             " ".join(part for part in run if part) + "." + (f" {pair['note']}" if pair.get("note") else ""), "",
              f"MeanFlow: {pair['meanflow_steps']} steps; flow matching: {pair['fm_steps']} steps "
              f"({pair['fm_steps'] / pair['meanflow_steps']:.2f}x as many: the step-time ratio measured before "
              f"training). Timed for this report: {pair['mf_step_ms']:.1f} ms per MeanFlow step against "
              f"{pair['fm_step_ms']:.1f} ms, a ratio of {pair['step_ratio']:.2f}. Training took {pair['mf_train_seconds']:.0f} s and "
              f"{pair['fm_train_seconds']:.0f} s. Backbone {pair['backbone']['name']} {pair['backbone'].get('params', {})}, "
              f"batch {pair['batch']}. {pair['meanflow']['count']} samples against {pair['meanflow']['reference_count']} "
-             f"held-out points; floor: {pair['meanflow']['floor_count']} real training points against the same.", "",
-             "| method | calls | " + " | ".join(f"{m} ({pair['meanflow']['directions'][m]} is better)" for m in metrics)
+             f"held-out items; floor: {pair['meanflow']['floor_count']} real training items against the same.", "",
+             "| method | calls | " + " | ".join(f"{m} ({directions[m]} is better)" for m in metrics)
              + " | network ms/sample |", "|---" * (len(metrics) + 3) + "|",
-             "| real data (floor) | - | " + " | ".join(f"{floor[m]:.4f}" for m in metrics) + " | - |"]
+             "| real data (floor) | - | " + " | ".join(_figure(floor.get(m)) for m in metrics) + " | - |"]
     for label, rows in (("MeanFlow", mf), ("flow matching (Euler)", fm)):
         for calls, row in rows.items():
-            lines.append(f"| {label} | {calls} | " + " | ".join(f"{row['metrics'][m]:.4f}" for m in metrics)
+            lines.append(f"| {label} | {calls} | " + " | ".join(_figure(row["metrics"].get(m)) for m in metrics)
                          + f" | {row['network_ms']:.4f} |")
-    main = metrics[0]
-    one, best_fm = mf[1]["metrics"][main], fm[max(fm)]["metrics"][main]
-    fm_match = next((calls for calls, row in sorted(fm.items()) if row["metrics"][main] <= one), None)
-    verdict = (f"one MeanFlow step ({one:.4f}) is **behind** flow matching at {max(fm)} steps ({best_fm:.4f}) by "
-               f"{one - best_fm:.4f} ({100 * (one - best_fm) / best_fm:.0f}%)" if one > best_fm else
-               f"one MeanFlow step ({one:.4f}) is at least as close as flow matching at {max(fm)} steps ({best_fm:.4f})")
+    one = mf[1]["metrics"][main]
+    most = max(fm)
+    at_most = fm[most]["metrics"][main]
+    gap = abs(one - at_most)
+    verdict = (f"one MeanFlow step ({one:.4f}) is **behind** flow matching at {most} steps ({at_most:.4f}) by "
+               f"{gap:.4f} ({100 * gap / abs(at_most):.0f}%)" if _better(at_most, one, direction) else
+               f"one MeanFlow step ({one:.4f}) is at least as good as flow matching at {most} steps ({at_most:.4f})")
+    fm_match = next((calls for calls, row in sorted(fm.items()) if not _better(one, row["metrics"][main], direction)),
+                    None)
     reach = (f"flow matching first matches it at {fm_match} Euler steps" if fm_match is not None
-             else "no number of Euler steps up to 100 matches it")
-    best_calls = min(fm, key=lambda calls: fm[calls]["metrics"][main])
-    best = (f" Flow matching's best is {fm[best_calls]['metrics'][main]:.4f} at {best_calls} steps"
-            + (f": one MeanFlow step is **behind** it by {one - fm[best_calls]['metrics'][main]:.4f}."
-               if fm[best_calls]["metrics"][main] < one else "."))
-    lines += ["", f"On {main}: {verdict}; {reach}; the real-data floor is {floor[main]:.4f}.{best}", ""]
+             else f"no number of Euler steps up to {most} matches it")
+    pick = min if direction == "lower" else max
+    best_calls = pick(fm, key=lambda calls: fm[calls]["metrics"][main])
+    best_value = fm[best_calls]["metrics"][main]
+    best = (f" Flow matching's best is {best_value:.4f} at {best_calls} steps"
+            + (f": one MeanFlow step is **behind** it by {abs(one - best_value):.4f} "
+               f"({100 * abs(one - best_value) / abs(best_value):.0f}%)." if _better(best_value, one, direction) else "."))
+    floor_text = f"; the real-data floor is {floor[main]:.4f}" if main in floor else ""
+    lines += ["", f"On {main} ({direction} is better): {verdict}; {reach}{floor_text}.{best}", ""]
     calls_png = line_plot({"MeanFlow": [(c, r["metrics"][main]) for c, r in mf.items()],
                            "flow matching": [(c, r["metrics"][main]) for c, r in fm.items()]},
                           figures / f"results-{name}-calls.png", title=f"{name}: {main} against network calls",
-                          xlabel="network calls per sample", ylabel=main, floor=floor[main])
+                          xlabel="network calls per sample", ylabel=main, floor=floor.get(main))
     time_png = line_plot({"MeanFlow": [(r["network_ms"], r["metrics"][main]) for r in mf.values()],
                           "flow matching": [(r["network_ms"], r["metrics"][main]) for r in fm.values()]},
                          figures / f"results-{name}-time.png", title=f"{name}: {main} against sampling time",
-                         xlabel="network ms per sample", ylabel=main, floor=floor[main])
+                         xlabel="network ms per sample", ylabel=main, floor=floor.get(main))
     lines += [f"![{name}: quality against calls]({relative}/{calls_png.name}) "
               f"![{name}: quality against time]({relative}/{time_png.name})", ""]
     return lines
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def peers_section(path: Path) -> list[str]:
@@ -265,19 +346,20 @@ def peers_section(path: Path) -> list[str]:
     return lines + [""]
 
 
-def write_report(pairs: list[dict], args, seconds: float) -> None:
+def write_report(pairs: list[dict], args) -> None:
     figures = args.figures
     relative = os.path.relpath(figures, args.out.parent)
-    machine = (f"{platform.machine()} ({os.cpu_count()} CPU cores visible, {args.threads} thread(s) per run), "
-               f"torch {torch.__version__}, python {platform.python_version()}")
     lines = ["# Results: one step against many", "",
              "Generated by `python benchmarks/one_step_report.py` (do not edit by hand; rerun it). MeanFlow and flow "
              "matching train from the same seed with equal compute (flow matching gets the extra steps that its "
              "cheaper step buys), and are scored by `mfkit eval`'s code against held-out real data, beside the "
-             "real-vs-real floor. Each modality adds its recipes to `PAIRS` in the script.", "",
-             f"Machine: {machine}. The whole report took {seconds / 60:.1f} minutes"
-             + (f" (steps scaled by {args.scale})" if args.scale != 1 else "") + "." + (f" {args.note}" if args.note else ""),
-             ""]
+             "real-vs-real floor. Each section says when and on what machine its pair ran "
+             "(`--recipes NAME` reruns one pair and keeps the others). Each modality adds its recipes to `PAIRS` "
+             "in the script.", ""]
+    missing = [name for name in PAIRS if name not in {pair["recipe"] for pair in pairs}]
+    if missing:
+        lines += [f"Not run yet: {', '.join(missing)} (`python benchmarks/one_step_report.py --recipes "
+                  f"{','.join(missing)}`).", ""]
     for pair in pairs:
         lines += pair_section(pair, figures, relative)
     lines += peers_section(args.peers)
@@ -296,10 +378,11 @@ def main() -> None:
     parser.add_argument("--peers", type=Path, default=ROOT / "docs" / "figures" / "peers.json")
     parser.add_argument("--work", type=Path, default=None, help="run folders (default: a temporary folder)")
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "figures" / "results.json",
-                        help="also write every figure here (--from-json renders the report from it again)")
+                        help="the store of every pair's figures: the pairs run now replace theirs, the others are "
+                             "kept, and the report shows them all")
     parser.add_argument("--note", default="", help="a sentence about the machine's conditions, for the report")
-    parser.add_argument("--from-json", type=Path, default=None, help="only write the report again from the "
-                                                                      "--json file of an earlier run")
+    parser.add_argument("--from-json", type=Path, default=None, help="train nothing: render the report from "
+                                                                      "this store")
     parser.add_argument("--reuse", action="store_true", help="take runs already trained to the end in --work as "
                                                              "they are (a report interrupted after training)")
     args = parser.parse_args()
@@ -312,8 +395,7 @@ def main() -> None:
         importlib.import_module(module)
 
     if args.from_json is not None:
-        stored = json.loads(args.from_json.read_text())
-        write_report(stored["pairs"], args, stored["seconds"])
+        write_report(ordered_pairs(load_store(args.from_json)), args)
         print(f"wrote {args.out}", file=sys.stderr)
         return
     began = time.perf_counter()
@@ -321,13 +403,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     pairs = []
     for name in args.recipes.split(","):
-        pair_began = time.perf_counter()
         pairs.append(run_pair(name, args, work))
-        print(f"{name}: {time.perf_counter() - pair_began:.0f} s", file=sys.stderr, flush=True)
-    seconds = time.perf_counter() - began
-    write_report(pairs, args, seconds)
-    if args.json:
-        args.json.write_text(json.dumps({"pairs": pairs, "seconds": seconds}, indent=1, default=str) + "\n")
+        print(f"{name}: {pairs[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
+    everything = update_store(args.json, pairs) if args.json else pairs
+    write_report(everything, args)
     print(f"wrote {args.out} in {(time.perf_counter() - began) / 60:.1f} minutes", file=sys.stderr)
 
 
