@@ -4,6 +4,12 @@
     python benchmarks/train_step.py --device cuda --dtype bf16
     python benchmarks/train_step.py --backbone conv --width 64 --depth 2 --batch 32   # conv + attention
     python benchmarks/train_step.py --compile              # adds torch.compile'd FM and MeanFlow steps
+    python benchmarks/train_step.py --recipe audio_speech  # the backbone and batch of a recipe (any plugin's)
+    python benchmarks/train_step.py --shipped              # every shipped CPU recipe's backbone, one table
+
+``--recipe`` builds the recipe's modality (for its sample shape and conditions) and backbone through the
+public plugin registry, so it measures any installed plugin's backbone exactly as the recipe trains it,
+on random data of the right shape with random conditions (``--batch`` defaults to the recipe's).
 
 A step is zero_grad + objective + backward + Adam step, on the same backbone and batch for every
 objective. Memory: on CUDA the peak allocated bytes of the step; on CPU each configuration runs in a
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -64,10 +71,42 @@ def objective_for(name: str):
     return mfkit.MeanFlow(jvp_backend=name)
 
 
+#: Every shipped backbone at the size of a shipped CPU recipe (``--shipped``): "recipe override ...".
+SHIPPED = ["toy2d", "image_digits", "image_digits backbone.name=dit backbone.params={preset: tiny/2}",
+           "image_mnist", "audio_speech", "audio_speech backbone.name=spec_unet backbone.params={channels: 32}",
+           "points_shapes", "points_shapes backbone.name=point_transformer backbone.params={width: 128, depth: 4}"]
+
+
+def recipe_inputs(name: str, batch: int | None, device: torch.device):
+    """(model, x, cond, label) for a recipe's backbone on random data of its modality's shape."""
+    import yaml
+
+    from mfkit.cli.recipes import find_recipe
+    from mfkit.core.conditions import move_condition
+    from mfkit.recipe.build import build_backbone, build_modality, plugin_context
+    from mfkit.recipe.loading import load_recipe
+
+    name, *overrides = shlex.split(name)
+    recipe = load_recipe(find_recipe(name), overrides)
+    modality = build_modality(recipe, context=plugin_context(recipe, purpose="benchmark", device=device))
+    model = build_backbone(recipe, modality).to(device)
+    batch = batch or recipe.train.batch_size
+    x = torch.randn(batch, *modality.sample_shape, device=device)
+    condition = modality.condition()
+    cond = move_condition(condition.preview(batch), device) if condition is not None else None
+    params = yaml.safe_dump(recipe.backbone.params, default_flow_style=True, width=10_000).strip()
+    label = (f"recipe {' '.join([name, *overrides[:1]])}: {recipe.backbone.name} {params}, sample shape {tuple(modality.sample_shape)}, "
+             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+    return model, x, cond, label
+
+
 def measure(name: str, args) -> dict:
     torch.manual_seed(0)
     device = torch.device(args.device)
-    if args.backbone == "conv":
+    cond = None
+    if args.recipe:
+        model, x, cond, _ = recipe_inputs(args.recipe, args.batch_given, device)
+    elif args.backbone == "conv":
         model = ConvAttentionNet(width=args.width, blocks=args.depth).to(device)
         x = torch.randn(args.batch, 3, args.image, args.image, device=device)
     else:
@@ -84,7 +123,7 @@ def measure(name: str, args) -> dict:
     def step():
         optimizer.zero_grad(set_to_none=True)
         with autocast:
-            out = objective(model, x)
+            out = objective(model, x, cond)
         out.loss.backward()
         optimizer.step()
 
@@ -117,7 +156,11 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=64, help="data dimension")
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--depth", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default: 512, or the recipe's)")
+    parser.add_argument("--recipe", default=None, help="measure this recipe's backbone (file or shipped name, "
+                                                        "then key.path=value overrides, in one quoted argument)")
+    parser.add_argument("--shipped", action="store_true", help="every shipped CPU recipe's backbone: "
+                                                               + ", ".join(SHIPPED))
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
@@ -125,23 +168,42 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also measure " + ", ".join(COMPILED))
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.batch_given, args.batch = args.batch, args.batch or 512
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.one:  # child process: one configuration, JSON out
         print(json.dumps(measure(args.one, args)))
         return
+    for recipe in (SHIPPED if args.shipped else [args.recipe]):
+        args.recipe = recipe
+        report(args)
+
+
+def report(args) -> None:
+    """Measure every configuration, each in a fresh process, and print the table."""
     rows = []
     names = args.configs.split(",") + (COMPILED if args.compile else [])
     for name in names:
-        settings = {k: v for k, v in vars(args).items() if k not in ("configs", "one", "compile")}
+        settings = {k: v for k, v in vars(args).items()
+                    if k not in ("configs", "one", "compile", "shipped", "batch_given", "batch") and v is not None}
+        if args.batch_given:
+            settings["batch"] = args.batch_given
         child = [sys.executable, __file__, "--one", name]
         for key, value in settings.items():
             child += [f"--{key}", str(value)]
-        rows.append(json.loads(subprocess.run(child, check=True, capture_output=True, text=True).stdout))
+        done = subprocess.run(child, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     baseline = next((r for r in rows if r["config"] == "flow_matching"), rows[0])
-    shape = f"conv+attention width {args.width}, {args.depth} blocks, 3x{args.image}x{args.image}" \
-        if args.backbone == "conv" else f"MLP {args.depth} x {args.width}, data dim {args.dim}"
-    print(f"{shape}, batch {args.batch}, {args.device} {args.dtype}, "
+    if args.recipe:
+        _, x, _, shape = recipe_inputs(args.recipe, args.batch_given, torch.device("cpu"))
+        batch = x.shape[0]
+    else:
+        batch = args.batch
+        shape = f"conv+attention width {args.width}, {args.depth} blocks, 3x{args.image}x{args.image}" \
+            if args.backbone == "conv" else f"MLP {args.depth} x {args.width}, data dim {args.dim}"
+    print(f"{shape}, batch {batch}, {args.device} {args.dtype}, "
           f"threads {args.threads or torch.get_num_threads()}")
     compiled_fm = next((r for r in rows if r["config"] == "flow_matching+compile"), None)
     print(f"{'config':<22}{'median ms':>12}{'x FM':>8}{'x FM+compile':>14}{'peak MiB':>12}")
@@ -149,6 +211,7 @@ def main() -> None:
         ratio = row["median_ms"] / baseline["median_ms"]
         compiled = f"{row['median_ms'] / compiled_fm['median_ms']:.2f}" if compiled_fm else "-"
         print(f"{row['config']:<22}{row['median_ms']:>12.1f}{ratio:>8.2f}{compiled:>14}{row['peak_mib']:>12.1f}")
+    print(flush=True)
 
 
 if __name__ == "__main__":
