@@ -62,7 +62,8 @@ def draw(model: nn.Module, modality: Modality, count: int, steps: int, *, euler:
          seed: int = 0, batch_size: int = 1000, progress: ProgressFn = _quiet,
          task: str = "sampling") -> tuple[torch.Tensor, float, float]:
     """``count`` samples (CPU) with ``steps`` network calls each, and the seconds spent in the network
-    and in ``modality.decode`` (timed on the first batch only, scaled to ``count``).
+    in ``modality.render`` (decoding to what a person perceives; timed on the first batch only, scaled to
+    ``count``).
 
     Noise comes from a generator seeded with ``seed``, so every call with the same seed, count and batch
     size starts from the same noise. ``cond``: conditions for the ``count`` samples, or None.
@@ -82,7 +83,7 @@ def draw(model: nn.Module, modality: Modality, count: int, steps: int, *, euler:
         network += time.perf_counter() - began
         if start == 0:
             began = time.perf_counter()
-            modality.decode(samples)
+            modality.render(samples)
             _synchronize(device)
             decode_per_sample = (time.perf_counter() - began) / n
         chunks.append(samples.cpu())

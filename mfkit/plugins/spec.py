@@ -259,6 +259,11 @@ class Modality(abc.ABC):
         """How many samples a preview draws (default: the recipe's ``train.preview_count``)."""
         return requested
 
+    def render(self, tensor: torch.Tensor) -> Any:
+        """A batch of model tensors -> what a person perceives (waveforms for spectrograms, pixels for
+        latents): the decoding cost `mfkit eval` reports beside the network's. Default: :meth:`decode`."""
+        return self.decode(tensor)
+
     def label_of(self, name: str) -> int:
         """The class index of a condition given by name or number; ValueError listing the choices."""
         condition = self.condition()

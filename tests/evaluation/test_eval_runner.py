@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -55,6 +56,25 @@ def test_rows_share_noise_and_draw_times_network_and_decoding():
     assert first.shape == (10, 2) and network > 0 and decode >= 0
     assert len(calls) == 3 * 3 + 3  # 3 batches x 3 steps, then 3 batches x 1 step
     assert torch.equal(calls[0], calls[9])  # both start from the same noise
+
+
+def test_draw_times_the_modalitys_render_as_decoding():
+    class Slow(Toy2d):
+        rendered = 0
+
+        def render(self, tensor):
+            Slow.rendered += tensor.shape[0]
+            time.sleep(0.05)
+            return super().render(tensor)
+
+    modality = Slow(Toy2dParams(distribution="moons", size=500))
+    class Still(torch.nn.Linear):
+        def forward(self, z, r, t):
+            return super().forward(z)
+
+    _, _, decode = draw(Still(2, 2), modality, 8, 1, euler=False, seed=1, batch_size=4)
+    assert Slow.rendered == 4  # the first batch only
+    assert decode >= 8 * 0.05 / 4  # scaled to the whole count
 
 
 def test_conditions_select_real_items_and_samples(tmp_path):

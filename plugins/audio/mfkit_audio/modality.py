@@ -247,6 +247,10 @@ class SpeechModality(Modality):
         """Model tensors (B, 1, n_mels, frames) -> waveforms (B, samples) at ``sample_rate`` via the vocoder."""
         return self.vocoder(self.denormalise(tensor))
 
+    def render(self, tensor: torch.Tensor) -> torch.Tensor:
+        """What a listener hears (`mfkit eval` times it as decoding): the vocoded waveforms."""
+        return self.waveforms(tensor)
+
     # ------------------------------------------------------------------ files
     def _titles(self, cond: Any, count: int) -> list[str]:
         condition = self.condition()

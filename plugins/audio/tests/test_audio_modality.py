@@ -105,6 +105,13 @@ def test_save_writes_playable_wavs_and_a_png(tone_folder, context, tmp_path):
     assert sum(f.suffix == ".wav" for f in preview) == 1
 
 
+def test_render_is_the_vocoded_waveform(tone_folder, context):
+    speech = SpeechModality(SpeechParams(**SMALL, folder=str(tone_folder)), context)
+    x = torch.stack([speech.dataset("train")[i][0] for i in range(2)])
+    waves = speech.render(x)
+    assert waves.shape == (2, 2000) and torch.equal(waves, speech.waveforms(x))
+
+
 def test_encode_takes_paths_waveforms_and_log_mels(tone_folder, context):
     speech = SpeechModality(SpeechParams(**SMALL, folder=str(tone_folder), val_fraction=0.0), context)
     path = sorted((tone_folder / "low").glob("*.wav"))[0]
