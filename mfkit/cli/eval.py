@@ -73,6 +73,8 @@ def evaluate(
                                        "unconditional samples against all real items"),
     evaluator: Optional[str] = typer.Option(None, "--evaluator", help="evaluator plugin ([package:]name; default: "
                                             "the one installed for the run's modality)"),
+    param: Optional[List[str]] = typer.Option(None, "--param", help="an evaluator parameter name=value (repeat "
+                                              "it; see `mfkit plugins --params EVALUATOR`)"),
     json_file: Optional[Path] = typer.Option(None, "--json", help="also write every figure to this JSON file"),
     seed: int = typer.Option(0, "--seed", help="seed of the noise, the real subsets and the scores"),
     reference: Optional[int] = typer.Option(None, "--reference", min=2, help="at most this many real val items "
@@ -93,8 +95,11 @@ def evaluate(
       mfkit eval --run runs/toy2d_flow_matching --euler 1,2,4,8,32,100 --json fm.json
 
       mfkit eval --run runs/toy2d_guided --cond north --n 2000
+
+      mfkit eval --run runs/points_shapes --param per_class=true
     """
     from mfkit.evaluation import evaluate_checkpoint, parse_counts
+    from mfkit.evaluation.loading import parse_params
     from mfkit.runs import resolve_checkpoint
 
     path = resolve_checkpoint(run, checkpoint)
@@ -106,7 +111,8 @@ def evaluate(
         mf_counts = ()
     with eval_progress() as progress:
         report = evaluate_checkpoint(path, steps=mf_counts, euler=euler_counts, count=n, cond=cond, seed=seed,
-                                     evaluator=evaluator, use_ema=not no_ema, device=device,
+                                     evaluator=evaluator, evaluator_params=parse_params(param or []),
+                                     use_ema=not no_ema, device=device,
                                      overrides=overrides or [], reference_limit=reference, progress=progress)
     table = report_table(report)
     needed = Measurement.get(out, out.options.update_width(10_000), table).maximum

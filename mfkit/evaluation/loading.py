@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+import yaml
+from pydantic import ValidationError
 
 from mfkit.evaluation.report import EvalReport
 from mfkit.evaluation.runner import Evaluation, ProgressFn, _quiet
@@ -40,13 +42,32 @@ def find_evaluator(modality: str, name: str | None = None, plugins: Registry | N
 
 def build_evaluator(installed: Installed[EvaluatorSpec], modality: Modality, context: PluginContext,
                     params: dict[str, Any] | None = None):
+    """Build the evaluator with ``params`` validated by its own schema (ValueError naming each problem)."""
     spec = installed.spec
-    return spec.build(spec.params_model.model_validate(params or {}), modality, context)
+    try:
+        validated = spec.params_model.model_validate(params or {})
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}" for e in error.errors())
+        raise ValueError(f"evaluator {spec.name!r} parameters: {problems} (see `mfkit plugins --params "
+                         f"{spec.name}`)") from None
+    return spec.build(validated, modality, context)
+
+
+def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    """['per_class=true', 'count=500'] -> {'per_class': True, 'count': 500} (values read as YAML)."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--param {pair!r}: write name=value, e.g. --param per_class=true")
+        params[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+    return params
 
 
 def evaluate_checkpoint(path: Path, *, steps: Sequence[int] | None = None, euler: Sequence[int] | None = None,
                         count: int | None = None, cond: str | None = None, seed: int = 0,
-                        evaluator: str | None = None, use_ema: bool = True, device: str = "auto",
+                        evaluator: str | None = None, evaluator_params: dict[str, Any] | None = None,
+                        use_ema: bool = True, device: str = "auto",
                         overrides: Sequence[str] = (), reference_limit: int | None = None,
                         progress: ProgressFn = _quiet) -> EvalReport:
     """Evaluate the network of a checkpoint (what `mfkit eval` does) and return the report.
@@ -79,7 +100,7 @@ def evaluate_checkpoint(path: Path, *, steps: Sequence[int] | None = None, euler
     if steps is None and euler is None:
         steps, euler = ((), (1, 2, 4, 8, 32, 100)) if flow_matching else ((1, 2, 4), ())
     installed = find_evaluator(recipe.modality.name, evaluator)
-    scorer = build_evaluator(installed, modality, context)
+    scorer = build_evaluator(installed, modality, context, evaluator_params)
     evaluation = Evaluation(modality, scorer, count=count or recipe.sample.count, seed=seed, cond=cond,
                             reference_limit=reference_limit, device=target,
                             evaluator_name=f"{installed.spec.name} ({installed.distribution})", progress=progress)

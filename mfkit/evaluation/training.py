@@ -39,11 +39,13 @@ class TrainingEvaluation:
 
     @classmethod
     def from_plugins(cls, modality: Modality, modality_name: str, context: PluginContext, *,
-                     evaluator: str | None = None, **settings: Any) -> "TrainingEvaluation":
-        """Find the evaluator installed for ``modality_name`` (or the one named) and prepare it."""
+                     evaluator: str | None = None, params: dict[str, Any] | None = None,
+                     **settings: Any) -> "TrainingEvaluation":
+        """Find the evaluator installed for ``modality_name`` (or the one named), build it with ``params``
+        and prepare it."""
         installed = find_evaluator(modality_name, evaluator)
-        return cls(modality, build_evaluator(installed, modality, context), seed=context.seed, device=context.device,
-                   **settings)
+        return cls(modality, build_evaluator(installed, modality, context, params), seed=context.seed,
+                   device=context.device, **settings)
 
     @property
     def directions(self) -> dict[str, str]:

@@ -135,6 +135,8 @@ class TrainSettings(Strict):
                                                                            "flow-matching run: Euler step counts)")
     eval_euler: list[int] = Field(default_factory=list, description="Euler step counts to evaluate as well")
     eval_evaluator: str | None = Field(None, description="evaluator name (null: the one installed for the modality)")
+    eval_params: dict[str, Any] = Field(default_factory=dict, description="the evaluator's parameters (see `mfkit "
+                                                                          "plugins --params NAME`)")
     keep_best: str | None = Field(
         None, description="keep checkpoints/best.safetensors, the checkpoint that scored best on this figure: "
                           "eval/mf1/fd (MeanFlow, 1 step), eval/euler8/fd, or a bare metric name (the first "

@@ -10,6 +10,7 @@ import math
 from typing import Any, Sequence
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from mfkit.evaluation.training import BestTracker, TrainingEvaluation
@@ -60,7 +61,12 @@ def check_evaluation_settings(recipe: Recipe) -> None:
     train = recipe.train
     if not train.eval_every:
         return
-    find_evaluator(recipe.modality.name, train.eval_evaluator)
+    installed = find_evaluator(recipe.modality.name, train.eval_evaluator)
+    try:
+        installed.spec.params_model.model_validate(train.eval_params)
+    except ValidationError as error:
+        raise ValueError(f"train.eval_params of evaluator {installed.spec.name!r}: "
+                         + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())) from None
     if train.keep_best is not None and "/" in train.keep_best:
         keys = row_keys(*evaluated_counts(recipe))
         best_metric_name(train.keep_best, keys, {train.keep_best.rsplit("/", 1)[-1]: "lower"})
@@ -84,7 +90,8 @@ class PeriodicEvaluation:
         train = recipe.train
         steps, euler = evaluated_counts(recipe)
         evaluation = TrainingEvaluation.from_plugins(
-            modality, recipe.modality.name, context, evaluator=train.eval_evaluator, count=train.eval_count,
+            modality, recipe.modality.name, context, evaluator=train.eval_evaluator, params=train.eval_params,
+            count=train.eval_count,
             steps=steps, euler=euler, batch_size=recipe.sample.batch_size)
         best = None
         if train.keep_best is not None:

@@ -110,3 +110,18 @@ def test_validate_checks_the_evaluation_settings_without_data(tmp_path):
         check_evaluation_settings(parse_recipe(small_recipe(tmp_path, eval_every=10, keep_best="eval/mf2/mmd")))
     with pytest.raises(UnknownPluginError):
         check_evaluation_settings(parse_recipe(small_recipe(tmp_path, eval_every=10, eval_evaluator="nonesuch")))
+
+
+def test_evaluator_parameters_reach_the_evaluator_and_are_checked(tmp_path):
+    from mfkit.evaluation.loading import parse_params
+    from mfkit.train.evaluating import check_evaluation_settings
+
+    assert parse_params(["projections=64", "bandwidths=[0.5, 1.0]"]) == {"projections": 64, "bandwidths": [0.5, 1.0]}
+    with pytest.raises(ValueError, match="write name=value"):
+        parse_params(["projections"])
+    with pytest.raises(ValueError, match="train.eval_params of evaluator 'toy2d': projections: Input should be greater"):
+        check_evaluation_settings(parse_recipe(small_recipe(tmp_path, eval_every=10, eval_params={"projections": 0})))
+    with pytest.raises(ValueError, match="evaluator 'toy2d' parameters: nonsense: Extra inputs are not permitted"):
+        train(tmp_path, "bad-params", steps=10, eval_params={"nonsense": 1}, **EVAL)
+    result = train(tmp_path, "params", steps=10, eval_params={"projections": 8}, **EVAL)
+    assert eval_lines(result.run_dir)[0]["eval/mf1/sliced_w2"] > 0
