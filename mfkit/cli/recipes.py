@@ -71,10 +71,24 @@ def shipped_recipes() -> list[tuple[str, Path, str]]:
 
 
 def all_recipes() -> list[ShippedRecipe]:
-    """mfkit's recipes (and ./recipes), then those of plugin packages."""
+    """mfkit's recipes (and ./recipes), then those of plugin packages. A plugin's recipe that a source
+    checkout's recipes/ also holds, byte for byte, is listed once, as the plugin's."""
     found = [ShippedRecipe(name, path, summary, "mfkit") for name, path, summary in shipped_recipes()]
-    found += [ShippedRecipe(p.stem, p, _summary(p), package) for p, package in _plugin_recipe_files()]
+    for path, package in _plugin_recipe_files():
+        same = next((i for i, item in enumerate(found) if item.name == path.stem and item.package == "mfkit"
+                     and _same_file(item.path, path)), None)
+        if same is not None:
+            found[same] = ShippedRecipe(found[same].name, found[same].path, found[same].summary, package)
+        else:
+            found.append(ShippedRecipe(path.stem, path, _summary(path), package))
     return found
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
 
 
 def find_recipe(name_or_path: str) -> Path:
