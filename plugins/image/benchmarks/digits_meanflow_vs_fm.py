@@ -3,20 +3,24 @@
     OMP_NUM_THREADS=1 python plugins/image/benchmarks/digits_meanflow_vs_fm.py            # digits, CPU
     python plugins/image/benchmarks/digits_meanflow_vs_fm.py --recipe recipes/image_mnist.yaml --count 5000
 
-1. Trains the recipe as it is (MeanFlow) with `mfkit train`, and reads its training speed (steps/s).
-2. Trains flow matching on the same backbone and data (objective.kind=flow_matching, plain L2) for a
-   short probe to read its speed, then for as many steps as fit in the MeanFlow run's compute
-   (MeanFlow steps x FM speed / MeanFlow speed): equal training compute, measured, not assumed.
-3. Scores both with the `image` evaluator (mfkit.evaluation.evaluate_checkpoint): MeanFlow 1 and 2 steps,
-   flow-matching Euler 1, 2, 4, 8, 32 steps, each on the same seeded noise and class labels, against the
-   held-out split; the real-vs-real floor (real training images scored the same way) is printed too.
+1. Trains the recipe as it is (MeanFlow) with `mfkit train` and reads the CPU time the training process
+   used (user + system, getrusage: a busy, shared machine does not distort it the way wall time does).
+2. Trains flow matching on the same backbone, data and recipe (objective.kind=flow_matching, plain L2)
+   for 1 step (start-up cost) and for a short probe; the difference gives its CPU seconds per step, and
+   the same start-up subtracted from the MeanFlow run gives MeanFlow's. Flow matching then trains for as
+   many steps as fit in the MeanFlow run's compute: equal training CPU time, measured, not assumed.
+3. Scores both with the `image` evaluator (mfkit.evaluation.evaluate_checkpoint): MeanFlow 1, 2 and 4
+   steps, flow-matching Euler 1, 2, 4, 8, 16, 32 steps, on the same seeded noise and class labels for
+   each evaluation seed (--seeds; the figures are the means over seeds, paired across methods), against
+   the held-out split; the real-vs-real floor (real training images scored the same way) is printed too.
 
-Prints a Markdown table and writes it, with the raw figures as JSON, to --out.
+Prints a Markdown table and writes it, with the raw figures (each seed) as JSON, to --out.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -27,19 +31,35 @@ from mfkit.evaluation import evaluate_checkpoint
 FM_OVERRIDES = ["objective.kind=flow_matching", "objective.r_neq_t_share=0.25", "objective.adaptive_p=0.0"]
 
 
-def train(recipe: str, out: Path, name: str, overrides: list[str]) -> Path:
+def child_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def train(recipe: str, out: Path, name: str, overrides: list[str]) -> tuple[Path, float]:
+    """Train one run; returns its folder and the CPU seconds the training process used."""
     command = [sys.executable, "-m", "mfkit", "train", recipe, f"output_dir={out}", f"name={name}", *overrides,
                "--overwrite"]
     print("$", " ".join(command[2:]), flush=True)
+    before = child_cpu()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    return out / name
+    return out / name, child_cpu() - before
 
 
-def speed(run: Path) -> float:
-    """Median steps per second over the logged intervals (the first one, with start-up, left out)."""
-    rates = [json.loads(line)["it_per_s"] for line in (run / "metrics.jsonl").read_text().splitlines()
-             if '"it_per_s"' in line]
-    return statistics.median(rates[1:] or rates)
+def steps_of(run: Path) -> int:
+    return int(json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"])
+
+
+def mean_rows(reports) -> list[dict]:
+    """Rows averaged over the evaluation seeds (the same rows in each report)."""
+    rows = []
+    for index, row in enumerate(reports[0].rows):
+        each = [report.rows[index] for report in reports]
+        rows.append({"steps": row.steps, "network_ms": statistics.median(r.network_ms for r in each),
+                     "metrics": {m: statistics.fmean(r.metrics[m] for r in each) for m in row.metrics},
+                     "spread": {m: (max(r.metrics[m] for r in each) - min(r.metrics[m] for r in each))
+                                for m in row.metrics}})
+    return rows
 
 
 def latest(run: Path) -> Path:
@@ -52,43 +72,67 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-image"))
     parser.add_argument("--steps", type=int, default=None, help="MeanFlow training steps (default: the recipe's)")
     parser.add_argument("--count", type=int, default=2000, help="samples scored per row")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3],
+                        help="evaluation seeds (noise and labels); figures are means over them")
     parser.add_argument("--probe", type=int, default=300, help="flow-matching steps of the speed probe")
     parser.add_argument("--meanflow-run", type=Path, default=None,
                         help="score this finished MeanFlow run of the recipe instead of training one")
+    parser.add_argument("--meanflow-cpu", type=float, default=None,
+                        help="CPU seconds the --meanflow-run training used (required with it)")
     args = parser.parse_args()
     steps = [f"train.steps={args.steps}"] if args.steps else []
-    mf_run = args.meanflow_run or train(args.recipe, args.out, "meanflow", steps)
-    mf_speed = speed(mf_run)
-    probe = train(args.recipe, args.out, "fm-probe", FM_OVERRIDES + [f"train.steps={args.probe}",
-                                                                      "train.checkpoint_every=100000"])
-    fm_speed = speed(probe)
-    mf_steps = int(json.loads((mf_run / "metrics.jsonl").read_text().splitlines()[-1])["step"])
-    fm_steps = int(round(mf_steps * fm_speed / mf_speed))
-    fm_run = train(args.recipe, args.out, "flow-matching", FM_OVERRIDES + [f"train.steps={fm_steps}"])
-    print(f"speed: MeanFlow {mf_speed:.2f} steps/s, flow matching {fm_speed:.2f} steps/s -> "
-          f"{mf_steps} MeanFlow steps = {fm_steps} flow-matching steps", flush=True)
-    mf = evaluate_checkpoint(latest(mf_run), steps=(1, 2), euler=(), count=args.count, device="cpu")
-    fm = evaluate_checkpoint(latest(fm_run), steps=(), euler=(1, 2, 4, 8, 32), count=args.count, device="cpu")
-    metrics = list(mf.directions)
-    header = ("| method | NFE | " + " | ".join(f"{m} ({'lower' if mf.directions[m] == 'lower' else 'higher'} "
+    if args.meanflow_run:
+        if args.meanflow_cpu is None:
+            parser.error("--meanflow-run needs --meanflow-cpu (the CPU seconds its training used)")
+        mf_run, mf_cpu = args.meanflow_run, args.meanflow_cpu
+    else:
+        mf_run, mf_cpu = train(args.recipe, args.out, "meanflow", steps)
+    quiet = ["train.checkpoint_every=100000"]
+    _, startup = train(args.recipe, args.out, "fm-startup", FM_OVERRIDES + ["train.steps=1"] + quiet)
+    _, probe_cpu = train(args.recipe, args.out, "fm-probe", FM_OVERRIDES + [f"train.steps={args.probe}"] + quiet)
+    fm_step_cpu = (probe_cpu - startup) / (args.probe - 1)
+    mf_steps = steps_of(mf_run)
+    mf_step_cpu = (mf_cpu - startup) / mf_steps
+    fm_steps = int(round((mf_cpu - startup) / fm_step_cpu))
+    fm_run, fm_cpu = train(args.recipe, args.out, "flow-matching", FM_OVERRIDES + [f"train.steps={fm_steps}"])
+    print(f"CPU: start-up {startup:.1f} s; MeanFlow {mf_step_cpu * 1000:.0f} ms/step, flow matching "
+          f"{fm_step_cpu * 1000:.0f} ms/step ({mf_step_cpu / fm_step_cpu:.2f}x) -> {mf_steps} MeanFlow steps = "
+          f"{fm_steps} flow-matching steps; runs used {mf_cpu:.0f} and {fm_cpu:.0f} CPU seconds", flush=True)
+    mf = [evaluate_checkpoint(latest(mf_run), steps=(1, 2, 4), euler=(), count=args.count, seed=seed, device="cpu")
+          for seed in args.seeds]
+    fm = [evaluate_checkpoint(latest(fm_run), steps=(), euler=(1, 2, 4, 8, 16, 32), count=args.count, seed=seed,
+                              device="cpu") for seed in args.seeds]
+    first = mf[0]
+    metrics = list(first.directions)
+    mf_rows, fm_rows = mean_rows(mf), mean_rows(fm)
+    header = ("| method | NFE | " + " | ".join(f"{m} ({'lower' if first.directions[m] == 'lower' else 'higher'} "
                                                 f"is better)" for m in metrics) + " | ms / sample |")
     lines = [header, "|" + "---|" * (len(metrics) + 3)]
-    lines.append("| real vs real (floor) | - | " + " | ".join(f"{mf.floor[m]:.4g}" for m in metrics) + " | - |")
-    for label, report in ((f"MeanFlow ({mf_steps} steps)", mf), (f"flow matching, Euler ({fm_steps} steps)", fm)):
-        for row in report.rows:
-            lines.append(f"| {label} | {row.steps} | " + " | ".join(f"{row.metrics[m]:.4g}" for m in metrics)
-                         + f" | {row.network_ms:.3f} |")
+    lines.append("| real vs real (floor) | - | " + " | ".join(f"{first.floor[m]:.4g}" for m in metrics) + " | - |")
+    for label, rows in ((f"MeanFlow ({mf_steps} steps)", mf_rows),
+                        (f"flow matching, Euler ({fm_steps} steps)", fm_rows)):
+        for row in rows:
+            lines.append(f"| {label} | {row['steps']} | " + " | ".join(f"{row['metrics'][m]:.4g}" for m in metrics)
+                         + f" | {row['network_ms']:.3f} |")
     table = "\n".join(lines)
-    summary = (f"Equal training compute: MeanFlow {mf_steps} steps at {mf_speed:.2f} steps/s, flow matching "
-               f"{fm_steps} steps at {fm_speed:.2f} steps/s; {args.count} samples per row against "
-               f"{mf.reference_count} held-out images.")
+    best = min(row["metrics"]["fd"] for row in fm_rows)
+    one = mf_rows[0]["metrics"]["fd"]
+    summary = (f"Equal training compute: MeanFlow {mf_steps} steps ({mf_cpu:.0f} CPU s), flow matching {fm_steps} "
+               f"steps ({fm_cpu:.0f} CPU s), {mf_step_cpu / fm_step_cpu:.2f}x per step; {args.count} samples per "
+               f"row against {first.reference_count} held-out images, means over evaluation seeds "
+               f"{', '.join(map(str, args.seeds))}. One-step MeanFlow FD {one:.3f} vs flow matching's best "
+               f"{best:.3f}: {100 * (one / best - 1):+.1f}% (target: within +10%).")
     print(table + "\n\n" + summary)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(table + "\n\n" + summary + "\n")
     (args.out / "results.json").write_text(json.dumps(
-        {"meanflow": [r.__dict__ for r in mf.rows], "flow_matching": [r.__dict__ for r in fm.rows],
-         "floor": mf.floor, "speeds": {"meanflow": mf_speed, "flow_matching": fm_speed},
-         "steps": {"meanflow": mf_steps, "flow_matching": fm_steps}}, indent=2))
+        {"recipe": args.recipe, "meanflow": mf_rows, "flow_matching": fm_rows, "floor": first.floor,
+         "per_seed": {"seeds": args.seeds, "meanflow": [[r.__dict__ for r in rep.rows] for rep in mf],
+                      "flow_matching": [[r.__dict__ for r in rep.rows] for rep in fm]},
+         "cpu_seconds": {"meanflow": mf_cpu, "flow_matching": fm_cpu, "startup": startup},
+         "cpu_ms_per_step": {"meanflow": 1000 * mf_step_cpu, "flow_matching": 1000 * fm_step_cpu},
+         "steps": {"meanflow": mf_steps, "flow_matching": fm_steps},
+         "one_step_vs_best_fm": one / best - 1}, indent=2))
 
 
 if __name__ == "__main__":
