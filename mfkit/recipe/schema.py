@@ -122,6 +122,8 @@ class TrainSettings(Strict):
                             "target, guidance passes and loss stay float32 (see objective.jvp_precision)")
     compile: bool = Field(False, description="torch.compile the backbone")
     num_workers: int = Field(0, ge=0, description="data loader worker processes")
+    threads: int | None = Field(None, gt=0, description="CPU threads of PyTorch in each process (null: PyTorch's "
+                                                       "default, one per core; 1 on a machine shared with other jobs)")
     log_every: int = Field(50, gt=0, description="steps between metric log lines")
     checkpoint_every: int = Field(500, gt=0, description="steps between checkpoints")
     keep_last: int = Field(3, gt=0, description="checkpoints kept")

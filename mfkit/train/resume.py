@@ -20,7 +20,7 @@ from mfkit.train.run_folder import RunFolderError
 RUN_LENGTH_FIELDS = ("train.steps", "train.checkpoint_every", "train.log_every", "train.preview_every",
                      "train.preview_count", "train.keep_last", "train.num_workers", "train.eval_every",
                      "train.eval_count", "train.eval_steps", "train.eval_euler", "train.eval_evaluator",
-                     "train.eval_params",
+                     "train.eval_params", "train.threads",
                      "train.keep_best")
 #: Sampling defaults never change training.
 RUN_LENGTH_SECTIONS = ("sample.",)

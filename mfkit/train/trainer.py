@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,14 @@ def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, to
     if device.type == "cuda":
         state["torch_cuda"] = torch.cuda.get_rng_state(device)
     return state
+
+
+def busy_cores() -> float | None:
+    """The 1-minute load average (None where the system does not report one)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
@@ -213,6 +222,7 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
     def _build(self) -> None:
         recipe, train = self.recipe, self.recipe.train
+        self._set_threads()
         torch.manual_seed(train.seed)
         checkpoint = None
         if self.resume_from is not None:
@@ -251,6 +261,20 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             forward_model = DistributedDataParallel(forward_model, device_ids=ids)
         self.train_model = forward_model
+
+    def _set_threads(self) -> None:
+        """``train.threads``; on a busy CPU without it, say that fewer threads train faster."""
+        threads = self.recipe.train.threads
+        if threads is not None:
+            torch.set_num_threads(threads)
+            return
+        if self.device.type != "cpu" or "OMP_NUM_THREADS" in os.environ or torch.get_num_threads() < 2:
+            return
+        busy, cores = busy_cores(), os.cpu_count() or 1
+        if busy is not None and busy + torch.get_num_threads() > cores + 0.5:
+            self._warn(f"the CPU is busy (load average {busy:.1f} on {cores} cores) and PyTorch uses "
+                       f"{torch.get_num_threads()} threads: they compete with the other jobs, which can make each "
+                       f"step several times slower. Set train.threads=1 (or OMP_NUM_THREADS=1) on a shared machine")
 
     def _prepare_evaluation(self, context, checkpoint: Checkpoint | None) -> PeriodicEvaluation | None:
         """``train.eval_every``: find and fit the evaluator once (main process; randomness untouched)."""

@@ -241,3 +241,27 @@ def test_resume_from_an_earlier_checkpoint_sets_the_later_ones_aside(tmp_path):
     straight = train(tmp_path, "straight", steps=20, checkpoint_every=10)
     for key, value in weights(straight)[0].items():
         assert torch.equal(value, weights(result)[0][key]), key
+
+
+def test_train_threads_sets_torch_threads_and_a_busy_cpu_is_pointed_out(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import mfkit.train.trainer as trainer_module
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(trainer_module, "busy_cores", lambda: 40.0)
+        out = io.StringIO()
+        Trainer(parse_recipe(small_recipe(tmp_path, "busy", steps=2)), progress=False,
+                console=Console(file=out, width=400)).fit()
+        assert "the CPU is busy (load average 40.0" in out.getvalue() and "train.threads=1" in out.getvalue()
+        out = io.StringIO()
+        Trainer(parse_recipe(small_recipe(tmp_path, "one", steps=2, threads=1)), progress=False,
+                console=Console(file=out, width=400)).fit()
+        assert torch.get_num_threads() == 1 and "busy" not in out.getvalue()
+    finally:
+        torch.set_num_threads(before)
