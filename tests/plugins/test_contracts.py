@@ -47,15 +47,16 @@ def test_batch_statistics_are_caught():
         check_backbone(BatchNormed(), (2,))
 
 
+class Timeless(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(2, 2)
+
+    def forward(self, z, r, t, cond=None):
+        return self.linear(z)
+
+
 def test_time_independence_and_dead_parameters_are_caught():
-    class Timeless(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.linear = nn.Linear(2, 2)
-
-        def forward(self, z, r, t, cond=None):
-            return self.linear(z)
-
     with pytest.raises(ContractError, match="does not depend on t"):
         check_backbone(Timeless(), (2,))
 
@@ -85,14 +86,6 @@ def test_a_zero_initialised_output_layer_passes():
 
 
 def test_a_zero_initialised_network_that_ignores_t_is_still_caught():
-    class Timeless(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.linear = nn.Linear(2, 2)
-
-        def forward(self, z, r, t, cond=None):
-            return self.linear(z)
-
     with pytest.raises(ContractError, match="does not depend on t"):
         check_backbone(_zero_output_layer(Timeless()), (2,))
 
