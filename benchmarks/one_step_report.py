@@ -356,6 +356,11 @@ def write_report(pairs: list[dict], args) -> None:
              "real-vs-real floor. Each section says when and on what machine its pair ran "
              "(`--recipes NAME` reruns one pair and keeps the others). Each modality adds its recipes to `PAIRS` "
              "in the script.", ""]
+    timed = [pair["seconds"] for pair in pairs if pair.get("seconds")]
+    if timed:
+        lines += [f"It runs unattended: `python benchmarks/one_step_report.py` trains and scores every pair in turn, "
+                  f"one thread each; the pairs below took {sum(timed) / 60:.0f} minutes together on the machines "
+                  f"their sections name.", ""]
     missing = [name for name in PAIRS if name not in {pair["recipe"] for pair in pairs}]
     if missing:
         lines += [f"Not run yet: {', '.join(missing)} (`python benchmarks/one_step_report.py --recipes "
