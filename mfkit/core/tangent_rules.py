@@ -9,7 +9,8 @@ heavy functional ops while dual tensors are live and splits each call in two:
 * the tangent is computed under ``torch.no_grad`` from the op's analytic JVP.
 
 Covered ops: linear, conv1d/2d/3d, conv_transpose1d/2d/3d, layer_norm, group_norm, rms_norm, silu,
-gelu, relu, scaled_dot_product_attention (primal with any kernel, tangent with the math formula) and
+gelu, relu, scaled_dot_product_attention (primal with any kernel; tangent blockwise over keys with an
+online softmax for large attention, :mod:`mfkit.core.attention`, or by the math formula below) and
 ``nn.MultiheadAttention``'s functional forward in its common configuration. Because the interception
 works on ``torch.nn.functional`` calls, any backbone built from plain ``torch.nn`` layers benefits,
 third-party ones included. Any other op, or an op whose parameters carry tangents themselves, falls
@@ -26,6 +27,8 @@ import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
+
+from mfkit.core.attention import attention_jvp
 
 Rule = Callable[..., Any]
 _RULES: dict[Callable, Rule] = {}
@@ -222,6 +225,9 @@ def attention_tangent(q, k, v, qt, kt, vt, attn_mask=None, is_causal=False, scal
                       out=None):
     """JVP of O = softmax(q k^T * scale + mask) v by the math formula; any of qt, kt, vt may be None.
 
+    The reference for :func:`mfkit.core.attention.blockwise_attention_jvp`, which computes the same
+    without materialising the (L, S) weights; the fast rule picks between them by size.
+
     With P the attention weights and S_t = scale (q_t k^T + q k_t^T):
     O_t = (P * S_t) v - rowsum(P * S_t) O + P v_t, which needs one pass over the (L, S) weights for
     the product and one for its row sums. ``out`` is the primal O when the caller has it.
@@ -272,9 +278,9 @@ def _sdpa(func, args, kwargs):
         raise _Fallback
     (qp, qt), (kp, kt), (vp, vt) = _split(a["query"]), _split(a["key"]), _split(a["value"])
     yp = F.scaled_dot_product_attention(qp, kp, vp, **{n: a[n] for n in _SDPA_NAMES[3:]})
-    with torch.no_grad():
-        yt = attention_tangent(qp, kp, vp, qt, kt, vt, a["attn_mask"], a["is_causal"], a["scale"],
-                               a["enable_gqa"], out=yp.detach())
+    with torch.no_grad():  # blockwise (online softmax) or the math rule, by size: mfkit.core.attention.MODE
+        yt = attention_jvp(qp, kp, vp, qt, kt, vt, a["attn_mask"], a["is_causal"], a["scale"],
+                           a["enable_gqa"], out=yp.detach())
     return _dual(yp, yt)
 
 
