@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--dim", type=int, default=64, help="head dimension")
     parser.add_argument("--paths", default="sdpa,math,blockwise")
-    parser.add_argument("--blocks", default="128", help="key block sizes of the blockwise pass, comma separated")
+    parser.add_argument("--blocks", default="64", help="key block sizes of the blockwise pass, comma separated")
     parser.add_argument("--max-math-gib", type=float, default=12.0,
                         help="skip the math rule where one (L, S) float32 buffer over batch and heads exceeds "
                              "this / 3 GiB (it holds about three)")

@@ -31,14 +31,16 @@ import os
 import torch
 
 #: Keys per block of the blockwise pass; memory per batch element and head is about L x BLOCK_SIZE.
-BLOCK_SIZE: int = 128
+BLOCK_SIZE: int = 64
 #: "auto": blockwise when L * S * batch * heads >= AUTO_MIN_WEIGHTS; "blockwise" or "math": always that one.
 #: The environment variable MFKIT_ATTENTION_TANGENT sets the initial value (benchmarks' subprocesses).
 MODE: str = os.environ.get("MFKIT_ATTENTION_TANGENT", "auto")
 #: Attention-weight elements (L x S x batch x heads) from which "auto" takes the blockwise pass.
-#: Measured (docs/benchmarks.md): the blockwise pass is as fast as the math rule where the math rule
-#: fits in caches and faster above, so the threshold only keeps tiny attention on the simpler path.
-AUTO_MIN_WEIGHTS: int = 1 << 16
+#: 2**23 = 8.4M weights (32 MiB per float32 buffer; the math rule holds about three). Measured on CPU
+#: (docs/benchmarks.md, "Attention tangents"): below it the math rule is as fast or faster (its fused
+#: softmax beats the extra passes of the online one while the weights fit in caches); above it the
+#: blockwise pass is as fast or faster and its memory stops growing with S.
+AUTO_MIN_WEIGHTS: int = 1 << 23
 
 _MODES = ("auto", "blockwise", "math")
 
