@@ -8,7 +8,9 @@ flow-matching overrides of digits_meanflow_vs_fm.py), records the child process'
 system, from getrusage, so a busy machine does not distort it) and the trainer's CPU seconds per step,
 then scores the run. `score` (re)scores a finished run. Scoring uses the `image` evaluator with each
 kept EMA (MeanFlow: 1 and 2 steps; flow matching: Euler 1, 2, 4, 8, 32), 2000 samples, evaluation
-seeds from --seeds. Every result is appended as one JSON line to --log.
+seeds from --seeds. The `image` evaluator's feature network is seeded by the recipe's train.seed, so
+scoring always sets train.seed=0: runs trained with other seeds are scored in the same feature space.
+Every result is appended as one JSON line to --log.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ def score(run: Path, seeds: list[int], count: int) -> list[dict]:
             for seed in seeds:
                 report = evaluate_checkpoint(checkpoint, steps=() if flow_matching else (1, 2),
                                              euler=(1, 2, 4, 8, 32) if flow_matching else (), count=count,
-                                             seed=seed, device="cpu")
+                                             seed=seed, device="cpu", overrides=["train.seed=0"])
                 for row in report.rows:
                     results.append({"ema": key, "seed": seed, "sampler": row.sampler, "nfe": row.steps,
                                     **row.metrics})
