@@ -6,6 +6,8 @@
     python benchmarks/train_step.py --compile              # adds torch.compile'd FM and MeanFlow steps
     python benchmarks/train_step.py --recipe audio_speech  # the backbone and batch of a recipe (any plugin's)
     python benchmarks/train_step.py --shipped              # every shipped CPU recipe's backbone, one table
+    python benchmarks/train_step.py --share 1.0 --configs flow_matching,forward_ad@all,forward_ad
+                                           # r != t share of MeanFlow; @all: a JVP for every row (jvp_rows)
 
 ``--recipe`` builds the recipe's modality (for its sample shape and conditions) and backbone through the
 public plugin registry, so it measures any installed plugin's backbone exactly as the recipe trains it,
@@ -65,10 +67,18 @@ class ConvAttentionNet(torch.nn.Module):
 COMPILED = ["flow_matching+compile", "forward_ad+compile", "nograd+compile"]
 
 
-def objective_for(name: str):
+def objective_for(name: str, share: float | None = None):
+    """The objective of a configuration: ``flow_matching``, or a JVP backend for MeanFlow, optionally
+    with ``@all`` / ``@r_neq_t`` / ``@auto`` for its ``jvp_rows`` (``forward_ad@all``: the JVP of every
+    row, the path before JVPs were restricted to the r != t rows). ``share``: MeanFlow's r != t share
+    (None: its default, the paper's 0.25)."""
     if name == "flow_matching":
         return mfkit.FlowMatching(adaptive_p=1.0)
-    return mfkit.MeanFlow(jvp_backend=name)
+    backend, _, rows = name.partition("@")
+    settings = {"jvp_rows": rows} if rows else {}
+    if share is not None:
+        settings["r_neq_t_share"] = share
+    return mfkit.MeanFlow(jvp_backend=backend, **settings)
 
 
 #: Every shipped backbone at the size of a shipped CPU recipe (``--shipped``): "recipe override ...".
@@ -116,7 +126,7 @@ def measure(name: str, args) -> dict:
     config = name
     if name.endswith("+compile"):  # compiled during the warm-up steps
         name, model = name.removesuffix("+compile"), torch.compile(model)
-    objective = objective_for(name)
+    objective = objective_for(name, args.share)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
@@ -164,7 +174,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
-    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help="comma-separated: flow_matching and JVP backends, a backend optionally with @all, "
+                             "@r_neq_t or @auto for objective.jvp_rows (forward_ad@all: every row gets a JVP)")
+    parser.add_argument("--share", type=float, default=None,
+                        help="share of rows with r != t in the MeanFlow configurations (default: MeanFlow's, 0.25)")
     parser.add_argument("--compile", action="store_true", help="also measure " + ", ".join(COMPILED))
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -203,8 +217,9 @@ def report(args) -> None:
         batch = args.batch
         shape = f"conv+attention width {args.width}, {args.depth} blocks, 3x{args.image}x{args.image}" \
             if args.backbone == "conv" else f"MLP {args.depth} x {args.width}, data dim {args.dim}"
+    share = args.share if args.share is not None else mfkit.MeanFlow().times.r_neq_t_share
     print(f"{shape}, batch {batch}, {args.device} {args.dtype}, "
-          f"threads {args.threads or torch.get_num_threads()}")
+          f"threads {args.threads or torch.get_num_threads()}, MeanFlow r != t share {share}")
     compiled_fm = next((r for r in rows if r["config"] == "flow_matching+compile"), None)
     print(f"{'config':<22}{'median ms':>12}{'x FM':>8}{'x FM+compile':>14}{'peak MiB':>12}")
     for row in rows:

@@ -32,6 +32,14 @@ tangent), so the forward-mode passes run compiled code eagerly (``torch.compiler
 loss forward of ``nograd`` and ``finite_difference`` stays compiled.
 
 Randomness (dropout) is replayed so that every pass of one call sees the same mask.
+
+Rows: :func:`jvp_on_rows` computes u for the whole batch and the JVP for selected rows only (MeanFlow's
+rows with r != t; :mod:`mfkit.core.rows` decides when that is exact).
+
+DistributedDataParallel: gradient-carrying passes go through the wrapper, extra no-grad passes through
+the module inside. With ``find_unused_parameters`` or ``static_graph`` DDP passes its output through an
+autograd function without a forward-mode rule, so the dual-tensor backends then run their pass without
+gradient inside the wrapper and give the wrapper an ordinary forward (one extra forward).
 """
 from __future__ import annotations
 
@@ -88,8 +96,13 @@ def jvp(
     args = (z, r, t, tuple(dx.to(x.dtype) for x, dx in zip((z, r, t), tangents)), cond, fd_step)
     try:
         with _quiet_jit_warning():
-            if precision == "fp32" and torch.is_autocast_enabled(z.device.type):
-                with replayed_randomness(z.device), autocast_off(z.device), torch.no_grad():
+            fp32_split = precision == "fp32" and torch.is_autocast_enabled(z.device.type)
+            if fp32_split or (backend in _DUAL_BACKENDS and _ddp_sink(model)):
+                with contextlib.ExitStack() as stack:
+                    stack.enter_context(replayed_randomness(z.device))
+                    if fp32_split:
+                        stack.enter_context(autocast_off(z.device))
+                    stack.enter_context(torch.no_grad())
                     du = tangent_only(without_wrapper(model), *args)
                 return call_model(model, z, r, t, cond), du
             return pair(model, *args)
@@ -97,6 +110,96 @@ def jvp(
         if isinstance(error, JVPError) or not _is_forward_mode_failure(error):
             raise
         raise JVPError(_explain(error, model, backend, lambda: pair(model, *args))) from error
+
+
+def jvp_on_rows(
+    model: Backbone,
+    z: torch.Tensor,
+    r: torch.Tensor,
+    t: torch.Tensor,
+    tangents: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    cond: Any = None,
+    rows: torch.Tensor | None = None,
+    *,
+    backend: str = "forward_ad",
+    fd_step: float = 1e-3,
+    precision: str = "fp32",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(u, J_u . tangents on ``rows`` only): u over the whole batch (B, ...) with its gradient, the JVP
+    detached for the selected rows (k, ...) in their order.
+
+    ``rows``: indices (k,) or a boolean mask (B,); None means every row (then this is :func:`jvp`).
+    Exact, that is equal to the same rows of :func:`jvp` up to float rounding, for a backbone that
+    computes each row on its own (no batch norm in training, no dropout: see :mod:`mfkit.core.rows`,
+    which decides when a MeanFlow objective may use it). Per backend:
+
+    * ``forward_ad``, ``forward_ad_plain`` (without the float32 split below): a plain forward of the
+      other rows and a dual pass of the selected rows, both carrying the gradient (their outputs are
+      put back in batch order): forward + tangent of the k rows only. Under DistributedDataParallel the
+      plain forward goes through the wrapper and the dual pass through the module inside it; both
+      gradients reach each parameter's accumulator before DDP's hook reduces it, so this is exact with
+      DDP's default settings. With ``find_unused_parameters`` or ``static_graph`` (whose output
+      function has no forward-mode rule) the wrapper gets one gradient forward of every row and a
+      no-grad dual pass gives the tangent of the k rows, as :func:`jvp` then does for every row.
+    * ``nograd``, ``finite_difference``, and every backend under ``precision="fp32"`` with autocast on:
+      the ordinary forward of the whole batch carries the gradient, as in :func:`jvp`, and the extra
+      no-grad pass (``torch.func.jvp``, shifted forward, float32 tangent) runs on the k rows only.
+    """
+    if backend not in _BACKENDS:
+        raise ValueError(f"unknown JVP backend {backend!r}; choose one of {', '.join(JVP_BACKENDS)}")
+    if precision not in JVP_PRECISIONS:
+        raise ValueError(f"unknown JVP precision {precision!r}; choose one of {', '.join(JVP_PRECISIONS)}")
+    batch = z.shape[0]
+    if rows is None:
+        return jvp(model, z, r, t, tangents, cond, backend=backend, fd_step=fd_step, precision=precision)
+    rows = rows.to(z.device)
+    index = rows.nonzero().flatten() if rows.dtype == torch.bool else rows.long()
+    k = index.numel()
+    if k == batch:
+        u, du = jvp(model, z, r, t, tangents, cond, backend=backend, fd_step=fd_step, precision=precision)
+        return u, du if bool((index == torch.arange(batch, device=z.device)).all()) else du[index]
+    if backend == "finite_difference" and not fd_step > 0:
+        raise ValueError(f"fd_step must be positive, got {fd_step}")
+    if k == 0:
+        u = call_model(model, z, r, t, cond)
+        return u, u.detach().new_zeros((0, *u.shape[1:]))
+    from mfkit.core.rows import take_rows
+
+    tangents = tuple(dx.to(x.dtype) for x, dx in zip((z, r, t), tangents))
+    picked = (z[index], r[index], t[index], tuple(dx[index] for dx in tangents), take_rows(cond, index, batch),
+              fd_step)
+    pair, tangent_only = _BACKENDS[backend]
+    inner = without_wrapper(model)
+    fp32_split = precision == "fp32" and torch.is_autocast_enabled(z.device.type)
+    forward_mode = backend in ("forward_ad", "forward_ad_plain") and not fp32_split
+    try:
+        with _quiet_jit_warning():
+            if forward_mode and not _ddp_sink(model):
+                rest = torch.ones(batch, dtype=torch.bool, device=z.device)
+                rest[index] = False
+                rest = rest.nonzero().flatten()
+                u_rest = call_model(model, z[rest], r[rest], t[rest], take_rows(cond, rest, batch))
+                u_rows, du = pair(inner, *picked)
+                order = torch.empty(batch, dtype=torch.long, device=z.device)
+                order[torch.cat([index, rest])] = torch.arange(batch, device=z.device)
+                return torch.cat([u_rows, u_rest]).index_select(0, order), du
+            if backend == "finite_difference" and not fp32_split:
+                with replayed_randomness(z.device):
+                    shifted = _shifted(inner, *picked)
+                u = call_model(model, z, r, t, cond)
+                return u, (shifted - u.detach()[index]) / fd_step
+            extra = (replayed_randomness(z.device), autocast_off(z.device)) if fp32_split else \
+                (replayed_randomness(z.device),)
+            with contextlib.ExitStack() as stack:
+                for context in extra:
+                    stack.enter_context(context)
+                with torch.no_grad():
+                    du = tangent_only(inner, *picked)
+            return call_model(model, z, r, t, cond), du
+    except (RuntimeError, NotImplementedError) as error:
+        if isinstance(error, JVPError) or not _is_forward_mode_failure(error):
+            raise
+        raise JVPError(_explain(error, model, backend, lambda: pair(inner, *picked))) from error
 
 
 # ---------------------------------------------------------------- forward-mode AD (dual tensors)
@@ -186,6 +289,18 @@ _BACKENDS = {
 
 
 # ---------------------------------------------------------------- helpers
+_DUAL_BACKENDS = ("forward_ad", "forward_ad_plain")
+
+
+def _ddp_sink(model) -> bool:
+    """Does a DistributedDataParallel wrapper pass its output through its own autograd.Function (with
+    ``find_unused_parameters`` or ``static_graph``)? That function has no forward-mode rule, so dual
+    tensors cannot cross the wrapper: the dual pass then runs without gradient on the module inside, and
+    the wrapper gets an ordinary forward (one extra forward, as under ``precision="fp32"`` with autocast)."""
+    return without_wrapper(model) is not model and bool(getattr(model, "find_unused_parameters", False)
+                                                        or getattr(model, "static_graph", False))
+
+
 def autocast_off(device: torch.device):
     return torch.autocast(device_type=device.type, enabled=False)
 

@@ -10,7 +10,9 @@ For data x (B, ...), noise e and times r <= t (B,):
 
 Because ``err`` is a sum over dimensions, ``c`` is on the scale of a squared norm per sample.
 With classifier-free guidance folded into training, v is replaced by the guided velocity v_g
-(:func:`guided_velocity`) both in the target and in the JVP tangent.
+(:func:`guided_velocity`) both in the target and in the JVP tangent. Rows with r = t have u_tgt = v
+whatever their JVP: :class:`MeanFlow` computes the JVP of the r != t rows only when that leaves the loss
+and gradients unchanged (``jvp_rows``, :mod:`mfkit.core.rows`).
 """
 from __future__ import annotations
 
@@ -25,8 +27,9 @@ from mfkit.core import presets
 from mfkit.core.broadcast import expand_like, sum_non_batch
 from mfkit.core.calling import call_model, without_wrapper
 from mfkit.core.conditions import ConditionOps, LabelConditions, batch_size_of
-from mfkit.core.jvp import JVP_BACKENDS, JVP_PRECISIONS, JVPError, autocast_off, jvp
+from mfkit.core.jvp import JVP_BACKENDS, JVP_PRECISIONS, JVPError, autocast_off, jvp, jvp_on_rows
 from mfkit.core.path import conditional_velocity, interpolate
+from mfkit.core.rows import JVP_ROWS, RowPlanner
 from mfkit.core.time_sampling import LogitNormal, TimePairSampler
 
 
@@ -41,6 +44,7 @@ def meanflow_target(
     backend: str = "forward_ad",
     fd_step: float = 1e-3,
     precision: str = "fp32",
+    rows: str = "all",
 ) -> torch.Tensor:
     """The stop-gradient MeanFlow target u_tgt = v - (t - r) d/dt u(z, r, t), with tangent (v, 0, 1).
 
@@ -48,17 +52,37 @@ def meanflow_target(
     ``precision="fp32"`` (default) the JVP is float32 too (see :func:`mfkit.jvp`). Returns a detached
     tensor of z's shape. When ``model`` is the exact average velocity of a flow and ``v`` its marginal
     velocity, the target equals ``model(z, r, t)`` (the MeanFlow identity).
+
+    ``rows``: ``"all"`` (default) takes the JVP of every row; ``"r_neq_t"`` only of the rows with r != t
+    (the others have target v), exact for a backbone without cross-sample coupling or randomness (see
+    :mod:`mfkit.core.rows`; :class:`MeanFlow` decides this by itself with ``jvp_rows="auto"``).
     """
-    return _prediction_and_target(model, z, r, t, v, cond, backend, fd_step, precision)[1]
+    if rows not in ("all", "r_neq_t"):
+        raise ValueError(f"rows must be 'all' or 'r_neq_t' here, got {rows!r}")
+    index = (r != t).nonzero().flatten() if rows == "r_neq_t" else None
+    return _prediction_and_target(model, z, r, t, v, cond, backend, fd_step, precision, index)[1]
 
 
-def _prediction_and_target(model, z, r, t, v, cond, backend, fd_step, precision="fp32"):
-    """(u with gradient, detached float32 target, detached JVP)."""
+def _prediction_and_target(model, z, r, t, v, cond, backend, fd_step, precision="fp32", rows=None):
+    """(u with gradient, detached float32 target, detached JVP).
+
+    ``rows`` None: the JVP of every row, returned (B, ...). Otherwise the indices of the rows with r != t:
+    only they get a JVP, returned (k, ...) in that order; every other row's target is v.
+    """
     tangents = (v, torch.zeros_like(r), torch.ones_like(t))
-    u, du_dt = jvp(model, z, r, t, tangents, cond, backend=backend, fd_step=fd_step, precision=precision)
+    if rows is None:
+        u, du_dt = jvp(model, z, r, t, tangents, cond, backend=backend, fd_step=fd_step, precision=precision)
+        with autocast_off(z.device):
+            gap = expand_like(t - r, z).float()
+            target = (v.float() - gap * du_dt.float()).detach()
+        return u, target, du_dt
+    u, du_dt = jvp_on_rows(model, z, r, t, tangents, cond, rows, backend=backend, fd_step=fd_step,
+                           precision=precision)
     with autocast_off(z.device):
-        gap = expand_like(t - r, z).float()
-        target = (v.float() - gap * du_dt.float()).detach()
+        velocity = v.float().detach()
+        gap = expand_like((t - r)[rows], du_dt).float()
+        # the same elementwise operations as above on the rows with r != t; the others keep v (= v - 0 * JVP)
+        target = velocity.index_put((rows,), velocity[rows] - gap * du_dt.float())
     return u, target, du_dt
 
 
@@ -190,6 +214,11 @@ class MeanFlow:
     under autocast; ``"autocast"`` opts into a JVP under the ambient autocast (see docs/concepts.md).
     ``jvp_guard``: on the first ``jvp_guard`` calls that have samples with r != t, stop with
     :class:`mfkit.core.jvp.JVPError` if the JVP is identically zero or not finite (0: off).
+    ``jvp_rows``: ``"auto"`` (default) computes the JVP only for the rows with r != t (the others, whose
+    target is v, get a plain forward) when the backbone treats rows apart and draws no random numbers,
+    else for every row; ``"all"``: every row; ``"r_neq_t"``: only r != t rows, unchecked. Loss and
+    gradients are the same up to float rounding (see :mod:`mfkit.core.rows` for the detection rule;
+    ``jvp_rows_reason`` says why the last "auto" call used every row).
     """
 
     times: TimePairSampler = field(default_factory=TimePairSampler)
@@ -200,8 +229,10 @@ class MeanFlow:
     fd_step: float = 1e-3
     jvp_precision: str = "fp32"
     jvp_guard: int = 3
+    jvp_rows: str = "auto"
     r_neq_t_share: InitVar[float | None] = None
     _guard_left: int = field(default=0, init=False, repr=False, compare=False)
+    _planner: RowPlanner = field(default_factory=RowPlanner, init=False, repr=False, compare=False)
 
     def __post_init__(self, r_neq_t_share: float | None = None) -> None:
         if r_neq_t_share is not None:
@@ -215,6 +246,8 @@ class MeanFlow:
             raise ValueError(f"fd_step must be positive, got {self.fd_step}")
         if self.jvp_guard < 0:
             raise ValueError(f"jvp_guard counts calls and must be >= 0, got {self.jvp_guard}")
+        if self.jvp_rows not in JVP_ROWS:
+            raise ValueError(f"unknown jvp_rows {self.jvp_rows!r}; choose one of {', '.join(JVP_ROWS)}")
         self._guard_left = self.jvp_guard
 
     def _check_common(self) -> None:
@@ -248,10 +281,35 @@ class MeanFlow:
         return Draw(noise, t.to(dtype), r.to(dtype), dropped)
 
     def prediction_and_target(self, model, z, r, t, v, cond):
+        moving = r != t
+        rows = self._jvp_rows_for(model, z, r, t, cond, moving)
         u, target, du = _prediction_and_target(model, z, r, t, v, cond, self.jvp_backend, self.fd_step,
-                                               self.jvp_precision)
-        self._guard(du, r, t, u)
+                                               self.jvp_precision, rows)
+        if self._guard_left > 0:
+            self._guard(du if rows is not None else du[moving], u)
         return u, target
+
+    @property
+    def jvp_rows_reason(self) -> str | None:
+        """Why the last call with ``jvp_rows="auto"`` took the JVP of every row (None: it did not)."""
+        return self._planner.last_reason
+
+    def _jvp_rows_for(self, model, z, r, t, cond, moving):
+        """None (every row gets a JVP) or the indices of the rows with r != t (only they get one).
+
+        Reads the number of r != t rows on the host: one device synchronisation per call.
+        """
+        self._planner.last_reason = None
+        if self.jvp_rows == "all":
+            return None
+        index = moving.nonzero().flatten()
+        if index.numel() == moving.numel():
+            return None
+        if self.jvp_rows == "auto":
+            probe_rows = index if index.numel() else torch.arange((moving.numel() + 1) // 2, device=z.device)
+            if not self._planner.separable(model, z, r, t, cond, probe_rows):
+                return None
+        return index
 
     def __call__(
         self,
@@ -292,19 +350,19 @@ class MeanFlow:
             per_sample_error=err.detach(),
         )
 
-    def _guard(self, du: torch.Tensor, r: torch.Tensor, t: torch.Tensor, u: torch.Tensor) -> None:
+    def _guard(self, rows: torch.Tensor, u: torch.Tensor) -> None:
         """Stop a run whose JVP is silently wrong: identically zero (for r != t) or not finite.
 
-        A network whose output is itself identically zero (a zero-initialised output layer, as in
-        adaLN-Zero DiTs at step 0) legitimately has a zero JVP: such calls are not counted.
+        ``rows``: the JVP of the rows with r != t (whichever rows got one). A network whose output is
+        itself identically zero (a zero-initialised output layer, as in adaLN-Zero DiTs at step 0)
+        legitimately has a zero JVP: such calls are not counted.
         """
         if self._guard_left <= 0:
             return
-        moving = r != t
-        if not bool(moving.any()) or not bool(u.detach().any()):
+        if rows.shape[0] == 0 or not bool(u.detach().any()):
             return
         self._guard_left -= 1
-        rows = du.detach()[moving]
+        rows = rows.detach()
         if not bool(torch.isfinite(rows).all()):
             raise JVPError(
                 f"the JVP (backend {self.jvp_backend!r}, precision {self.jvp_precision!r}) is NaN or infinite "
@@ -365,7 +423,7 @@ class FlowMatching(MeanFlow):
     """Flow matching: the r = t special case of MeanFlow (target v, no JVP). Same interface.
 
     Defaults: t from LN(-0.4, 1), plain L2 (adaptive_p = 0); set adaptive_p to compare like with like.
-    Only ``times.t_dist`` is used; settings that would have no effect (a JVP backend or precision,
+    Only ``times.t_dist`` is used; settings that would have no effect (a JVP backend, precision or rows,
     ``fd_step``, a share of r != t, an r distribution) are refused rather than ignored.
     """
 
@@ -375,10 +433,12 @@ class FlowMatching(MeanFlow):
     fd_step: float | None = None
     jvp_precision: str | None = None
     jvp_guard: int = 0
+    jvp_rows: str | None = None
 
     def __post_init__(self, r_neq_t_share: float | None = None) -> None:
         self._check_common()
-        ignored = [name for name in ("jvp_backend", "fd_step", "jvp_precision") if getattr(self, name) is not None]
+        ignored = [name for name in ("jvp_backend", "fd_step", "jvp_precision", "jvp_rows")
+                   if getattr(self, name) is not None]
         if self.jvp_guard:
             ignored.append("jvp_guard")
         if r_neq_t_share or self.times.r_neq_t_share:

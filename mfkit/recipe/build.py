@@ -78,4 +78,4 @@ def build_objective(settings: ObjectiveSettings, condition: ConditionSpec | int 
         return mfkit.FlowMatching(times=mfkit.TimePairSampler(times.t_dist, r_neq_t_share=0.0), **common)
     return mfkit.MeanFlow(times=times, jvp_backend=settings.jvp_backend,
                           fd_step=settings.fd_step, jvp_precision=settings.jvp_precision,
-                          jvp_guard=settings.jvp_guard, **common)
+                          jvp_guard=settings.jvp_guard, jvp_rows=settings.jvp_rows, **common)

@@ -45,7 +45,7 @@ class GuidanceSettings(Strict):
 
 #: Objective fields that only MeanFlow uses; a flow-matching recipe must leave them at their defaults.
 MEANFLOW_ONLY = ("r_sampler", "r_neq_t_share", "time_pair_order", "jvp_backend", "fd_step", "jvp_precision",
-                 "jvp_guard")
+                 "jvp_guard", "jvp_rows")
 
 
 class ObjectiveSettings(Strict):
@@ -73,6 +73,13 @@ class ObjectiveSettings(Strict):
                             "pass, about 1e-2 relative error); no effect without autocast")
     jvp_guard: int = Field(3, ge=0, description="stop if the JVP is all zero or not finite on any of the first N "
                                                 "steps with r != t (0: off)")
+    jvp_rows: Literal["auto", "all", "r_neq_t"] = Field(
+        "auto", description="which rows get a JVP (same loss and gradients up to float rounding). auto: only the "
+                            "rows with r != t (the others have target v and get a plain forward), unless the "
+                            "backbone couples samples or draws random numbers (batch norm in training, dropout, a "
+                            "layer that updates buffers: detected, see docs/concepts.md), then every row; all: "
+                            "every row; r_neq_t: only r != t rows, unchecked (exact only without coupling or "
+                            "randomness)")
     guidance: GuidanceSettings | None = Field(None, description="classifier-free guidance in training")
 
     @model_validator(mode="before")

@@ -41,16 +41,29 @@ class Recorder(torch.nn.Module):
         return self.net(z, r, t, cond)
 
 
+@pytest.mark.parametrize("jvp_rows", ["all", "auto"])
 @pytest.mark.parametrize("share", [0.0, 0.5])
-def test_guidance_with_vector_conditions(share):
+def test_guidance_with_vector_conditions(share, jvp_rows):
     model = Recorder()
     guidance = mfkit.Guidance(conditions=TensorConditions(torch.full((3,), float("nan"))), w_cfg=0.5, kappa=0.3,
                               class_dropout=share)
     cond = torch.rand(2000, 3)
-    out = mfkit.MeanFlow(guidance=guidance)(model, torch.randn(2000, 2), cond, generator=torch.Generator().manual_seed(0))
+    out = mfkit.MeanFlow(guidance=guidance, jvp_rows=jvp_rows)(model, torch.randn(2000, 2), cond,
+                                                                generator=torch.Generator().manual_seed(0))
     out.loss.backward()
     assert torch.isfinite(out.loss)
-    u_cond_call, u_null_call, training_call = model.seen
+    if jvp_rows == "all":
+        u_cond_call, u_null_call, training_call = model.seen
+    else:  # guidance passes, the separability probe (whole batch, r != t rows), then r = t rows and r != t rows
+        u_cond_call, u_null_call, training_call, _, rest_call, jvp_call = model.seen
+        assert len(rest_call) + len(jvp_call) == 2000 and 0 < len(jvp_call) < 2000
+
+        def in_order(rows):
+            return rows[torch.argsort(rows.nan_to_num(-1.0)[:, 0], stable=True)]
+
+        # the two training calls hold the batch's rows (seen in batch order by the probe), in another order
+        assert torch.equal(in_order(torch.cat([rest_call, jvp_call])).nan_to_num(-1.0),
+                           in_order(training_call).nan_to_num(-1.0))
     assert torch.isnan(u_null_call).all()
     dropped = torch.isnan(training_call).all(dim=1)
     assert abs(dropped.float().mean().item() - share) < 0.04
