@@ -291,7 +291,8 @@ class MeanFlow:
 
     @property
     def jvp_rows_reason(self) -> str | None:
-        """Why the last call with ``jvp_rows="auto"`` took the JVP of every row (None: it did not)."""
+        """Why the last call with ``jvp_rows="auto"`` found the backbone not row-separable and took the JVP
+        of every row; None when it split, when every row had r != t, or when ``jvp_rows`` is not auto."""
         return self._planner.last_reason
 
     def _jvp_rows_for(self, model, z, r, t, cond, moving):

@@ -72,10 +72,17 @@ def take_rows(cond: Any, index: torch.Tensor, batch: int) -> Any:
     return cond
 
 
+def _module_of(model: Any) -> Any:
+    """The user's module (no DDP or compile wrapper); for a bound method, the module it belongs to."""
+    root = innermost(model)
+    owner = getattr(root, "__self__", None)
+    return owner if not isinstance(root, nn.Module) and isinstance(owner, nn.Module) else root
+
+
 def static_reason(model: Any) -> str | None:
     """Why the backbone's rows cannot be computed apart, judged from its module types and their current
     mode (rule 1 of the module docstring), or None."""
-    root = innermost(model)
+    root = _module_of(model)
     if not isinstance(root, nn.Module):
         return None
     for name, module in root.named_modules():
@@ -101,7 +108,7 @@ def static_reason(model: Any) -> str | None:
 
 def signature(model: Any) -> tuple[bool, ...]:
     """The train/eval pattern of the backbone's modules (a probe's verdict holds for one pattern)."""
-    root = innermost(model)
+    root = _module_of(model)
     if not isinstance(root, nn.Module):
         return ()
     return tuple(module.training for module in root.modules())
@@ -136,10 +143,11 @@ class RowPlanner:
 
     def _probed(self, model, z, r, t, cond, rows) -> str | None:
         root = innermost(model)
+        key = _module_of(model)  # a bound method lives as long as its module, not itself
         key_signature = signature(model)
         try:
-            verdicts = self._verdicts.setdefault(root, {})
-            tries = self._inconclusive.setdefault(root, {})
+            verdicts = self._verdicts.setdefault(key, {})
+            tries = self._inconclusive.setdefault(key, {})
         except TypeError:  # not weak-referenceable: no memory, so no probe every call
             return "the backbone cannot be remembered between calls (not weak-referenceable), so it is not probed"
         if key_signature in verdicts:
@@ -162,7 +170,7 @@ def probe(model: Any, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, cond: A
     else the reason (or ``_INCONCLUSIVE``). Randomness and buffers are restored afterwards."""
     device = z.device
     try:
-        with _untouched(model, device) as watch, torch.no_grad(), _eager(), \
+        with _untouched(_module_of(model), device) as watch, torch.no_grad(), _eager(), \
                 torch.autocast(device_type=device.type, enabled=False):
             whole = call_model(model, z, r, t, cond)
             changed = watch.changed()

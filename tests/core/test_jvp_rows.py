@@ -316,7 +316,7 @@ def test_coupled_or_random_backbones_keep_the_whole_batch(name, backend):
             assert torch.equal(a, b), key  # running statistics and counters: as if there were no probe
 
 
-@pytest.mark.parametrize("layer", [nn.BatchNorm1d(32), nn.Dropout(0.2), nn.Dropout(0.0), nn.InstanceNorm1d(32)])
+@pytest.mark.parametrize("layer", [nn.BatchNorm1d(32), nn.Dropout(0.2), nn.Dropout(0.0), nn.GroupNorm(4, 32)])
 def test_layers_that_are_harmless_in_eval_mode_or_at_zero_rate_split(layer):
     model = with_layer(layer)
     if isinstance(layer, nn.BatchNorm1d) or (isinstance(layer, nn.Dropout) and layer.p > 0):
@@ -493,6 +493,28 @@ def test_copies_and_pickles_probe_afresh():
         assert copied == objective and copied.jvp_rows_reason is None
         copied(model, torch.randn(B, 6))
         assert "Dropout" in copied.jvp_rows_reason
+
+
+def test_a_bound_method_or_a_function_is_probed_once():
+    model = MLPBackbone(6, width=16, depth=1)
+    calls = []
+
+    def function(z, r, t):
+        calls.append(z.shape[0])
+        return model(z, r, t)
+
+    for backbone in (model.forward, function):
+        objective = mfkit.MeanFlow(r_neq_t_share=0.5)
+        objective(backbone, torch.randn(B, 6))
+        assert objective.jvp_rows_reason is None
+        calls.clear()
+        objective(backbone, torch.randn(B, 6))
+        assert objective.jvp_rows_reason is None
+    assert len(calls) == 2  # the split's two passes, no probe
+    dropout = with_layer(nn.Dropout(0.2))
+    objective = mfkit.MeanFlow(r_neq_t_share=0.5)
+    objective(dropout.forward, torch.randn(B, 6))
+    assert "Dropout" in objective.jvp_rows_reason  # the static rule sees the method's module
 
 
 def test_take_rows_of_condition_structures():
