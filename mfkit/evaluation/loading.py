@@ -1,6 +1,7 @@
 """`mfkit eval` on a checkpoint: load the run's network, modality (with its state) and an evaluator."""
 from __future__ import annotations
 
+import dataclasses
 import platform
 import time
 from pathlib import Path
@@ -14,6 +15,10 @@ from mfkit.evaluation.report import EvalReport
 from mfkit.evaluation.runner import Evaluation, ProgressFn, _quiet
 from mfkit.plugins.discovery import Installed, Registry, UnknownPluginError, registry as default_registry
 from mfkit.plugins.spec import EvaluatorSpec, Modality, PluginContext
+
+
+#: The seed every evaluator is built with (feature networks, projections): one metric for every run.
+EVALUATOR_SEED = 0
 
 
 def find_evaluator(modality: str, name: str | None = None, plugins: Registry | None = None) -> Installed[EvaluatorSpec]:
@@ -42,8 +47,12 @@ def find_evaluator(modality: str, name: str | None = None, plugins: Registry | N
 
 def build_evaluator(installed: Installed[EvaluatorSpec], modality: Modality, context: PluginContext,
                     params: dict[str, Any] | None = None):
-    """Build the evaluator with ``params`` validated by its own schema (ValueError naming each problem)."""
+    """Build the evaluator with ``params`` validated by its own schema (ValueError naming each problem).
+
+    The evaluator gets ``context`` with seed :data:`EVALUATOR_SEED` whatever the run's seed: its feature
+    networks and projections define the metric, so runs trained with different seeds are scored alike."""
     spec = installed.spec
+    context = dataclasses.replace(context, seed=EVALUATOR_SEED)
     try:
         validated = spec.params_model.model_validate(params or {})
     except ValidationError as error:

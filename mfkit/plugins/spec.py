@@ -51,7 +51,8 @@ class PluginContext:
     device, dtype: where and in which dtype the model runs (data sets should still yield CPU tensors).
     run_dir: the run folder (None outside a run, e.g. in tests or `mfkit validate`).
     cache_dir: a folder for caches shared between runs (decoded audio, sampled point clouds, ...).
-    seed: the recipe's seed. rank, world_size: this process and how many there are (torchrun), for
+    seed: the recipe's seed (an evaluator always gets 0, so every run is scored by the same feature
+    networks: see ``mfkit.evaluation.loading.EVALUATOR_SEED``). rank, world_size: this process and how many there are (torchrun), for
     sharded data and per-rank caches. purpose: why the plugin is built ("train", "sample", "validate",
     "eval", "test"); a modality built for sampling must not fit anything (its state is loaded).
     """

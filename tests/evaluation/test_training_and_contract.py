@@ -116,3 +116,14 @@ def test_evaluator_lookup_prefers_the_modalitys_own_and_refuses_ties():
         find_evaluator("sound", plugins=_Registry(own))
     with pytest.raises(UnknownPluginError, match="scores images"):
         find_evaluator("toy2d", "other", plugins=_Registry(other))
+
+
+def test_every_run_is_scored_by_evaluators_built_with_one_seed(tmp_path):
+    """Feature networks define the metric: a run trained with seed 7 must not get its own."""
+    from mfkit.builtin.toy2d import Toy2d, Toy2dParams
+    from mfkit.evaluation.loading import EVALUATOR_SEED, build_evaluator, find_evaluator
+    from mfkit.plugins import PluginContext
+
+    modality = Toy2d(Toy2dParams(distribution="moons", size=200))
+    built = build_evaluator(find_evaluator("toy2d"), modality, PluginContext(seed=7, purpose="eval"))
+    assert built.seed == EVALUATOR_SEED == 0
