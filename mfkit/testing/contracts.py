@@ -77,9 +77,9 @@ def check_backbone(model: nn.Module, sample_shape: tuple[int, ...], num_classes:
                 if broadcasts_to(u.shape, z.shape) else ""))
     _require(u.dtype == z.dtype, f"output dtype {u.dtype} differs from input dtype {z.dtype}")
     _require(bool(torch.isfinite(u).all()), "output has NaN or infinite values")
-    if not u.any():
-        # a zero-initialised output layer (adaLN-Zero, zero-init convolutions) makes every check of what the
-        # output depends on vacuous: check a copy whose all-zero parameters get small random values instead
+    if any(_all_zero(parameter) for parameter in model.parameters()):
+        # zero-initialised layers (adaLN-Zero, zero output layers, zero residual branches) hide at step 0 what
+        # the output depends on: check a copy whose all-zero parameters get small random values instead
         model = awake_copy(model)
         with torch.no_grad():
             u = model(z, r, t, cond=cond)
@@ -114,6 +114,10 @@ def check_backbone(model: nn.Module, sample_shape: tuple[int, ...], num_classes:
     check_jvp(model, sample_shape, cond, batch, atol)
 
 
+def _all_zero(parameter: torch.Tensor) -> bool:
+    return parameter.is_floating_point() and parameter.numel() > 0 and not parameter.any()
+
+
 def awake_copy(model: nn.Module, scale: float = 0.02, seed: int = 0) -> nn.Module:
     """A copy of ``model`` whose all-zero floating-point parameters (zero-initialised output layers,
     adaLN-Zero gates) are drawn from N(0, scale^2), so the output depends on the inputs as after training."""
@@ -121,7 +125,7 @@ def awake_copy(model: nn.Module, scale: float = 0.02, seed: int = 0) -> nn.Modul
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in woken.parameters():
-            if parameter.is_floating_point() and parameter.numel() and not parameter.any():
+            if _all_zero(parameter):
                 noise = torch.randn(parameter.shape, generator=generator, dtype=torch.float64)
                 parameter.copy_((scale * noise).to(parameter.dtype))
     return woken

@@ -29,12 +29,26 @@ def test_contract(name, condition):
 
 
 @pytest.mark.parametrize("name", ["unet", "dit"])
+def test_the_default_zero_initialised_network_passes_the_contract(name):
+    """adaLN-Zero (DiT: modulations and output layer at zero) and zero residual branches (U-Net): the
+    contract checks what the output depends on through a copy with those weights drawn at random."""
+    check_backbone_spec(SPECS[name], info_for(CONDITIONS["class"]), SMALL[name])
+
+
+def test_a_fresh_dit_outputs_zero_as_in_the_paper():
+    info = info_for(CONDITIONS["class"], (1, 8, 8))
+    model = DIT.build(DIT.params_model(**SMALL["dit"]), info, None)
+    assert not model(torch.randn(2, 1, 8, 8), torch.zeros(2), torch.ones(2), torch.tensor([0, 3])).any()
+
+
+@pytest.mark.parametrize("name", ["unet", "dit"])
 def test_zero_init_starts_blocks_as_identity_then_passes_the_contract(name):
     """With zero_init (the default) every residual branch / adaLN modulation starts at zero, so a fresh
-    network ignores the times and the condition (but not z: its first JVP is not zero, so mfkit's JVP
-    guard lets it train); once those layers move, as after a few steps, it passes every contract check."""
+    network ignores the times and the condition (but not z, with the DiT's output layer left at a normal
+    init); once those layers move, as after a few steps, it passes every contract check."""
     info = info_for(CONDITIONS["class"], (1, 8, 8))
-    model = SPECS[name].build(SPECS[name].params_model(**SMALL[name]), info, None)
+    settings = {**SMALL[name], **({"zero_output": False} if name == "dit" else {})}
+    model = SPECS[name].build(SPECS[name].params_model(**settings), info, None)
     z = torch.randn(2, 1, 8, 8)
     fresh = model(z, torch.zeros(2), torch.ones(2), torch.tensor([0, 3]))
     assert torch.equal(fresh, model(z, torch.full((2,), 0.2), torch.full((2,), 0.7), torch.tensor([1, 2])))

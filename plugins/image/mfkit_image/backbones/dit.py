@@ -41,8 +41,9 @@ class DiTParams(BaseModel):
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout after attention and in the MLP")
     time_inputs: Literal["t,t-r", "t,r", "t,r,t-r"] = Field("t,t-r", description="which times the network sees")
     zero_init: bool = Field(True, description="adaLN-Zero: every modulation regressor starts at zero (blocks start "
-                                              "as the identity); the output layer keeps a normal init, so the "
-                                              "first JVP is not identically zero")
+                                              "as the identity)")
+    zero_output: bool = Field(True, description="the output layer starts at zero too, as in DiT (the network "
+                                                "outputs 0 at step 0; false: a normal init)")
 
     @field_validator("preset")
     @classmethod
@@ -139,9 +140,9 @@ class DiT(nn.Module):
         self.norm_out = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Linear(hidden, 2 * hidden)
         self.out = nn.Linear(hidden, patch * patch * channels)
-        self._init(params.zero_init)
+        self._init(params.zero_init, params.zero_output)
 
-    def _init(self, zero_init: bool) -> None:
+    def _init(self, zero_init: bool, zero_output: bool) -> None:
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
@@ -158,6 +159,8 @@ class DiT(nn.Module):
             for block in self.blocks:
                 zero_(block.ada)
             zero_(self.ada_out)
+        if zero_output:
+            zero_(self.out)
 
     @property
     def null_label(self) -> int | None:
