@@ -6,6 +6,7 @@
     python benchmarks/one_step_report.py --work /tmp/report --reuse   # after an interruption: no retraining
     python benchmarks/one_step_report.py --recipes image_digits       # (re)run one pair; the others are kept
     python benchmarks/one_step_report.py --from-json docs/figures/results.json   # only render the report again
+    python benchmarks/one_step_report.py --import RESULTS.json "COMMAND"   # a plugin benchmark's pair
 
 For each MeanFlow recipe in ``PAIRS`` (modality issues add theirs), the same recipe with
 ``objective.kind: flow_matching`` (MeanFlow-only fields dropped) is its flow-matching twin. Both train
@@ -92,8 +93,9 @@ def step_ratio(data: dict, twin: dict, rounds: int = 3, steps: int = 15) -> tupl
         model = build_backbone(recipe, modality)
         objective = build_objective(recipe.objective, modality.condition())
         optimizer = torch.optim.Adam(model.parameters(), lr=recipe.train.lr)
-        loader = iter(DataLoader(modality.dataset("train"), batch_size=recipe.train.batch_size, shuffle=True,
-                                 collate_fn=modality.collate(), generator=torch.Generator().manual_seed(0)))
+        batches = DataLoader(modality.dataset("train"), batch_size=recipe.train.batch_size, shuffle=True,
+                             drop_last=True, collate_fn=modality.collate(), generator=torch.Generator().manual_seed(0))
+        loader = (batch for _ in iter(int, 1) for batch in batches)  # epoch after epoch: small data sets end
         generator = torch.Generator().manual_seed(1)
 
         def step():
@@ -223,6 +225,29 @@ def run_pair(name: str, args, work: Path) -> dict:
             "load": _load_text(), "scale": args.scale, "note": args.note,
             "seconds": time.perf_counter() - began + sum(
                 seconds for run, seconds in ((data["name"], mf_seconds), (twin["name"], fm_seconds)) if run in REUSED)}
+
+
+def imported_pair(path: Path, command: str) -> dict:
+    """A pair measured by a plugin's own equal-compute benchmark (its JSON holds the same fields: the two
+    `mfkit eval` reports, steps and step times), stored with the command that produced it."""
+    data = json.loads(Path(path).read_text())
+    missing = [key for key in ("meanflow", "flow_matching", "meanflow_steps", "fm_steps", "mf_step_ms", "fm_step_ms")
+               if key not in data]
+    if missing:
+        raise SystemExit(f"{path} lacks {', '.join(missing)}: not an equal-compute pair")
+    name = Path(str(data.get("recipe", path))).stem
+    recipe = recipe_data(name)
+    pair = {"recipe": name, "step_ratio": data["mf_step_ms"] / data["fm_step_ms"],
+            "objective": {k: v for k, v in recipe["objective"].items() if v is not None},
+            "batch": recipe["train"]["batch_size"], "backbone": recipe["backbone"],
+            "date": datetime.date.fromtimestamp(Path(path).stat().st_mtime).isoformat(),
+            **{key: data[key] for key in ("meanflow", "flow_matching", "meanflow_steps", "fm_steps", "mf_step_ms",
+                                          "fm_step_ms", "mf_train_seconds", "fm_train_seconds", "machine")
+               if key in data}}
+    pair["seconds"] = data.get("seconds") or (data.get("mf_train_seconds", 0) + data.get("fm_train_seconds", 0)) or None
+    pair["note"] = (f"Measured by `{command}` (equal compute by CPU time; imported with --import). "
+                    + (data.get("note") or ""))
+    return pair
 
 
 def _load_text() -> str:
@@ -406,6 +431,9 @@ def main() -> None:
     parser.add_argument("--note", default="", help="a sentence about the machine's conditions, for the report")
     parser.add_argument("--from-json", type=Path, default=None, help="train nothing: render the report from "
                                                                       "this store")
+    parser.add_argument("--import", dest="imports", nargs="*", default=[], metavar="FILE COMMAND",
+                        help="store pairs measured by a plugin's own benchmark: its JSON file, then the command that "
+                             "produced it (pairs of arguments); nothing is trained")
     parser.add_argument("--reuse", action="store_true", help="take runs already trained to the end in --work as "
                                                              "they are (a report interrupted after training)")
     args = parser.parse_args()
@@ -417,6 +445,11 @@ def main() -> None:
     for module in ("benchmarks.plots", "mfkit.recipe.build", "mfkit.train.checkpoint"):
         importlib.import_module(module)
 
+    if args.imports:
+        pairs = [imported_pair(Path(path), command) for path, command in zip(args.imports[::2], args.imports[1::2])]
+        write_report(update_store(args.json, pairs), args)
+        print(f"imported {', '.join(pair['recipe'] for pair in pairs)}; wrote {args.out}", file=sys.stderr)
+        return
     if args.from_json is not None:
         write_report(ordered_pairs(load_store(args.from_json)), args)
         print(f"wrote {args.out}", file=sys.stderr)
