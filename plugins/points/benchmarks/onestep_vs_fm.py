@@ -56,17 +56,25 @@ def _objective(settings: dict):
     """mfkit's objective for the recipe's objective section (the fields the points recipes use)."""
     import mfkit
 
-    known = {"kind", "time_sampler", "r_neq_t_share", "adaptive_p", "adaptive_c"}
+    known = {"kind", "time_sampler", "r_sampler", "r_neq_t_share", "time_pair_order", "adaptive_p", "adaptive_c"}
     unknown = set(settings) - known
     if unknown:
         raise ValueError(f"the step-time measurement does not know objective fields {sorted(unknown)}")
-    sampler = settings.get("time_sampler", {})
-    times = (mfkit.Uniform() if sampler.get("kind") == "uniform"
-             else mfkit.LogitNormal(sampler.get("mean", -0.4), sampler.get("std", 1.0)))
+
+    def distribution(sampler: dict | None):
+        if sampler is None:
+            return None
+        if sampler.get("kind") == "uniform":
+            return mfkit.Uniform()
+        return mfkit.LogitNormal(sampler.get("mean", -0.4), sampler.get("std", 1.0))
+
+    t_dist = distribution(settings.get("time_sampler", {}))
     if settings.get("kind") == "flow_matching":
-        return mfkit.FlowMatching(times=mfkit.TimePairSampler(times, r_neq_t_share=0.0))
-    return mfkit.MeanFlow(times=mfkit.TimePairSampler(times, r_neq_t_share=settings.get("r_neq_t_share", 0.25)),
-                          adaptive_p=settings.get("adaptive_p", 1.0), adaptive_c=settings.get("adaptive_c", 1e-2))
+        return mfkit.FlowMatching(times=mfkit.TimePairSampler(t_dist, r_neq_t_share=0.0))
+    times = mfkit.TimePairSampler(t_dist, distribution(settings.get("r_sampler")), settings.get("r_neq_t_share", 0.25),
+                                  order=settings.get("time_pair_order", "sort"))
+    return mfkit.MeanFlow(times=times, adaptive_p=settings.get("adaptive_p", 1.0),
+                          adaptive_c=settings.get("adaptive_c", 1e-2))
 
 
 def step_seconds(recipe: dict, twin: dict, rounds: int = 5, steps: int = 6) -> tuple[float, float]:
@@ -188,7 +196,7 @@ def main() -> None:
               "meanflow_steps": recipe["train"]["steps"], "fm_steps": twin["train"]["steps"],
               "mf_step_ms": 1000 * mf_step, "fm_step_ms": 1000 * fm_step,
               "mf_train_seconds": mf_seconds, "fm_train_seconds": fm_seconds, "mf_train_cpu_seconds": mf_cpu,
-              "fm_train_cpu_seconds": fm_cpu, "count": count,
+              "fm_train_cpu_seconds": fm_cpu, "count": count, "meanflow_recipe": recipe, "flow_matching_recipe": twin,
               "meanflow": evaluate(mf_checkpoint, STEPS, (), count),
               "flow_matching": evaluate(fm_checkpoint, (), STEPS, count)}
     (args.work / "results.json").write_text(json.dumps(result, indent=1))

@@ -88,9 +88,10 @@ class PointsEvaluator(Evaluator):
         return self._reference[1]
 
     def score(self, samples: torch.Tensor, cond: Any, real: torch.Tensor, real_cond: Any) -> dict[str, float]:
-        """Set metrics (in unit-sphere coordinates) of ``samples`` against ``real``; with class labels ``cond``, the share of samples the
-        classifier assigns to their requested class: overall, for the worst class among those requested,
-        and per class (NaN for a class no sample asked for, e.g. under `mfkit eval --cond`)."""
+        """Set metrics (in unit-sphere coordinates) of ``samples`` against ``real``; with class labels
+        ``cond``, the share of samples the classifier assigns to their requested class: overall, for the
+        worst class among those requested, and per class (NaN for a class no sample asked for, e.g.
+        under `mfkit eval --cond`)."""
         device, chosen = self.context.device, self.params.chamfer_points
         samples = _point_subset(self._clouds(samples), chosen, self.context.seed).to(device)
         real = _point_subset(self._clouds(real), chosen, self.context.seed).to(device)

@@ -53,7 +53,8 @@ def test_the_output_depends_on_the_other_points_of_the_cloud(name):
     moved = z.clone()
     moved[0, :10] += 2.0
     with torch.no_grad():
-        assert not torch.allclose(model(z, r, t, torch.tensor([1]))[0, 10:], model(moved, r, t, torch.tensor([1]))[0, 10:])
+        label = torch.tensor([1])
+        assert not torch.allclose(model(z, r, t, label)[0, 10:], model(moved, r, t, label)[0, 10:])
 
 
 @pytest.mark.parametrize("name", NETS)
