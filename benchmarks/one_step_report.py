@@ -28,12 +28,14 @@ import argparse
 import copy
 import datetime
 import fcntl
+import hashlib
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -261,7 +263,9 @@ def update_store(path: Path, pairs: list[dict]) -> list[dict]:
     """Replace the stored pairs of these recipes (others kept); returns every stored pair, in PAIRS order.
     A lock keeps two reports run side by side (different recipes) from losing each other's pairs."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    lock_path = Path(tempfile.gettempdir()) / f"mfkit-report-{digest}.lock"
+    with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         stored = load_store(path)
         stored.update({pair["recipe"]: pair for pair in pairs})
@@ -437,8 +441,6 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="take runs already trained to the end in --work as "
                                                              "they are (a report interrupted after training)")
     args = parser.parse_args()
-    import tempfile
-
     import importlib
 
     # import everything up front: the report runs long, and a checkout edited meanwhile must not stop it

@@ -82,9 +82,9 @@ def objective_for(name: str, share: float | None = None):
 
 
 #: Every shipped backbone at the size of a shipped CPU recipe (``--shipped``): "recipe override ...".
-SHIPPED = ["toy2d", "image_digits", "image_digits backbone.name=dit backbone.params={preset: tiny/2}",
-           "image_mnist", "audio_speech", "audio_speech backbone.name=spec_unet backbone.params={channels: 32}",
-           "points_shapes", "points_shapes backbone.name=point_transformer backbone.params={width: 128, depth: 4}"]
+SHIPPED = ["toy2d", "image_digits", "image_digits backbone.name=dit 'backbone.params={preset: tiny/2}'",
+           "image_mnist", "audio_speech", "audio_speech backbone.name=spec_unet 'backbone.params={channels: 32}'",
+           "points_shapes", "points_shapes backbone.name=point_transformer 'backbone.params={width: 128, depth: 4}'"]
 
 
 def recipe_inputs(name: str, batch: int | None, device: torch.device):
