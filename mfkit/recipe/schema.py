@@ -122,6 +122,9 @@ class TrainSettings(Strict):
         "constant", description="after warm-up: keep lr, or decay it to 0 at the last step (cosine or linear)")
     grad_clip: float | None = Field(1.0, gt=0, description="clip the global gradient norm (null: off)")
     ema_decays: list[float] = Field(default_factory=lambda: [0.999], description="EMA decays kept (first: sampling default)")
+    ema_warmup: bool = Field(False, description="EMA warm-up: decay min(d, (1 + n) / (10 + n)) at update n, so a "
+                                                "short run's average forgets the initial weights (without it, "
+                                                "0.999 keeps 13.5% of them after 2,000 steps)")
     seed: int = Field(0, description="seed of weights, data order, noise and times")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available")
     precision: Literal["fp32", "bf16"] = Field(

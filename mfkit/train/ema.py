@@ -10,24 +10,37 @@ def decay_key(decay: float) -> str:
     return repr(float(decay))
 
 
-class EMA:
-    """Shadow copies of a model's floating-point parameters and buffers, one per decay."""
+def warmed_decay(decay: float, updates: int) -> float:
+    """min(decay, (1 + n) / (10 + n)) after n earlier updates: early averages forget the initial weights
+    quickly (0.1 at the first update, 0.5 at the ninth), later ones use ``decay``."""
+    return min(decay, (1 + updates) / (10 + updates))
 
-    def __init__(self, model: nn.Module, decays: list[float]) -> None:
-        self.decays = list(decays)
+
+class EMA:
+    """Shadow copies of a model's floating-point parameters and buffers, one per decay.
+
+    Without warm-up, a shadow keeps decay^n of the initial weights after n updates (0.999 over 2,000
+    steps: 13.5%), which holds short runs back. ``warmup=True`` uses :func:`warmed_decay` instead; the
+    trainer passes the step so a resumed run continues the same schedule.
+    """
+
+    def __init__(self, model: nn.Module, decays: list[float], warmup: bool = False) -> None:
+        self.decays, self.warmup = list(decays), warmup
         state = model.state_dict()
         self.shadows: dict[str, dict[str, torch.Tensor]] = {
             decay_key(d): {k: v.detach().clone() for k, v in state.items()} for d in self.decays
         }
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, updates: int = 0) -> None:
+        """One update; ``updates``: how many came before (used by the warm-up)."""
         state = model.state_dict()
         for decay in self.decays:
             shadow = self.shadows[decay_key(decay)]
+            rate = 1 - (warmed_decay(decay, updates) if self.warmup else decay)
             for name, value in state.items():
                 if value.dtype.is_floating_point:
-                    shadow[name].lerp_(value.detach(), 1 - decay)
+                    shadow[name].lerp_(value.detach(), rate)
                 else:
                     shadow[name].copy_(value)
 

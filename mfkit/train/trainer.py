@@ -245,7 +245,7 @@ class Trainer:
                                        weight_decay=train.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, train.warmup_steps, train.steps, train.lr_schedule))
-        self.ema = EMA(self.model, train.ema_decays)
+        self.ema = EMA(self.model, train.ema_decays, warmup=train.ema_warmup)
         self.generator = torch.Generator(self.device).manual_seed(train.seed + 1)
         self.step = 0
         if checkpoint is not None:
@@ -453,7 +453,7 @@ class Trainer:
             grad_norm = gradient_norm(self.model.parameters())
         self.optimizer.step()
         self.scheduler.step()
-        self.ema.update(self.model)
+        self.ema.update(self.model, self.step)
         self.step += 1
         return out.metrics(), grad_norm
 
