@@ -33,35 +33,9 @@ import torch
 
 import mfkit
 from mfkit.nn import MLPBackbone
+from mfkit.testing.networks import ConvAttentionNet  # noqa: F401 - also imported by cuda_check.py
 
 CONFIGS = ["flow_matching", "forward_ad", "forward_ad_plain", "nograd", "finite_difference"]
-
-
-class ConvAttentionNet(torch.nn.Module):
-    """A backbone as a third party would write it, from plain torch.nn layers only: convolutions,
-    GroupNorm, SiLU, LayerNorm and nn.MultiheadAttention over (C, H, W) images."""
-
-    def __init__(self, channels: int = 3, width: int = 128, blocks: int = 2, heads: int = 4) -> None:
-        super().__init__()
-        from mfkit.nn import TimePairEmbedding
-
-        nn = torch.nn
-        self.time = TimePairEmbedding(width, frequency_dim=64)
-        self.inp = nn.Conv2d(channels, width, 3, padding=1)
-        self.convs = nn.ModuleList(nn.Sequential(nn.GroupNorm(8, width), nn.SiLU(), nn.Conv2d(width, width, 3, padding=1))
-                                   for _ in range(blocks))
-        self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(blocks))
-        self.attentions = nn.ModuleList(nn.MultiheadAttention(width, heads, batch_first=True) for _ in range(blocks))
-        self.out = nn.Conv2d(width, channels, 3, padding=1)
-
-    def forward(self, z, r, t, cond=None):
-        h = self.inp(z) + self.time(r, t)[:, :, None, None]
-        b, c, height, width = h.shape
-        for conv, norm, attention in zip(self.convs, self.norms, self.attentions):
-            h = h + conv(h)
-            seq = norm(h.flatten(2).transpose(1, 2))
-            h = h + attention(seq, seq, seq, need_weights=False)[0].transpose(1, 2).reshape(b, c, height, width)
-        return self.out(torch.nn.functional.silu(h))
 
 
 COMPILED = ["flow_matching+compile", "forward_ad+compile", "nograd+compile"]

@@ -17,39 +17,12 @@ import mfkit
 from mfkit.core.jvp import JVPError, jvp, jvp_on_rows
 from mfkit.core.rows import static_reason, take_rows
 from mfkit.nn import MLPBackbone, TimePairEmbedding
+from mfkit.testing.networks import ConvAttentionNet
 
 BACKENDS = ["forward_ad", "forward_ad_plain", "nograd", "finite_difference"]
 #: (autocast on?, jvp_precision)
 PRECISIONS = [(False, "fp32"), (True, "fp32"), (True, "autocast")]
 B = 24
-
-
-class ConvAttentionNet(nn.Module):
-    """The conv + attention net of benchmarks/train_step.py, small: convolutions, GroupNorm, SiLU, LayerNorm
-    and nn.MultiheadAttention over (C, H, W) images, with optional class labels."""
-
-    def __init__(self, channels=3, width=16, blocks=1, heads=2, num_classes=None):
-        super().__init__()
-        self.time = TimePairEmbedding(width, frequency_dim=16)
-        self.label = nn.Embedding(num_classes + 1, width) if num_classes else None
-        self.inp = nn.Conv2d(channels, width, 3, padding=1)
-        self.convs = nn.ModuleList(nn.Sequential(nn.GroupNorm(4, width), nn.SiLU(), nn.Conv2d(width, width, 3, padding=1))
-                                   for _ in range(blocks))
-        self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(blocks))
-        self.attentions = nn.ModuleList(nn.MultiheadAttention(width, heads, batch_first=True) for _ in range(blocks))
-        self.out = nn.Conv2d(width, channels, 3, padding=1)
-
-    def forward(self, z, r, t, cond=None):
-        e = self.time(r, t)
-        if self.label is not None:
-            e = e + self.label(cond)
-        h = self.inp(z) + e[:, :, None, None]
-        b, c, height, width = h.shape
-        for conv, norm, attention in zip(self.convs, self.norms, self.attentions):
-            h = h + conv(h)
-            seq = norm(h.flatten(2).transpose(1, 2))
-            h = h + attention(seq, seq, seq, need_weights=False)[0].transpose(1, 2).reshape(b, c, height, width)
-        return self.out(torch.nn.functional.silu(h))
 
 
 def case(kind):
@@ -64,7 +37,8 @@ def case(kind):
         cond = torch.randint(0, 5, (B,), generator=g)
         guidance = mfkit.Guidance(null_label=5, w_cfg=0.6, kappa=0.3, t_min=0.1, t_max=0.9, class_dropout=0.2)
     elif kind == "conv_attention_labels":
-        model, x = ConvAttentionNet(num_classes=4), torch.randn(B, 3, 6, 6, generator=g)
+        model = ConvAttentionNet(width=16, blocks=1, heads=2, num_classes=4, groups=4, frequency_dim=16)
+        x = torch.randn(B, 3, 6, 6, generator=g)
         cond = torch.randint(0, 4, (B,), generator=g)
     else:
         raise ValueError(kind)
