@@ -6,6 +6,7 @@
     python benchmarks/train_step.py --compile              # adds torch.compile'd FM and MeanFlow steps
     python benchmarks/train_step.py --recipe audio_speech  # the backbone and batch of a recipe (any plugin's)
     python benchmarks/train_step.py --shipped              # every shipped CPU recipe's backbone, one table
+    python benchmarks/train_step.py --interleaved --threads 1   # steady ratios on a shared machine (CPU time)
     python benchmarks/train_step.py --share 1.0 --configs flow_matching,forward_ad@all,forward_ad
                                            # r != t share of MeanFlow; @all: a JVP for every row (jvp_rows)
 
@@ -21,6 +22,7 @@ but honest proxy. Target (CPU, exact JVP): MeanFlow step <= 1.5x the flow-matchi
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import shlex
@@ -84,25 +86,26 @@ def recipe_inputs(name: str, batch: int | None, device: torch.device):
     return model, x, cond, label
 
 
-def measure(name: str, args) -> dict:
+def build_inputs(args, device: torch.device):
+    """(model, x, cond) of the configured backbone, seeded."""
     torch.manual_seed(0)
-    device = torch.device(args.device)
-    cond = None
     if args.recipe:
         model, x, cond, _ = recipe_inputs(args.recipe, args.batch_given, device)
-    elif args.backbone == "conv":
-        model = ConvAttentionNet(width=args.width, blocks=args.depth).to(device)
-        x = torch.randn(args.batch, 3, args.image, args.image, device=device)
-    else:
-        model = MLPBackbone(args.dim, width=args.width, depth=args.depth).to(device)
-        x = torch.randn(args.batch, args.dim, device=device)
+        return model, x, cond
+    if args.backbone == "conv":
+        return (ConvAttentionNet(width=args.width, blocks=args.depth).to(device),
+                torch.randn(args.batch, 3, args.image, args.image, device=device), None)
+    return MLPBackbone(args.dim, width=args.width, depth=args.depth).to(device), \
+        torch.randn(args.batch, args.dim, device=device), None
+
+
+def step_function(name: str, model, x, cond, args):
+    """One training step (zero_grad, objective, backward, Adam) of configuration ``name`` on ``model``."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    config = name
     if name.endswith("+compile"):  # compiled during the warm-up steps
         name, model = name.removesuffix("+compile"), torch.compile(model)
     objective = objective_for(name, args.share)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -110,6 +113,42 @@ def measure(name: str, args) -> dict:
             out = objective(model, x, cond)
         out.loss.backward()
         optimizer.step()
+
+    return step
+
+
+def interleaved(names: list[str], args) -> list[dict]:
+    """Every configuration in this one process, one step of each in turn, each on its own copy of the
+    same initial network. On a CPU each step is timed by this thread's CPU time (``time.thread_time``),
+    so other jobs on a shared machine do not count and slow every configuration alike; on CUDA by wall
+    time after a synchronize. No memory figure (one process holds them all)."""
+    device = torch.device(args.device)
+    model, x, cond = build_inputs(args, device)
+    steps = {name: step_function(name, copy.deepcopy(model), x, cond, args) for name in names}
+    clock = time.perf_counter if device.type == "cuda" else time.thread_time
+    for _ in range(args.warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(args.steps):
+        for name, step in steps.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = clock()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(clock() - start)
+    return [{"config": name, "median_ms": 1e3 * statistics.median(times[name]), "peak_mib": float("nan")}
+            for name in names]
+
+
+def measure(name: str, args) -> dict:
+    device = torch.device(args.device)
+    model, x, cond = build_inputs(args, device)
+    config = name
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step = step_function(name, model, x, cond, args)
 
     for _ in range(args.warmup):
         step()
@@ -154,6 +193,9 @@ def main() -> None:
     parser.add_argument("--share", type=float, default=None,
                         help="share of rows with r != t in the MeanFlow configurations (default: MeanFlow's, 0.25)")
     parser.add_argument("--compile", action="store_true", help="also measure " + ", ".join(COMPILED))
+    parser.add_argument("--interleaved", action="store_true",
+                        help="all configurations in one process, steps in turn, timed by CPU time (steady on a "
+                             "shared machine; no memory figures)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.batch_given, args.batch = args.batch, args.batch or 512
@@ -168,12 +210,14 @@ def main() -> None:
 
 
 def report(args) -> None:
-    """Measure every configuration, each in a fresh process, and print the table."""
+    """Measure every configuration, each in a fresh process (or all in this one: --interleaved), and print
+    the table."""
     rows = []
     names = args.configs.split(",") + (COMPILED if args.compile else [])
-    for name in names:
+    for name in ([] if args.interleaved else names):
         settings = {k: v for k, v in vars(args).items()
-                    if k not in ("configs", "one", "compile", "shipped", "batch_given", "batch") and v is not None}
+                    if k not in ("configs", "one", "compile", "shipped", "batch_given", "batch", "interleaved")
+                    and v is not None}
         if args.batch_given:
             settings["batch"] = args.batch_given
         child = [sys.executable, __file__, "--one", name]
@@ -183,6 +227,8 @@ def report(args) -> None:
         if done.returncode != 0:
             raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    if args.interleaved:
+        rows = interleaved(names, args)
     baseline = next((r for r in rows if r["config"] == "flow_matching"), rows[0])
     if args.recipe:
         _, x, _, shape = recipe_inputs(args.recipe, args.batch_given, torch.device("cpu"))
@@ -199,7 +245,8 @@ def report(args) -> None:
     for row in rows:
         ratio = row["median_ms"] / baseline["median_ms"]
         compiled = f"{row['median_ms'] / compiled_fm['median_ms']:.2f}" if compiled_fm else "-"
-        print(f"{row['config']:<22}{row['median_ms']:>12.1f}{ratio:>8.2f}{compiled:>14}{row['peak_mib']:>12.1f}")
+        peak = "-" if row["peak_mib"] != row["peak_mib"] else f"{row['peak_mib']:.1f}"  # NaN: not measured
+        print(f"{row['config']:<22}{row['median_ms']:>12.1f}{ratio:>8.2f}{compiled:>14}{peak:>12}")
     print(flush=True)
 
 
