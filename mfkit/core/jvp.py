@@ -86,30 +86,15 @@ def jvp(
     the JVP is detached. ``precision``: see the module docstring. A model whose ``forward`` takes no
     ``cond`` is called as ``model(z, r, t)``.
     """
-    if backend not in _BACKENDS:
-        raise ValueError(f"unknown JVP backend {backend!r}; choose one of {', '.join(JVP_BACKENDS)}")
-    if precision not in JVP_PRECISIONS:
-        raise ValueError(f"unknown JVP precision {precision!r}; choose one of {', '.join(JVP_PRECISIONS)}")
-    if backend == "finite_difference" and not fd_step > 0:
-        raise ValueError(f"fd_step must be positive, got {fd_step}")
+    _check_settings(backend, precision, fd_step)
     pair, tangent_only = _BACKENDS[backend]
     args = (z, r, t, tuple(dx.to(x.dtype) for x, dx in zip((z, r, t), tangents)), cond, fd_step)
-    try:
-        with _quiet_jit_warning():
-            fp32_split = precision == "fp32" and torch.is_autocast_enabled(z.device.type)
-            if fp32_split or (backend in _DUAL_BACKENDS and _ddp_sink(model)):
-                with contextlib.ExitStack() as stack:
-                    stack.enter_context(replayed_randomness(z.device))
-                    if fp32_split:
-                        stack.enter_context(autocast_off(z.device))
-                    stack.enter_context(torch.no_grad())
-                    du = tangent_only(without_wrapper(model), *args)
-                return call_model(model, z, r, t, cond), du
-            return pair(model, *args)
-    except (RuntimeError, NotImplementedError) as error:
-        if isinstance(error, JVPError) or not _is_forward_mode_failure(error):
-            raise
-        raise JVPError(_explain(error, model, backend, lambda: pair(model, *args))) from error
+    with _explained(model, backend, lambda: pair(model, *args)), _quiet_jit_warning():
+        fp32_split = precision == "fp32" and torch.is_autocast_enabled(z.device.type)
+        if fp32_split or (backend in _DUAL_BACKENDS and _ddp_sink(model)):
+            du = _tangent_apart(tangent_only, without_wrapper(model), args, fp32_split)
+            return call_model(model, z, r, t, cond), du
+        return pair(model, *args)
 
 
 def jvp_on_rows(
@@ -145,10 +130,7 @@ def jvp_on_rows(
       the ordinary forward of the whole batch carries the gradient, as in :func:`jvp`, and the extra
       no-grad pass (``torch.func.jvp``, shifted forward, float32 tangent) runs on the k rows only.
     """
-    if backend not in _BACKENDS:
-        raise ValueError(f"unknown JVP backend {backend!r}; choose one of {', '.join(JVP_BACKENDS)}")
-    if precision not in JVP_PRECISIONS:
-        raise ValueError(f"unknown JVP precision {precision!r}; choose one of {', '.join(JVP_PRECISIONS)}")
+    _check_settings(backend, precision, fd_step)
     batch = z.shape[0]
     if rows is None:
         return jvp(model, z, r, t, tangents, cond, backend=backend, fd_step=fd_step, precision=precision)
@@ -158,8 +140,6 @@ def jvp_on_rows(
     if k == batch:
         u, du = jvp(model, z, r, t, tangents, cond, backend=backend, fd_step=fd_step, precision=precision)
         return u, du if bool((index == torch.arange(batch, device=z.device)).all()) else du[index]
-    if backend == "finite_difference" and not fd_step > 0:
-        raise ValueError(f"fd_step must be positive, got {fd_step}")
     if k == 0:
         u = call_model(model, z, r, t, cond)
         return u, u.detach().new_zeros((0, *u.shape[1:]))
@@ -171,35 +151,24 @@ def jvp_on_rows(
     pair, tangent_only = _BACKENDS[backend]
     inner = without_wrapper(model)
     fp32_split = precision == "fp32" and torch.is_autocast_enabled(z.device.type)
-    forward_mode = backend in ("forward_ad", "forward_ad_plain") and not fp32_split
-    try:
-        with _quiet_jit_warning():
-            if forward_mode and not _ddp_sink(model):
-                rest = torch.ones(batch, dtype=torch.bool, device=z.device)
-                rest[index] = False
-                rest = rest.nonzero().flatten()
-                u_rest = call_model(model, z[rest], r[rest], t[rest], take_rows(cond, rest, batch))
-                u_rows, du = pair(inner, *picked)
-                order = torch.empty(batch, dtype=torch.long, device=z.device)
-                order[torch.cat([index, rest])] = torch.arange(batch, device=z.device)
-                return torch.cat([u_rows, u_rest]).index_select(0, order), du
-            if backend == "finite_difference" and not fp32_split:
-                with replayed_randomness(z.device):
-                    shifted = _shifted(inner, *picked)
-                u = call_model(model, z, r, t, cond)
-                return u, (shifted - u.detach()[index]) / fd_step
-            extra = (replayed_randomness(z.device), autocast_off(z.device)) if fp32_split else \
-                (replayed_randomness(z.device),)
-            with contextlib.ExitStack() as stack:
-                for context in extra:
-                    stack.enter_context(context)
-                with torch.no_grad():
-                    du = tangent_only(inner, *picked)
-            return call_model(model, z, r, t, cond), du
-    except (RuntimeError, NotImplementedError) as error:
-        if isinstance(error, JVPError) or not _is_forward_mode_failure(error):
-            raise
-        raise JVPError(_explain(error, model, backend, lambda: pair(inner, *picked))) from error
+    forward_mode = backend in _DUAL_BACKENDS and not fp32_split
+    with _explained(model, backend, lambda: pair(inner, *picked)), _quiet_jit_warning():
+        if forward_mode and not _ddp_sink(model):
+            rest = torch.ones(batch, dtype=torch.bool, device=z.device)
+            rest[index] = False
+            rest = rest.nonzero().flatten()
+            u_rest = call_model(model, z[rest], r[rest], t[rest], take_rows(cond, rest, batch))
+            u_rows, du = pair(inner, *picked)
+            order = torch.empty(batch, dtype=torch.long, device=z.device)
+            order[torch.cat([index, rest])] = torch.arange(batch, device=z.device)
+            return torch.cat([u_rows, u_rest]).index_select(0, order), du
+        if backend == "finite_difference" and not fp32_split:
+            with replayed_randomness(z.device):
+                shifted = _shifted(inner, *picked)
+            u = call_model(model, z, r, t, cond)
+            return u, (shifted - u.detach()[index]) / fd_step
+        du = _tangent_apart(tangent_only, inner, picked, fp32_split)
+        return call_model(model, z, r, t, cond), du
 
 
 # ---------------------------------------------------------------- forward-mode AD (dual tensors)
@@ -352,6 +321,38 @@ _FORWARD_MODE_HINTS = ("forward ad", "forward-mode", "forward mode", "jvp", "dua
 def _is_forward_mode_failure(error: BaseException) -> bool:
     text = str(error).lower()
     return any(hint in text for hint in _FORWARD_MODE_HINTS)
+
+
+def _tangent_apart(tangent_only, model, args: tuple, fp32_split: bool) -> torch.Tensor:
+    """The tangent from a no-grad pass that replays the gradient forward's randomness (in float32 with
+    autocast off when ``fp32_split``); the caller runs the ordinary forward for u."""
+    device = args[0].device
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(replayed_randomness(device))
+        if fp32_split:
+            stack.enter_context(autocast_off(device))
+        stack.enter_context(torch.no_grad())
+        return tangent_only(model, *args)
+
+
+def _check_settings(backend: str, precision: str, fd_step: float) -> None:
+    if backend not in _BACKENDS:
+        raise ValueError(f"unknown JVP backend {backend!r}; choose one of {', '.join(JVP_BACKENDS)}")
+    if precision not in JVP_PRECISIONS:
+        raise ValueError(f"unknown JVP precision {precision!r}; choose one of {', '.join(JVP_PRECISIONS)}")
+    if backend == "finite_difference" and not fd_step > 0:
+        raise ValueError(f"fd_step must be positive, got {fd_step}")
+
+
+@contextlib.contextmanager
+def _explained(model, backend: str, rerun: Callable[[], Any]) -> Iterator[None]:
+    """Turn a forward-mode failure inside the block into one :class:`JVPError` naming the layer."""
+    try:
+        yield
+    except (RuntimeError, NotImplementedError) as error:
+        if isinstance(error, JVPError) or not _is_forward_mode_failure(error):
+            raise
+        raise JVPError(_explain(error, model, backend, rerun)) from error
 
 
 def _explain(error: BaseException, model, backend: str, rerun: Callable[[], Any]) -> str:
