@@ -271,7 +271,7 @@ class Trainer:
         if self.device.type != "cpu" or "OMP_NUM_THREADS" in os.environ or torch.get_num_threads() < 2:
             return
         busy, cores = busy_cores(), os.cpu_count() or 1
-        if busy is not None and busy + torch.get_num_threads() > cores + 0.5:
+        if busy is not None and busy >= 1.0 and busy + torch.get_num_threads() > cores + 1.0:  # no noise warnings
             self._warn(f"the CPU is busy (load average {busy:.1f} on {cores} cores) and PyTorch uses "
                        f"{torch.get_num_threads()} threads: they compete with the other jobs, which can make each "
                        f"step several times slower. Set train.threads=1 (or OMP_NUM_THREADS=1) on a shared machine")
