@@ -73,15 +73,15 @@ def check_evaluation_settings(recipe: Recipe) -> None:
 
 
 class PeriodicEvaluation:
-    """Scores a network every ``every`` steps (and at the last step) and tracks the best step.
+    """Scores a network (the trainer calls it on the main process every ``train.eval_every`` steps and
+    at the last step) and tracks the best step.
 
     ``__call__(model, step)`` returns the flat figures (``eval/mf1/<metric>``, ``eval/floor/<metric>``
     at the first call) and whether this step is the best so far on the ``keep_best`` metric.
     """
 
-    def __init__(self, evaluation: TrainingEvaluation, every: int, best: BestTracker | None = None) -> None:
-        self.evaluation, self.every, self.best = evaluation, every, best
-        self.floor: dict[str, float] = {}
+    def __init__(self, evaluation: TrainingEvaluation, best: BestTracker | None = None) -> None:
+        self.evaluation, self.best = evaluation, best
         self._before: dict[str, Any] | None = None
 
     @classmethod
@@ -97,17 +97,12 @@ class PeriodicEvaluation:
         if train.keep_best is not None:
             metric = best_metric_name(train.keep_best, row_keys(steps, euler), evaluation.directions)
             best = BestTracker.for_metric(metric, evaluation.directions)
-        return cls(evaluation, train.eval_every, best)
-
-    def due(self, step: int, total: int) -> bool:
-        return step % self.every == 0 or step == total
+        return cls(evaluation, best)
 
     def __call__(self, model: nn.Module, step: int) -> tuple[dict[str, float], bool]:
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
         with torch.random.fork_rng(devices=devices):
             values = self.evaluation(model, step)
-        self.floor.update({key.rsplit("/", 1)[-1]: value for key, value in values.items()
-                           if key.startswith("eval/floor/")})
         improved = False
         if self.best is not None:
             self._before = self.best.state()
@@ -126,8 +121,8 @@ class PeriodicEvaluation:
         for row in report.rows if report is not None else []:
             figures = " ".join(f"{name} {_short(value)}" for name, value in row.metrics.items())
             parts.append(f"{row.key}: {figures}")
-        if self.floor:
-            parts.append("floor: " + " ".join(f"{name} {_short(value)}" for name, value in self.floor.items()))
+        if report is not None and report.floor:
+            parts.append("floor: " + " ".join(f"{name} {_short(value)}" for name, value in report.floor.items()))
         line = f"eval at step {step}  " + "  |  ".join(parts)
         if self.best is not None:
             line += (f"  -> best {self.best.metric} so far, saved checkpoints/best.safetensors" if improved
