@@ -76,6 +76,8 @@ class Method:
 
     loss: Loss
     samplers: dict[str, tuple[Sampler, tuple[int, ...]]] = field(default_factory=dict)
+    progress: float = 0.0  # the share of training done, set before each step (an alpha curriculum reads it)
+    objective: object = None  # mfkit's methods: the objective behind the loss
 
 
 class Counted(nn.Module):
@@ -93,8 +95,48 @@ class Counted(nn.Module):
 def _mfkit(objective) -> Method:
     euler = isinstance(objective, mfkit.FlowMatching)
     sampler = mfkit.euler_sample if euler else mfkit.sample
-    return Method(lambda model, x, g: objective(model, x, generator=g).loss,
-                  {"": (lambda model, noise, k: sampler(model, noise, steps=k), FM_CALLS if euler else MF_CALLS)})
+    method = Method(lambda model, x, g: objective(model, x, generator=g, progress=method.progress).loss,
+                    {"": (lambda model, noise, k: sampler(model, noise, steps=k), FM_CALLS if euler else MF_CALLS)},
+                    objective=objective)
+    return method
+
+
+#: Options a method name may add to mfkit-mf-toy or mfkit-fm, joined by "+" (e.g. mfkit-mf-toy+ot+imf):
+#: ot (minibatch optimal-transport coupling), imf (improved MeanFlow), alpha (alpha-Flow curriculum
+#: 0.25 -> 0.75 of training, cosine), and share=, p=, c=, mean=, std= (r != t share, adaptive p and c,
+#: logit-normal t).
+VARIANT_OPTIONS = ("ot", "imf", "alpha", "share", "p", "c", "mean", "std")
+
+
+def _variant(name: str) -> Method:
+    """An mfkit objective from a method name with options (see VARIANT_OPTIONS)."""
+    base, *options = name.split("+")
+    settings: dict[str, str] = {}
+    for option in options:
+        key, _, value = option.partition("=")
+        if key not in VARIANT_OPTIONS:
+            raise ValueError(f"unknown option {key!r} in {name!r}; choose from {', '.join(VARIANT_OPTIONS)}")
+        settings[key] = value
+    coupling = "ot" if "ot" in settings else "independent"
+    if base == "mfkit-fm":
+        return _mfkit(mfkit.FlowMatching(coupling=coupling))
+    mean, std = float(settings.get("mean", 0.0)), float(settings.get("std", 1.0))
+    times = mfkit.TimePairSampler(mfkit.LogitNormal(mean, std), r_neq_t_share=float(settings.get("share", 0.5)))
+    return _mfkit(mfkit.MeanFlow(times=times, adaptive_p=float(settings.get("p", 0.5)),
+                                 adaptive_c=float(settings.get("c", 1e-2)), coupling=coupling,
+                                 formulation="imf" if "imf" in settings else "meanflow",
+                                 alpha=mfkit.AlphaCurriculum() if "alpha" in settings else None))
+
+
+def is_variant(name: str) -> bool:
+    return "+" in name and name.split("+")[0] in ("mfkit-mf-toy", "mfkit-fm")
+
+
+def label(name: str) -> str:
+    if is_variant(name):
+        base, *options = name.split("+")
+        return f"{LABELS[base]} + {' + '.join(options)}"
+    return LABELS[name]
 
 
 class TimeDelta(nn.Module):
@@ -184,6 +226,8 @@ def _torchcfm(optimal_transport: bool) -> Method:
 
 
 def build_method(name: str) -> Method:
+    if is_variant(name):
+        return _variant(name)
     times = mfkit.TimePairSampler(mfkit.LogitNormal(0.0, 1.0), r_neq_t_share=0.5)
     builders = {
         "mfkit-mf": lambda: _mfkit(mfkit.MeanFlow()),
@@ -220,7 +264,8 @@ def train(method: Method, args) -> tuple[nn.Module, float, float]:
     objective_randomness = torch.Generator().manual_seed(args.seed + 1)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     began = time.perf_counter()
-    for _ in range(args.steps):
+    for step in range(args.steps):
+        method.progress = step / args.steps
         x = toy_sample(args.data, args.batch, data_stream)
         loss = method.loss(model, x, objective_randomness)
         optimizer.zero_grad(set_to_none=True)
@@ -258,6 +303,7 @@ def _block(loss: Loss, args, steps: int) -> float:
 def step_times(method: Method, args) -> tuple[float, float]:
     """Median seconds per step of the method and of mfkit flow matching, in interleaved blocks."""
     reference = _mfkit(mfkit.FlowMatching())
+    method.progress = 1.0  # an alpha curriculum's last, dearest phase (MeanFlow with its JVP)
     own, plain = [], []
     for _ in range(args.timing_rounds):
         own.append(_block(method.loss, args, args.timing_steps))
@@ -269,7 +315,7 @@ def child(args) -> dict:
     """One method on one data set, in this (fresh) process."""
     torch.set_num_threads(args.threads)
     name = args.child
-    result = {"method": name, "label": LABELS[name], "data": args.data}
+    result = {"method": name, "label": label(name), "data": args.data}
     package = PACKAGES.get(name)
     if package:
         result["package"] = f"{package} {metadata.version(package)}"
@@ -288,9 +334,9 @@ def child(args) -> dict:
             with torch.no_grad():
                 points = sampler(counted, noise.clone(), k)
             metrics = score(evaluator, points, None, evaluation.reference, seed=0)
-            result["rows"].append({"sampler": LABELS[name] + suffix, "calls": k, "counted": counted.calls,
+            result["rows"].append({"sampler": label(name) + suffix, "calls": k, "counted": counted.calls,
                                    "metrics": metrics})
-            samples[f"{LABELS[name] + suffix}|{k}"] = points[:2000].numpy()
+            samples[f"{label(name) + suffix}|{k}"] = points[:2000].numpy()
     own, plain = step_times(method, args)
     result.update(step_ms=1000 * own, fm_step_ms=1000 * plain, ratio=own / plain)
     np.savez(args.samples, **samples)
@@ -354,7 +400,7 @@ def run_all(args) -> list[dict]:
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                results.append({"method": name, "label": LABELS[name], "data": data, "error": reason})
+                results.append({"method": name, "label": label(name), "data": data, "error": reason})
                 print(f"{data} {name}: FAILED: {reason}", file=sys.stderr, flush=True)
                 continue
             result = json.loads(out.read_text())
@@ -435,9 +481,10 @@ def main() -> None:
             parser.error("--memory needs the --json file of an earlier run")
         measure_memory(args)
         return
-    unknown = set(args.methods.split(",")) - set(METHODS)
+    unknown = {name for name in args.methods.split(",") if name not in METHODS and not is_variant(name)}
     if unknown:
-        parser.error(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
+        parser.error(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}, or mfkit-mf-toy / "
+                     f"mfkit-fm with options joined by '+' ({', '.join(VARIANT_OPTIONS)})")
     began = time.perf_counter()
     results = run_all(args)
     machine = (f"{platform.machine()}, {args.threads} thread(s), torch {torch.__version__}, "
@@ -452,14 +499,29 @@ def main() -> None:
         write_json(args.json, results, machine, args)
 
 
+#: Settings that must agree for results of two runs to share one table.
+COMPARABLE = ("steps", "batch", "width", "depth", "lr", "ema", "n", "seed", "threads")
+
+
 def write_json(path: Path, results: list[dict], machine: str, args) -> None:
-    """Write the results; results of other data sets already in the file are kept (one data set per run)."""
+    """Write the results. Results already in the file are kept for the other data sets, and for the other
+    methods of a data set when its stored run had the same settings (COMPARABLE): a run of a few new
+    methods adds rows to the table. Otherwise a data set's stored results are replaced."""
     settings = {k: str(v) for k, v in vars(args).items() if k not in ("child", "result", "samples", "json", "png_dir")}
     runs = {data: {"machine": machine, "settings": settings} for data in args.data.split(",")}
     kept = []
     if path.is_file():
         previous = json.loads(path.read_text())
-        kept = [r for r in previous.get("results", []) if r["data"] not in runs]
+        fresh = {(r["data"], r["method"]) for r in results}
+        for data in list(runs):
+            stored = previous.get("runs", {}).get(data)
+            if stored and all(stored["settings"].get(k) == settings[k] for k in COMPARABLE):
+                methods = stored["settings"]["methods"].split(",")
+                added = [m for m in args.methods.split(",") if m not in methods]
+                runs[data] = {**stored, "settings": {**stored["settings"], "methods": ",".join(methods + added)},
+                              "added": stored.get("added", []) + [{"machine": machine, "methods": args.methods}]}
+                kept += [r for r in previous["results"] if r["data"] == data and (data, r["method"]) not in fresh]
+        kept += [r for r in previous.get("results", []) if r["data"] not in runs]
         runs = {**{d: s for d, s in previous.get("runs", {}).items() if d not in runs}, **runs}
     for result in results:
         result.pop("samples_file", None)

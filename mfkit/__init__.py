@@ -24,7 +24,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "expand_like": "mfkit.core.broadcast", "sum_non_batch": "mfkit.core.broadcast",
     "JVP_BACKENDS": "mfkit.core.jvp", "jvp": "mfkit.core.jvp",
-    "Draw": "mfkit.core.objectives", "FlowMatching": "mfkit.core.objectives", "Guidance": "mfkit.core.objectives",
+    "ot_permutation": "mfkit.core.coupling",
+    "AlphaCurriculum": "mfkit.core.objectives", "Draw": "mfkit.core.objectives", "FlowMatching": "mfkit.core.objectives", "Guidance": "mfkit.core.objectives",
     "MeanFlow": "mfkit.core.objectives", "ObjectiveOutput": "mfkit.core.objectives",
     "adaptive_weight": "mfkit.core.objectives", "guided_velocity": "mfkit.core.objectives",
     "meanflow_target": "mfkit.core.objectives",
@@ -38,10 +39,10 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "Draw", "Exported", "FastTangents", "FlowMatching", "Guidance", "JVP_BACKENDS", "LogitNormal", "MeanFlow",
+    "AlphaCurriculum", "Draw", "Exported", "FastTangents", "FlowMatching", "Guidance", "JVP_BACKENDS", "LogitNormal", "MeanFlow",
     "ObjectiveOutput", "SamplerStep", "TimePairSampler", "Uniform", "adaptive_weight", "cifar10_v1_sampler",
     "conditional_velocity", "euler_sample", "expand_like", "guided_velocity", "interpolate", "jvp",
-    "load_exported", "meanflow_target", "sample", "sum_non_batch", "time_grid", "__version__",
+    "load_exported", "meanflow_target", "ot_permutation", "sample", "sum_non_batch", "time_grid", "__version__",
 ]
 
 
@@ -60,9 +61,10 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from mfkit.core.broadcast import expand_like, sum_non_batch
+    from mfkit.core.coupling import ot_permutation
     from mfkit.core.jvp import JVP_BACKENDS, jvp
     from mfkit.core.objectives import (
-        Draw, FlowMatching, Guidance, MeanFlow, ObjectiveOutput, adaptive_weight, guided_velocity, meanflow_target,
+        AlphaCurriculum, Draw, FlowMatching, Guidance, MeanFlow, ObjectiveOutput, adaptive_weight, guided_velocity, meanflow_target,
     )
     from mfkit.core.path import conditional_velocity, interpolate
     from mfkit.core.sampling import SamplerStep, euler_sample, sample, time_grid

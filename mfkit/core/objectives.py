@@ -13,10 +13,24 @@ With classifier-free guidance folded into training, v is replaced by the guided 
 (:func:`guided_velocity`) both in the target and in the JVP tangent. Rows with r = t have u_tgt = v
 whatever their JVP: :class:`MeanFlow` computes the JVP of the r != t rows only when that leaves the loss
 and gradients unchanged (``jvp_rows``, :mod:`mfkit.core.rows`).
+
+Variants, each off by default:
+
+* ``coupling="ot"``: the noise is re-paired with the data by minibatch optimal transport before z_t is
+  formed (:mod:`mfkit.core.coupling`); the formulas above are unchanged.
+* ``formulation="imf"`` (improved MeanFlow): the JVP tangent is (sg(u(z_t, t, t)), 0, 1), the network's
+  own instantaneous velocity, instead of (v, 0, 1); the loss is the same regression of the implied
+  velocity u + (t - r) sg(d/dt u) onto v. One extra no-grad forward of the r != t rows.
+* ``alpha`` (alpha-Flow curriculum, :class:`AlphaCurriculum`): while the curriculum's alpha(progress) > 0
+  the JVP is replaced by a finite step of size alpha (t - r):
+  s = t - alpha (t - r), z_s = z_t - alpha (t - r) v, u_tgt = alpha v + (1 - alpha) sg(u(z_s, r, s));
+  alpha = 1 is trajectory flow matching (u_tgt = v), alpha -> 0 tends to the MeanFlow target, and at
+  alpha = 0 the exact JVP target above is used.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import InitVar, dataclass, field, replace
 from typing import Any, Iterator
 
@@ -27,9 +41,10 @@ from mfkit.core import presets
 from mfkit.core.broadcast import expand_like, sum_non_batch
 from mfkit.core.calling import call_model, without_wrapper
 from mfkit.core.conditions import ConditionOps, LabelConditions, batch_size_of
+from mfkit.core.coupling import COUPLINGS, couple
 from mfkit.core.jvp import JVP_BACKENDS, JVP_PRECISIONS, JVPError, autocast_off, jvp, jvp_on_rows
 from mfkit.core.path import conditional_velocity, interpolate
-from mfkit.core.rows import JVP_ROWS, RowPlanner
+from mfkit.core.rows import JVP_ROWS, RowPlanner, take_rows
 from mfkit.core.time_sampling import LogitNormal, TimePairSampler
 
 
@@ -63,13 +78,14 @@ def meanflow_target(
     return _prediction_and_target(model, z, r, t, v, cond, backend, fd_step, precision, index)[1]
 
 
-def _prediction_and_target(model, z, r, t, v, cond, backend, fd_step, precision="fp32", rows=None):
+def _prediction_and_target(model, z, r, t, v, cond, backend, fd_step, precision="fp32", rows=None, tangent_v=None):
     """(u with gradient, detached float32 target, detached JVP).
 
     ``rows`` None: the JVP of every row, returned (B, ...). Otherwise the indices of the rows with r != t:
     only they get a JVP, returned (k, ...) in that order; every other row's target is v.
+    ``tangent_v``: the z-tangent of the JVP (default v; improved MeanFlow passes the network's own velocity).
     """
-    tangents = (v, torch.zeros_like(r), torch.ones_like(t))
+    tangents = (v if tangent_v is None else tangent_v, torch.zeros_like(r), torch.ones_like(t))
     if rows is None:
         u, du_dt = jvp(model, z, r, t, tangents, cond, backend=backend, fd_step=fd_step, precision=precision)
         with autocast_off(z.device):
@@ -156,6 +172,43 @@ def guided_velocity(
     return torch.where(expand_like(active, v), mixed.to(v.dtype), v)
 
 
+#: The MeanFlow formulations: the paper's, and improved MeanFlow (the JVP along the network's own velocity).
+FORMULATIONS = ("meanflow", "imf")
+
+
+@dataclass(frozen=True)
+class AlphaCurriculum:
+    """alpha-Flow's schedule from flow matching to MeanFlow over training, as a function of progress in [0, 1]
+    (the share of training steps done).
+
+    alpha = 1 (trajectory flow matching) up to ``flow_matching_until``, alpha = 0 (MeanFlow with the exact
+    JVP) from ``meanflow_from`` on, and in between alpha falls from 1 to 0 along ``shape``: ``"cosine"``
+    (0.5 (1 + cos(pi f))) or ``"linear"`` (1 - f), f the fraction of the way between the two points.
+    While alpha > 0 a step needs no JVP (two forwards instead), so it is cheaper than a MeanFlow step.
+    """
+
+    flow_matching_until: float = 0.25
+    meanflow_from: float = 0.75
+    shape: str = "cosine"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.flow_matching_until <= self.meanflow_from <= 1.0:
+            raise ValueError(f"alpha curriculum needs 0 <= flow_matching_until <= meanflow_from <= 1, got "
+                             f"{self.flow_matching_until} and {self.meanflow_from}")
+        if self.shape not in ("cosine", "linear"):
+            raise ValueError(f"alpha curriculum shape must be 'cosine' or 'linear', got {self.shape!r}")
+
+    def alpha(self, progress: float) -> float:
+        """alpha at ``progress`` (the share of training done, clamped to [0, 1])."""
+        progress = min(max(float(progress), 0.0), 1.0)
+        if progress >= self.meanflow_from:
+            return 0.0
+        if progress <= self.flow_matching_until:
+            return 1.0
+        fraction = (progress - self.flow_matching_until) / (self.meanflow_from - self.flow_matching_until)
+        return 0.5 * (1.0 + math.cos(math.pi * fraction)) if self.shape == "cosine" else 1.0 - fraction
+
+
 @dataclass
 class Draw:
     """All the randomness of one loss evaluation: noise (B, ...), times t, r (B,), dropped labels (B,) or None.
@@ -180,7 +233,8 @@ class ObjectiveOutput:
 
     loss: weighted loss (scalar); mse: unweighted mean squared error per element (scalar);
     adaptive_weight: mean adaptive weight; r_neq_t_share: share of samples with r != t;
-    t, r: the times used (B,); per_sample_error: err (B,).
+    t, r: the times used (B,); per_sample_error: err (B,); alpha: the alpha-Flow curriculum's alpha at this
+    call (None without a curriculum).
     """
 
     loss: torch.Tensor
@@ -190,15 +244,19 @@ class ObjectiveOutput:
     t: torch.Tensor
     r: torch.Tensor
     per_sample_error: torch.Tensor
+    alpha: float | None = None
 
     def metrics(self) -> dict[str, float]:
         """Scalar diagnostics as plain floats, for logging."""
-        return {
+        metrics = {
             "loss": float(self.loss.detach()),
             "mse": float(self.mse),
             "adaptive_weight": float(self.adaptive_weight),
             "r_neq_t_share": float(self.r_neq_t_share),
         }
+        if self.alpha is not None:
+            metrics["alpha"] = self.alpha
+        return metrics
 
 
 @dataclass
@@ -219,6 +277,11 @@ class MeanFlow:
     else for every row; ``"all"``: every row; ``"r_neq_t"``: only r != t rows, unchecked. Loss and
     gradients are the same up to float rounding (see :mod:`mfkit.core.rows` for the detection rule;
     ``jvp_rows_reason`` says why the last "auto" call used every row).
+
+    ``coupling``: ``"independent"`` (default) or ``"ot"`` (minibatch optimal transport within groups of
+    equal conditions, :mod:`mfkit.core.coupling`). ``formulation``: ``"meanflow"`` (default) or ``"imf"``
+    (the JVP tangent is the network's own velocity u(z_t, t, t)). ``alpha``: an :class:`AlphaCurriculum`;
+    calls must then pass ``progress=`` (the share of training done).
     """
 
     times: TimePairSampler = field(default_factory=TimePairSampler)
@@ -230,6 +293,9 @@ class MeanFlow:
     jvp_precision: str = "fp32"
     jvp_guard: int = 3
     jvp_rows: str = "auto"
+    coupling: str = "independent"
+    formulation: str = "meanflow"
+    alpha: AlphaCurriculum | None = None
     r_neq_t_share: InitVar[float | None] = None
     _guard_left: int = field(default=0, init=False, repr=False, compare=False)
     _planner: RowPlanner = field(default_factory=RowPlanner, init=False, repr=False, compare=False)
@@ -246,6 +312,8 @@ class MeanFlow:
             raise ValueError(f"fd_step must be positive, got {self.fd_step}")
         if self.jvp_guard < 0:
             raise ValueError(f"jvp_guard counts calls and must be >= 0, got {self.jvp_guard}")
+        if self.formulation not in FORMULATIONS:
+            raise ValueError(f"unknown formulation {self.formulation!r}; choose one of {', '.join(FORMULATIONS)}")
         if self.jvp_rows not in JVP_ROWS:
             raise ValueError(f"unknown jvp_rows {self.jvp_rows!r}; choose one of {', '.join(JVP_ROWS)}")
         self._guard_left = self.jvp_guard
@@ -253,6 +321,8 @@ class MeanFlow:
     def _check_common(self) -> None:
         if self.adaptive_p < 0 or self.adaptive_c <= 0:
             raise ValueError(f"adaptive weight needs p >= 0 and c > 0, got p={self.adaptive_p}, c={self.adaptive_c}")
+        if self.coupling not in COUPLINGS:
+            raise ValueError(f"unknown coupling {self.coupling!r}; choose one of {', '.join(COUPLINGS)}")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "MeanFlow":
@@ -280,13 +350,52 @@ class MeanFlow:
             dropped = torch.rand(x_shape[0], device=device, generator=generator) < self.guidance.class_dropout
         return Draw(noise, t.to(dtype), r.to(dtype), dropped)
 
-    def prediction_and_target(self, model, z, r, t, v, cond):
+    def prediction_and_target(self, model, z, r, t, v, cond, alpha: float = 0.0):
+        """(u (B, ...) with gradient, detached float32 target (B, ...)) for z, v (B, ...), r, t (B,).
+
+        ``alpha`` > 0: alpha-Flow's finite-step target (no JVP); 0: the exact MeanFlow (or iMF) target.
+        """
         moving = r != t
+        if alpha > 0:
+            return self._finite_step_prediction_and_target(model, z, r, t, v, cond, moving, alpha)
         rows = self._jvp_rows_for(model, z, r, t, cond, moving)
+        tangent_v = self._own_velocity(model, z, t, v, cond, moving) if self.formulation == "imf" else None
         u, target, du = _prediction_and_target(model, z, r, t, v, cond, self.jvp_backend, self.fd_step,
-                                               self.jvp_precision, rows)
+                                               self.jvp_precision, rows, tangent_v)
         if self._guard_left > 0:
             self._guard(du if rows is not None else du[moving], u)
+        return u, target
+
+    def _no_grad_forward(self, model, z, r, t, cond):
+        """u(z, r, t | cond) without gradient, the network in eval mode and, under jvp_precision fp32, in
+        float32 (autocast off), as the guidance terms are computed."""
+        inner = without_wrapper(model)
+        precision = autocast_off(z.device) if self.jvp_precision == "fp32" else contextlib.nullcontext()
+        with torch.no_grad(), _eval_mode(inner), precision:
+            return call_model(inner, z, r, t, cond)
+
+    def _own_velocity(self, model, z, t, v, cond, moving):
+        """iMF's JVP tangent (B, ...): sg(u(z_t, t, t)) on the rows with r != t; v elsewhere (those rows'
+        JVP is multiplied by t - r = 0, so their tangent does not matter)."""
+        index = moving.nonzero().flatten()
+        if index.numel() == 0:
+            return v
+        u_tt = self._no_grad_forward(model, z[index], t[index], t[index], take_rows(cond, index, z.shape[0]))
+        return v.index_put((index,), u_tt.to(v.dtype))
+
+    def _finite_step_prediction_and_target(self, model, z, r, t, v, cond, moving, alpha):
+        """alpha-Flow: u_tgt = alpha v + (1 - alpha) sg(u(z_s, r, s)) with s = t - alpha (t - r) and
+        z_s = z - alpha (t - r) v on the rows with r != t; u_tgt = v on the others."""
+        u = call_model(model, z, r, t, cond)
+        index = moving.nonzero().flatten()
+        with autocast_off(z.device):
+            target = v.float().detach()
+            if index.numel():
+                step = alpha * (t[index] - r[index])
+                s = t[index] - step
+                z_s = z[index] - expand_like(step, z[index]).to(z.dtype) * v[index]
+                later = self._no_grad_forward(model, z_s.detach(), r[index], s, take_rows(cond, index, z.shape[0]))
+                target = target.index_put((index,), alpha * target[index] + (1 - alpha) * later.float())
         return u, target
 
     @property
@@ -321,22 +430,26 @@ class MeanFlow:
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         draw: Draw | None = None,
+        progress: float | None = None,
     ) -> ObjectiveOutput:
         """One loss evaluation on a batch x (B, ...) with optional conditions (B,).
 
         Randomness comes from ``draw`` when given (see :meth:`draw`), else is drawn with ``generator``;
-        ``noise`` fixes the noise alone.
+        ``noise`` fixes the noise alone (before any coupling re-pairs it). ``progress``: the share of
+        training done, in [0, 1]; needed (only) by an alpha curriculum.
         """
+        alpha = self.alpha_at(progress)
         if draw is None:
             draw = self.draw(x.shape, device=x.device, dtype=x.dtype, generator=generator)
             if noise is not None:
                 draw.noise = noise
         noise, t, r = draw.noise.to(x.dtype), draw.t.to(x.dtype), draw.r.to(x.dtype)
+        noise = couple(self.coupling, x, noise, cond)
         z = interpolate(x, noise, t)
         v = conditional_velocity(x, noise)
         if self.guidance is not None:
             cond, v = self._guide(model, z, t, v, cond, draw.dropped)
-        u, target = self.prediction_and_target(model, z, r, t, v, cond)
+        u, target = self.prediction_and_target(model, z, r, t, v, cond, alpha or 0.0)
         with autocast_off(x.device):
             err = sum_non_batch((u.float() - target).pow(2))
             weight = adaptive_weight(err, self.adaptive_p, self.adaptive_c)
@@ -349,7 +462,17 @@ class MeanFlow:
             t=t,
             r=r,
             per_sample_error=err.detach(),
+            alpha=alpha,
         )
+
+    def alpha_at(self, progress: float | None) -> float | None:
+        """The alpha curriculum's alpha at ``progress`` (None without a curriculum)."""
+        if self.alpha is None:
+            return None
+        if progress is None:
+            raise ValueError("this objective has an alpha curriculum, which depends on how far training is: "
+                             "pass progress= (the share of training steps done, 0 to 1) with every call")
+        return self.alpha.alpha(progress)
 
     def _guard(self, rows: torch.Tensor, u: torch.Tensor) -> None:
         """Stop a run whose JVP is silently wrong: identically zero (for r != t) or not finite.
@@ -394,13 +517,8 @@ class MeanFlow:
         null_weight = 1 - guidance.w_cfg - guidance.kappa
         if guidance.kappa == 0 and null_weight == 0:
             return cond, v
-        inner = without_wrapper(model)
-        precision = autocast_off(z.device) if self.jvp_precision == "fp32" else contextlib.nullcontext()
-        with torch.no_grad(), _eval_mode(inner), precision:
-            u_cond = call_model(inner, z, t, t, cond) if guidance.kappa != 0 else None
-            u_null = None
-            if null_weight != 0:
-                u_null = call_model(inner, z, t, t, guidance.ops.null_like(cond))
+        u_cond = self._no_grad_forward(model, z, t, t, cond) if guidance.kappa != 0 else None
+        u_null = self._no_grad_forward(model, z, t, t, guidance.ops.null_like(cond)) if null_weight != 0 else None
         return cond, guided_velocity(v, u_cond, u_null, t, guidance, dropped)
 
 
@@ -425,7 +543,8 @@ class FlowMatching(MeanFlow):
 
     Defaults: t from LN(-0.4, 1), plain L2 (adaptive_p = 0); set adaptive_p to compare like with like.
     Only ``times.t_dist`` is used; settings that would have no effect (a JVP backend, precision or rows,
-    ``fd_step``, a share of r != t, an r distribution) are refused rather than ignored.
+    ``fd_step``, a share of r != t, an r distribution, a formulation or an alpha curriculum) are refused
+    rather than ignored. ``coupling="ot"`` gives OT-CFM (flow matching on minibatch optimal-transport pairs).
     """
 
     times: TimePairSampler = field(default_factory=lambda: TimePairSampler(LogitNormal(), r_neq_t_share=0.0))
@@ -435,11 +554,12 @@ class FlowMatching(MeanFlow):
     jvp_precision: str | None = None
     jvp_guard: int = 0
     jvp_rows: str | None = None
+    formulation: str | None = None
 
     def __post_init__(self, r_neq_t_share: float | None = None) -> None:
-        self._check_common()
-        ignored = [name for name in ("jvp_backend", "fd_step", "jvp_precision", "jvp_rows")
+        ignored = [name for name in ("jvp_backend", "fd_step", "jvp_precision", "jvp_rows", "formulation", "alpha")
                    if getattr(self, name) is not None]
+        self._check_common()
         if self.jvp_guard:
             ignored.append("jvp_guard")
         if r_neq_t_share or self.times.r_neq_t_share:
@@ -454,5 +574,5 @@ class FlowMatching(MeanFlow):
         t = self.times.t_dist.sample(n, device=device, generator=generator)
         return t, t
 
-    def prediction_and_target(self, model, z, r, t, v, cond):
+    def prediction_and_target(self, model, z, r, t, v, cond, alpha: float = 0.0):
         return call_model(model, z, r, t, cond), v.float().detach()

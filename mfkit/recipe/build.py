@@ -73,9 +73,12 @@ def build_objective(settings: ObjectiveSettings, condition: ConditionSpec | int 
             guidance = mfkit.Guidance(null_label=len(condition.names), **settings.guidance.model_dump())
         else:
             guidance = mfkit.Guidance(conditions=condition.ops, **settings.guidance.model_dump())
-    common = {"adaptive_p": settings.adaptive_p, "adaptive_c": settings.adaptive_c, "guidance": guidance}
+    common = {"adaptive_p": settings.adaptive_p, "adaptive_c": settings.adaptive_c, "guidance": guidance,
+              "coupling": settings.coupling}
     if settings.kind == "flow_matching":
         return mfkit.FlowMatching(times=mfkit.TimePairSampler(times.t_dist, r_neq_t_share=0.0), **common)
+    alpha = mfkit.AlphaCurriculum(**settings.alpha_curriculum.model_dump()) if settings.alpha_curriculum else None
     return mfkit.MeanFlow(times=times, jvp_backend=settings.jvp_backend,
                           fd_step=settings.fd_step, jvp_precision=settings.jvp_precision,
-                          jvp_guard=settings.jvp_guard, jvp_rows=settings.jvp_rows, **common)
+                          jvp_guard=settings.jvp_guard, jvp_rows=settings.jvp_rows,
+                          formulation=settings.formulation, alpha=alpha, **common)

@@ -43,9 +43,25 @@ class GuidanceSettings(Strict):
     class_dropout: float = Field(0.1, ge=0, lt=1, description="share of labels dropped to the null label")
 
 
+class AlphaCurriculumSettings(Strict):
+    """alpha-Flow's curriculum: trajectory flow matching (alpha = 1), then alpha falls to 0 (MeanFlow)."""
+
+    flow_matching_until: float = Field(0.25, ge=0, le=1, description="share of training steps with alpha = 1")
+    meanflow_from: float = Field(0.75, ge=0, le=1, description="share of training steps after which alpha = 0 "
+                                                               "(MeanFlow with the exact JVP)")
+    shape: Literal["cosine", "linear"] = Field("cosine", description="how alpha falls from 1 to 0 in between")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "AlphaCurriculumSettings":
+        if self.flow_matching_until > self.meanflow_from:
+            raise ValueError(f"flow_matching_until ({self.flow_matching_until}) must not exceed meanflow_from "
+                             f"({self.meanflow_from})")
+        return self
+
+
 #: Objective fields that only MeanFlow uses; a flow-matching recipe must leave them at their defaults.
 MEANFLOW_ONLY = ("r_sampler", "r_neq_t_share", "time_pair_order", "jvp_backend", "fd_step", "jvp_precision",
-                 "jvp_guard", "jvp_rows")
+                 "jvp_guard", "jvp_rows", "formulation", "alpha_curriculum")
 
 
 class ObjectiveSettings(Strict):
@@ -81,6 +97,17 @@ class ObjectiveSettings(Strict):
                             "every row; r_neq_t: only r != t rows, unchecked (exact only without coupling or "
                             "randomness)")
     guidance: GuidanceSettings | None = Field(None, description="classifier-free guidance in training")
+    coupling: Literal["independent", "ot"] = Field(
+        "independent", description="independent: noise and data paired as drawn; ot: minibatch optimal transport, "
+                                   "an exact assignment that pairs each data row with nearby noise, class by class "
+                                   "(straighter paths; also with kind flow_matching, as OT-CFM; cost in "
+                                   "docs/concepts.md)")
+    formulation: Literal["meanflow", "imf"] = Field(
+        "meanflow", description="meanflow: the JVP along (v, 0, 1); imf: improved MeanFlow, the JVP along the "
+                                "network's own velocity u(z_t, t, t) (one extra no-grad forward of the r != t rows)")
+    alpha_curriculum: AlphaCurriculumSettings | None = Field(
+        None, description="alpha-Flow curriculum from flow matching to MeanFlow over training (null: MeanFlow "
+                          "from the first step)")
 
     @model_validator(mode="before")
     @classmethod

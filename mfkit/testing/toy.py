@@ -46,9 +46,9 @@ def train_toy(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)) if cosine else 1.0)
     run = ToyRun(ema if ema is not None else model, model)
-    for _ in range(steps):
+    for step in range(steps):
         x = toy_sample(distribution, batch, generator)
-        out = objective(model, x, generator=generator)
+        out = objective(model, x, generator=generator, progress=step / steps)
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()

@@ -66,7 +66,8 @@ def preflight(modality: Modality, dataset: Dataset, model: nn.Module, objective:
         raise PreflightError(f"backbone {backbone_name!r} returned {got} for z of shape {tuple(x.shape)}: it must "
                              f"return z's shape{broadcast}")
     try:
-        out = objective(model, x, cond, generator=torch.Generator(device).manual_seed(0))
+        # progress 1: the end of any alpha curriculum, where the JVP (what can fail) is taken
+        out = objective(model, x, cond, generator=torch.Generator(device).manual_seed(0), progress=1.0)
     except ValueError:
         raise
     except Exception as error:  # noqa: BLE001

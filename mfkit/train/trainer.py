@@ -439,7 +439,7 @@ class Trainer:
         draw = self.objective.draw((train.batch_size, *x.shape[1:]), device=self.device,
                                    generator=self.generator)[self.group.rank * share:(self.group.rank + 1) * share]
         with self._autocast():
-            out = self.objective(self.train_model, x, cond, draw=draw)
+            out = self.objective(self.train_model, x, cond, draw=draw, progress=self.step / train.steps)
         if dist_utils.any_true(not math.isfinite(out.loss.item()), self.group, self.device):
             where = f"the last good checkpoint is {last_saved}" if last_saved else "no checkpoint was saved yet"
             raise TrainingDiverged(f"the loss became non-finite at step {self.step + 1}; {where}. "

@@ -143,7 +143,10 @@ def test_preset_brings_the_papers_optimisation_settings(tmp_path):
 
 
 @pytest.mark.parametrize("objective", [{"preset": "cifar10"}, {"preset": "imagenet", "adaptive_p": 0.5},
-                                       {"kind": "flow_matching"}, {"kind": "flow_matching", "preset": "cifar10"}])
+                                       {"kind": "flow_matching"}, {"kind": "flow_matching", "preset": "cifar10"},
+                                       {"coupling": "ot", "formulation": "imf",
+                                        "alpha_curriculum": {"flow_matching_until": 0.1, "shape": "linear"}},
+                                       {"kind": "flow_matching", "coupling": "ot"}])
 def test_resolved_recipe_rebuilds_the_same_objective(tmp_path, objective):
     recipe = parse_recipe({**small_recipe(tmp_path), "objective": objective})
     again = parse_recipe(yaml.safe_load(recipe_to_yaml(recipe)))
@@ -159,7 +162,20 @@ def test_cifar10_preset_objective_is_the_official_one():
     assert fm.adaptive_p == 0.75 and fm.times.t_dist == mfkit.LogitNormal(-0.6, 1.6)
 
 
-@pytest.mark.parametrize("field", ["jvp_backend: nograd", "r_neq_t_share: 0.5", "jvp_precision: autocast"])
+def test_objective_variants_build_from_the_recipe():
+    from mfkit.recipe.schema import ObjectiveSettings
+
+    built = build_objective(ObjectiveSettings(coupling="ot", formulation="imf",
+                                              alpha_curriculum={"meanflow_from": 0.5}), None)
+    assert built.coupling == "ot" and built.formulation == "imf"
+    assert built.alpha == mfkit.AlphaCurriculum(0.25, 0.5, "cosine")
+    assert build_objective(ObjectiveSettings(kind="flow_matching", coupling="ot"), None).coupling == "ot"
+    with pytest.raises(ValueError, match="must not exceed meanflow_from"):
+        ObjectiveSettings(alpha_curriculum={"flow_matching_until": 0.9, "meanflow_from": 0.5})
+
+
+@pytest.mark.parametrize("field", ["jvp_backend: nograd", "r_neq_t_share: 0.5", "jvp_precision: autocast",
+                                   "formulation: imf", "alpha_curriculum: {}"])
 def test_flow_matching_refuses_meanflow_only_fields(tmp_path, field):
     key, value = field.split(": ")
     data = small_recipe(tmp_path)

@@ -265,3 +265,17 @@ def test_train_threads_sets_torch_threads_and_a_busy_cpu_is_pointed_out(tmp_path
         assert torch.get_num_threads() == 1 and "busy" not in out.getvalue()
     finally:
         torch.set_num_threads(before)
+
+
+def test_alpha_curriculum_follows_training_progress(tmp_path):
+    """alpha is logged and falls from 1 to 0 with the step (progress = step / train.steps, so a resumed run
+    continues the curriculum from its checkpoint's step)."""
+    objective = {"coupling": "ot", "formulation": "imf",
+                 "alpha_curriculum": {"flow_matching_until": 0.25, "meanflow_from": 0.75, "shape": "linear"}}
+    data = small_recipe(tmp_path, "alpha", steps=40, log_every=10)
+    data["objective"] = objective
+    result = Trainer(parse_recipe(data), progress=False).fit()
+    logged = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    alphas = {row["step"]: row["alpha"] for row in logged if "alpha" in row}
+    # the logged value is the step's own (progress = steps done before it / steps)
+    assert alphas[10] == 1.0 and alphas[20] == pytest.approx(1 - (19 / 40 - 0.25) / 0.5) and alphas[40] == 0.0

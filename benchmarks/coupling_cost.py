@@ -1,0 +1,50 @@
+"""What minibatch optimal transport costs per training step: ot_permutation's time by batch size.
+
+    OMP_NUM_THREADS=1 python benchmarks/coupling_cost.py
+    python benchmarks/coupling_cost.py --sizes 256 1024 --dims 2 784 --classes 10
+
+For each batch size n, data dimension d and number of classes, times mfkit.ot_permutation on Gaussian
+noise against uniform data (the exact assignment is hardest when the two look alike), as the median of
+--repeats calls, and prints a Markdown table. Classes split the batch evenly: each class is its own,
+smaller assignment.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import mfkit
+
+
+def seconds(n: int, d: int, classes: int, repeats: int) -> float:
+    g = torch.Generator().manual_seed(n + d)
+    x, noise = torch.rand(n, d, generator=g) * 4 - 2, torch.randn(n, d, generator=g)
+    labels = torch.arange(n) % classes if classes > 1 else None
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        mfkit.ot_permutation(x, noise, labels)
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024, 2048, 4096])
+    parser.add_argument("--dims", type=int, nargs="+", default=[2, 784])
+    parser.add_argument("--classes", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); median of {args.repeats} calls\n")
+    print("| batch | dim | classes | ms per step |\n|---|---|---|---|")
+    for n in args.sizes:
+        for d in args.dims:
+            for classes in args.classes:
+                print(f"| {n} | {d} | {classes} | {1000 * seconds(n, d, classes, args.repeats):.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

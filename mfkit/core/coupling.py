@@ -1,0 +1,105 @@
+r"""Couplings of noise and data within a batch.
+
+``independent`` (the default everywhere): data row i meets noise row i, as drawn.
+
+``ot``: minibatch optimal transport. The batch's noise rows are permuted so that the pairing minimises
+the total squared distance sum_i ||x_i - e_pi(i)||^2 (an exact assignment, Jonker-Volgenant through
+``scipy.optimize.linear_sum_assignment``). Pairs are made only between rows with equal conditions
+(class by class), so the noise that meets each class is still a set of independent N(0, I) draws and a
+conditional sampler may start from fresh noise. The paths z_t = (1 - t) x + t e then cross less, the
+flow is straighter, and a one-step map has less to learn (Pooladian et al. 2023; Tong et al. 2024).
+
+Cost: a (n, n) distance matrix per group and an O(n^3) assignment on the CPU (one device-to-host copy
+per step on CUDA). Measured single-threaded (2-D or 64-D rows): n = 256 under 10 ms, 1,024 about 0.5 s,
+2,048 about 2.5 s, 4,096 12-20 s; class-conditional batches pay per class (1,024 rows in 10 classes:
+about 10 x 3 ms). ``benchmarks/coupling_cost.py`` measures it on your machine.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+COUPLINGS = ("independent", "ot")
+
+
+class CouplingError(ValueError):
+    """A coupling that cannot be made for this batch (missing scipy, conditions that form no groups)."""
+
+
+def condition_groups(cond: Any, batch: int) -> torch.Tensor:
+    """Group ids (batch,) int64: rows with equal conditions share an id; all zeros without conditions.
+
+    ``cond``: None, a tensor (B, ...) or a mapping / list / tuple of them (rows are equal when every part
+    is). Parts without a leading batch dimension are the same for every row and do not split groups.
+    """
+    parts = list(_batch_parts(cond, batch))
+    if not parts:
+        return torch.zeros(batch, dtype=torch.long)
+    keys = torch.cat([part.detach().reshape(batch, -1).to("cpu", torch.float64) for part in parts], dim=1)
+    return torch.unique(keys, dim=0, return_inverse=True)[1]
+
+
+def _batch_parts(cond: Any, batch: int):
+    if isinstance(cond, torch.Tensor):
+        if cond.dim() > 0 and cond.shape[0] == batch:
+            yield cond
+    elif isinstance(cond, Mapping):
+        for key in sorted(cond):
+            yield from _batch_parts(cond[key], batch)
+    elif isinstance(cond, (list, tuple)):
+        for value in cond:
+            yield from _batch_parts(value, batch)
+
+
+def exact_assignment(cost: torch.Tensor) -> torch.Tensor:
+    """The permutation p (n,) minimising sum_i cost[i, p[i]] for a square cost (n, n), exactly."""
+    try:
+        from scipy.optimize import linear_sum_assignment
+    except ImportError as error:  # pragma: no cover - scipy is a dependency; this guards a broken install
+        raise CouplingError("coupling 'ot' needs scipy (pip install scipy), which solves the exact "
+                            "assignment; or set objective.coupling: independent") from error
+    rows, columns = linear_sum_assignment(cost.detach().to("cpu", torch.float64).numpy())
+    permutation = torch.empty(cost.shape[0], dtype=torch.long)
+    permutation[torch.as_tensor(rows)] = torch.as_tensor(columns, dtype=torch.long)
+    return permutation
+
+
+def ot_permutation(x: torch.Tensor, noise: torch.Tensor, cond: Any = None) -> torch.Tensor:
+    """Indices p (B,) such that pairing x[i] with noise[p[i]] minimises sum_i ||x_i - e_p(i)||^2, among
+    the pairings that keep every pair inside one group of equal conditions (see :func:`condition_groups`).
+
+    x, noise: (B, ...). Returns an int64 permutation on x's device. Raises :class:`CouplingError` when the
+    conditions put every row in a group of its own (continuous conditions): nothing could be paired.
+    """
+    batch = x.shape[0]
+    if noise.shape != x.shape:
+        raise ValueError(f"ot_permutation: noise {tuple(noise.shape)} and data {tuple(x.shape)} differ in shape")
+    groups = condition_groups(cond, batch)
+    count = int(groups.max()) + 1 if batch else 0
+    if batch > 1 and count == batch:
+        raise CouplingError("coupling 'ot' pairs noise with data only between rows with equal conditions, and "
+                            "every row of this batch has a condition of its own (continuous conditions?), so "
+                            "nothing can be paired; use objective.coupling: independent")
+    # sum_i ||x_i - e_p(i)||^2 = sum ||x||^2 + sum ||e||^2 - 2 sum_i x_i . e_p(i): the first two terms do not
+    # depend on p, so the cost -x_i . e_j gives the same assignment without cancellation (in float64)
+    flat_x = x.detach().reshape(batch, -1).double()
+    flat_noise = noise.detach().reshape(batch, -1).double()
+    permutation = torch.arange(batch)
+    for group in range(count):
+        members = (groups == group).nonzero().flatten()
+        if members.numel() < 2:
+            continue
+        on_device = members.to(x.device)
+        cost = -(flat_x[on_device] @ flat_noise[on_device].T)
+        permutation[members] = members[exact_assignment(cost)]
+    return permutation.to(x.device)
+
+
+def couple(kind: str, x: torch.Tensor, noise: torch.Tensor, cond: Any = None) -> torch.Tensor:
+    """The noise (B, ...) re-paired with x by coupling ``kind`` (``"independent"`` returns it as it is)."""
+    if kind == "independent":
+        return noise
+    if kind == "ot":
+        return noise[ot_permutation(x, noise, cond)]
+    raise ValueError(f"unknown coupling {kind!r}; choose one of {', '.join(COUPLINGS)}")

@@ -1,0 +1,90 @@
+"""Minibatch optimal-transport couplings: exact against brute force, class by class, inside the objective."""
+import itertools
+from dataclasses import replace
+
+import pytest
+import torch
+
+import mfkit
+from mfkit.core.coupling import CouplingError, condition_groups, couple, ot_permutation
+from mfkit.data.toy2d import toy_sample
+from mfkit.nn import MLPBackbone
+
+SHAPES = [(2,), (3, 2), (1, 2, 2)]
+
+
+def brute_force_cost(x, noise):
+    """The least total squared distance over every pairing (small batches only)."""
+    flat_x, flat_e = x.reshape(len(x), -1), noise.reshape(len(noise), -1)
+    return min(sum(float((flat_x[i] - flat_e[p[i]]).pow(2).sum()) for i in range(len(x)))
+               for p in itertools.permutations(range(len(x))))
+
+
+def total_cost(x, noise):
+    return float((x - noise).pow(2).sum())
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"rank{len(s)}")
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ot_pairing_is_the_exact_optimum(shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    x, noise = torch.randn(6, *shape, generator=g, dtype=torch.float64), torch.randn(6, *shape, generator=g,
+                                                                                      dtype=torch.float64)
+    permutation = ot_permutation(x, noise)
+    assert sorted(permutation.tolist()) == list(range(6))
+    assert total_cost(x, noise[permutation]) == pytest.approx(brute_force_cost(x, noise), rel=1e-12)
+
+
+def test_ot_pairing_stays_within_classes_and_is_optimal_in_each():
+    g = torch.Generator().manual_seed(3)
+    labels = torch.tensor([0, 1, 0, 2, 1, 0, 1, 0])
+    x, noise = torch.randn(8, 2, generator=g, dtype=torch.float64), torch.randn(8, 2, generator=g, dtype=torch.float64)
+    permutation = ot_permutation(x, noise, labels)
+    assert torch.equal(labels[permutation], labels)  # each row's noise comes from its own class's draws
+    for label in labels.unique():
+        rows = (labels == label).nonzero().flatten()
+        assert total_cost(x[rows], noise[permutation[rows]]) == pytest.approx(
+            brute_force_cost(x[rows], noise[rows]), rel=1e-12)
+
+
+def test_condition_groups_reads_every_part_of_a_structure():
+    labels = torch.tensor([0, 0, 1, 1])
+    tokens = torch.tensor([[5, 6], [5, 7], [5, 6], [5, 6]])
+    groups = condition_groups({"label": labels, "tokens": tokens, "scale": torch.tensor(2.0)}, 4)
+    assert groups[2] == groups[3] and len(set(groups.tolist())) == 3
+    assert condition_groups(None, 4).tolist() == [0, 0, 0, 0]
+    assert condition_groups([labels], 4).tolist() == condition_groups(labels, 4).tolist()
+
+
+def test_continuous_conditions_are_refused_with_a_reason():
+    x = torch.randn(5, 2)
+    with pytest.raises(CouplingError, match="condition of its own"):
+        ot_permutation(x, torch.randn(5, 2), torch.randn(5, 3))
+
+
+def test_independent_coupling_leaves_the_noise_as_drawn():
+    noise = torch.randn(4, 2)
+    assert couple("independent", torch.randn(4, 2), noise) is noise
+    with pytest.raises(ValueError, match="unknown coupling"):
+        couple("sinkhorn", torch.randn(4, 2), noise)
+
+
+def test_ot_shortens_the_paths_of_a_large_batch():
+    g = torch.Generator().manual_seed(0)
+    x, noise = toy_sample("checkerboard", 512, g), torch.randn(512, 2, generator=g)
+    assert total_cost(x, couple("ot", x, noise)) < 0.5 * total_cost(x, noise)
+
+
+@pytest.mark.parametrize("objective", [mfkit.MeanFlow(coupling="ot", r_neq_t_share=0.5),
+                                       mfkit.FlowMatching(coupling="ot")], ids=["meanflow", "flow_matching"])
+def test_objective_with_ot_is_the_objective_on_re_paired_noise(objective):
+    torch.manual_seed(0)
+    model = MLPBackbone(2, width=32, depth=2, num_classes=3)
+    x, labels = torch.randn(32, 2), torch.randint(0, 3, (32,))
+    draw = objective.draw(x.shape, generator=torch.Generator().manual_seed(1))
+    repaired = mfkit.Draw(draw.noise[ot_permutation(x, draw.noise, labels)], draw.t, draw.r, draw.dropped)
+    coupled = objective(model, x, labels, draw=draw)
+    expected = replace(objective, coupling="independent")(model, x, labels, draw=repaired)
+    torch.testing.assert_close(coupled.loss, expected.loss)
+    independent = replace(objective, coupling="independent")(model, x, labels, draw=draw)
+    assert not torch.allclose(coupled.loss, independent.loss)

@@ -1,0 +1,160 @@
+"""Improved MeanFlow (iMF) and the alpha-Flow curriculum against closed forms and slow references."""
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+from torch.func import jvp as func_jvp
+
+import mfkit
+from mfkit.core.path import conditional_velocity, interpolate
+from mfkit.nn import MLPBackbone
+from mfkit.testing import GaussianOracle
+
+SHAPES = [(3,), (2, 3), (1, 2, 2, 2)]
+
+
+def oracle_for(shape):
+    g = torch.Generator().manual_seed(1)
+    return GaussianOracle(torch.randn(shape, generator=g), 0.3 + torch.rand(shape, generator=g))
+
+
+def point(shape, n=48, seed=0, share=0.5):
+    """z, r, t (float64) with about ``share`` of the rows r != t, and a conditional velocity v."""
+    g = torch.Generator().manual_seed(seed)
+    a, b = torch.rand(n, generator=g, dtype=torch.float64), torch.rand(n, generator=g, dtype=torch.float64)
+    t, r = torch.maximum(a, b), torch.minimum(a, b)
+    r = torch.where(torch.rand(n, generator=g, dtype=torch.float64) < share, r, t)
+    x, e = torch.randn(n, *shape, generator=g, dtype=torch.float64), torch.randn(n, *shape, generator=g,
+                                                                                  dtype=torch.float64)
+    return interpolate(x, e, t), r, t, conditional_velocity(x, e)
+
+
+# ---------------------------------------------------------------- improved MeanFlow
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"rank{len(s)}")
+@pytest.mark.parametrize("rows", ["auto", "all"])
+def test_imf_target_is_exact_average_velocity_plus_the_conditional_noise(shape, rows):
+    """With the exact network, the iMF tangent is the marginal velocity, so the target is u + (v - v_marginal):
+    exact in expectation over the data behind z_t, and exact row by row when v is the marginal velocity."""
+    oracle = oracle_for(shape)
+    z, r, t, v = point(shape)
+    objective = mfkit.MeanFlow(formulation="imf", jvp_rows=rows, jvp_guard=0)
+    _, target = objective.prediction_and_target(oracle, z, r, t, v, None)
+    torch.testing.assert_close(target.double(), oracle(z, r, t) + v - oracle.velocity(z, t), atol=1e-5, rtol=1e-5)
+    _, marginal = objective.prediction_and_target(oracle, z, r, t, oracle.velocity(z, t), None)
+    torch.testing.assert_close(marginal.double(), oracle(z, r, t), atol=1e-5, rtol=1e-5)
+
+
+def test_imf_and_meanflow_targets_differ_by_the_tangent_only():
+    """The plain MeanFlow target with conditional v is not exact row by row; iMF's is closer to it."""
+    oracle = oracle_for((3,))
+    z, r, t, v = point((3,))
+    _, meanflow = mfkit.MeanFlow(jvp_guard=0).prediction_and_target(oracle, z, r, t, v, None)
+    _, improved = mfkit.MeanFlow(formulation="imf", jvp_guard=0).prediction_and_target(oracle, z, r, t, v, None)
+    exact = oracle(z, r, t) + v - oracle.velocity(z, t)
+    moving = r != t
+    assert (meanflow.double() - exact)[moving].abs().max() > 1e-2
+    assert (improved.double() - exact).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("rows", ["auto", "all"])
+def test_imf_target_matches_a_slow_float64_reference_on_a_network(rows):
+    torch.manual_seed(0)
+    model = MLPBackbone(3, width=32, depth=2, num_classes=4).double()
+    z, r, t, v = point((3,), n=16)
+    labels = torch.randint(0, 4, (16,))
+    u, target = mfkit.MeanFlow(formulation="imf", jvp_rows=rows).prediction_and_target(model, z, r, t, v, labels)
+    with torch.no_grad():
+        own = model(z, t, t, labels)
+    _, du = func_jvp(lambda z_, r_, t_: model(z_, r_, t_, labels), (z, r, t), (own, torch.zeros_like(r),
+                                                                                   torch.ones_like(t)))
+    expected = v - (t - r)[:, None] * du
+    torch.testing.assert_close(target.double(), expected, atol=1e-6, rtol=1e-6)  # the target is float32
+    torch.testing.assert_close(u, model(z, r, t, labels))
+    still = r == t
+    torch.testing.assert_close(target.double()[still], v[still])
+
+
+def test_imf_trains_through_the_recipe_objective_and_flow_matching_refuses_it():
+    with pytest.raises(ValueError, match="formulation"):
+        mfkit.FlowMatching(formulation="imf")
+    with pytest.raises(ValueError, match="unknown formulation"):
+        mfkit.MeanFlow(formulation="implicit")
+
+
+# ---------------------------------------------------------------- alpha-Flow
+def test_alpha_curriculum_schedule():
+    cosine = mfkit.AlphaCurriculum(0.2, 0.6)
+    assert cosine.alpha(0.0) == 1.0 and cosine.alpha(0.2) == 1.0
+    assert cosine.alpha(0.4) == pytest.approx(0.5)
+    assert cosine.alpha(0.6) == 0.0 and cosine.alpha(1.0) == 0.0 and cosine.alpha(1.5) == 0.0
+    values = [cosine.alpha(p / 100) for p in range(101)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    linear = mfkit.AlphaCurriculum(0.0, 1.0, "linear")
+    assert linear.alpha(0.25) == pytest.approx(0.75)
+    assert mfkit.AlphaCurriculum(0.5, 0.5).alpha(0.5) == 0.0  # a switch without annealing
+    with pytest.raises(ValueError, match="flow_matching_until"):
+        mfkit.AlphaCurriculum(0.8, 0.3)
+    with pytest.raises(ValueError, match="shape"):
+        mfkit.AlphaCurriculum(shape="sigmoid")
+
+
+def test_alpha_one_is_trajectory_flow_matching():
+    torch.manual_seed(0)
+    model = MLPBackbone(3, width=16, depth=2).double()
+    z, r, t, v = point((3,))
+    u, target = mfkit.MeanFlow().prediction_and_target(model, z, r, t, v, None, alpha=1.0)
+    torch.testing.assert_close(target.double(), v)
+    torch.testing.assert_close(u, model(z, r, t))
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"rank{len(s)}")
+def test_alpha_target_is_the_finite_step_formula(shape):
+    oracle = oracle_for(shape)
+    z, r, t, v = point(shape)
+    alpha = 0.3
+    _, target = mfkit.MeanFlow().prediction_and_target(oracle, z, r, t, v, None, alpha=alpha)
+    gap = (t - r).reshape(-1, *[1] * len(shape))
+    later = oracle(z - alpha * gap * v, r, t - alpha * (t - r))
+    expected = torch.where(gap != 0, alpha * v + (1 - alpha) * later, v)
+    torch.testing.assert_close(target.double(), expected, atol=1e-6, rtol=1e-6)
+
+
+def test_alpha_target_tends_to_the_exact_target_at_second_order():
+    """With the marginal velocity, the first-order term of alpha-Flow's target is the MeanFlow identity
+    (zero for the exact network), so its error falls as alpha^2."""
+    oracle = oracle_for((3,))
+    z, r, t, _ = point((3,))
+    v = oracle.velocity(z, t)
+    exact = oracle(z, r, t)
+    errors = []
+    for alpha in (3e-2, 3e-3):
+        _, target = mfkit.MeanFlow().prediction_and_target(oracle, z, r, t, v, None, alpha=alpha)
+        errors.append(float((target.double() - exact).abs().max()))
+    assert errors[0] / errors[1] == pytest.approx(100, rel=0.3)
+
+
+def test_alpha_curriculum_needs_progress_and_reports_alpha():
+    model = MLPBackbone(2, width=16, depth=2)
+    objective = mfkit.MeanFlow(alpha=mfkit.AlphaCurriculum(0.25, 0.75))
+    x = torch.randn(16, 2)
+    with pytest.raises(ValueError, match="progress="):
+        objective(model, x)
+    assert objective(model, x, progress=0.5).metrics()["alpha"] == pytest.approx(0.5)
+    assert objective(model, x, progress=0.9).metrics()["alpha"] == 0.0
+    assert "alpha" not in mfkit.MeanFlow()(model, x).metrics()
+    with pytest.raises(ValueError, match="alpha"):
+        mfkit.FlowMatching(alpha=mfkit.AlphaCurriculum())
+
+
+def test_alpha_zero_is_exactly_meanflow():
+    torch.manual_seed(0)
+    model = MLPBackbone(2, width=16, depth=2)
+    x = torch.randn(32, 2)
+    objective = mfkit.MeanFlow(alpha=mfkit.AlphaCurriculum(0.1, 0.5), r_neq_t_share=0.5)
+    draw = objective.draw(x.shape, generator=torch.Generator().manual_seed(0))
+    late = objective(model, x, draw=draw, progress=0.8)
+    plain = replace(objective, alpha=None)(model, x, draw=draw)
+    torch.testing.assert_close(late.loss, plain.loss)
+    assert not math.isclose(float(objective(model, x, draw=draw, progress=0.3).loss.detach()),
+                            float(plain.loss.detach()))
