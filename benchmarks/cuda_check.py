@@ -7,7 +7,10 @@ Checks, printing one line each and exiting non-zero on the first failure:
 1. every JVP backend agrees with a float64 central difference on a conv + attention network (fp32);
 2. under bf16 autocast the default backend's tangent stays within 5% of fp32 and the target is fp32;
 3. a short training run of the demo recipe with precision bf16 (autocast applies on CUDA only) keeps a
-   finite loss, and its checkpoint resumes.
+   finite loss, and its checkpoint resumes;
+4. every attention-tangent path (math, blockwise and, on CUDA with triton installed, the fused Triton
+   kernel) agrees with the math formula in float64, in fp32 and bf16, with a mask, causal masking and
+   grouped heads; and which path "auto" picks there.
 """
 from __future__ import annotations
 
@@ -81,6 +84,47 @@ def check_training(device) -> None:
               f"checkpoint {resumed.checkpoint.name}")
 
 
+def check_attention_paths(device) -> None:
+    """Each attention-tangent path against the float64 math formula (fp32: 1e-5, bf16: 2e-2, relative)."""
+    import importlib.util
+
+    from mfkit.core import attention
+    from mfkit.core.tangent_rules import attention_tangent
+
+    g = torch.Generator(device).manual_seed(0)
+    q, qt = (torch.randn(2, 8, 77, 64, device=device, generator=g) for _ in range(2))
+    k, kt, v, vt = (torch.randn(2, 4, 130, 64, device=device, generator=g) for _ in range(4))
+    mask = torch.rand(2, 8, 77, 130, device=device, generator=g) > 0.3
+    mask[..., 0] = True
+    paths = ["math", "blockwise"]
+    if device.type == "cuda" and importlib.util.find_spec("triton") is not None:
+        paths.append("triton")
+    else:
+        print(f"[skip] {device.type} Triton attention kernel: needs CUDA and triton")
+    saved = attention.MODE
+    try:
+        for dtype, limit in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
+            for causal, m in ((False, mask), (True, None)):
+                inputs = [x.to(dtype) for x in (q, k, v, qt, kt, vt)]
+                exact = attention_tangent(*(x.double() for x in inputs), m, causal, None, True)
+                for path in paths:
+                    attention.MODE = path
+                    with torch.no_grad():
+                        got = attention.attention_jvp(*inputs, m, causal, None, True)
+                    error = ((got.double() - exact).abs().max() / exact.abs().max()).item()
+                    ok = error <= limit and got.dtype == dtype
+                    print(f"[{'ok' if ok else 'FAIL'}] {device.type} attention tangent {path}, {str(dtype)[6:]}, "
+                          f"{'causal' if causal else 'bool mask'}, GQA: relative error {error:.2e} (limit {limit:g})")
+                    if not ok:
+                        raise SystemExit(1)
+        attention.MODE = "auto"
+        inputs = [x.to(torch.bfloat16) for x in (q, k, v, qt, kt, vt)]
+        print(f"[ok] {device.type} bf16 attention tangent: 'auto' takes the "
+              f"{attention.select_path(*inputs, mask, False, True)} path")
+    finally:
+        attention.MODE = saved
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
@@ -89,6 +133,7 @@ def main() -> None:
     device = torch.device(name)
     print(f"torch {torch.__version__}, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    check_attention_paths(device)
     check_backends(device)
     check_bf16(device)
     check_training(device)

@@ -18,21 +18,34 @@ output accumulator a = sum e_j v_j; when a block raises the maximum from m to m'
 is multiplied by exp(m - m'). At the end O = a / l and O_t = b / l - O c / l. Rows whose keys are all
 masked have l = 0 and get O = O_t = 0, as PyTorch's math kernel gives.
 
-Selection (:func:`attention_jvp`, used by the fast tangent rules): ``MODE = "auto"`` takes the
-blockwise pass when the attention weights would hold at least :data:`AUTO_MIN_WEIGHTS` elements
-(L x S x batch x heads) and the math rule below that; ``"blockwise"`` and ``"math"`` force one path.
+Selection (:func:`select_path`, used by :func:`attention_jvp` and so by the fast tangent rules):
+``MODE = "auto"`` takes the fused Triton kernel (:mod:`mfkit.core.attention_triton`, output and
+tangent in one pass) for CUDA tensors when triton is installed, the inputs are ones the kernel takes
+(float16/bfloat16/float32, head dims <= 256, ...; masks, ``is_causal``, ``scale`` and ``enable_gqa``
+included) and its one-time self-check passed; otherwise, and always on CPU, the blockwise pass when
+the attention weights would hold at least :data:`AUTO_MIN_WEIGHTS` elements (L x S x batch x heads)
+and the math rule below that. ``"blockwise"``, ``"math"`` and ``"triton"`` force one path; a forced
+``"triton"`` raises when triton is missing or the inputs are outside the kernel's set.
+The self-check (:func:`_triton_self_check`): the first time "auto" would use the kernel for a
+device, dtype, pair of head dims and causal flag, it runs it on a small random problem (70 queries,
+150 keys: several tiles, ragged edges) and compares O and O_t with this module's blockwise pass in
+float64; a mismatch or an error (a compile failure, say) disables the kernel for the process with a
+RuntimeWarning and the PyTorch paths run instead. Cost: one small launch and compile per key.
 See docs/benchmarks.md ("Attention tangents") for the measurements behind the defaults.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
+import warnings
 
 import torch
 
 #: Keys per block of the blockwise pass; memory per batch element and head is about L x BLOCK_SIZE.
 BLOCK_SIZE: int = 64
-#: "auto": blockwise when L * S * batch * heads >= AUTO_MIN_WEIGHTS; "blockwise" or "math": always that one.
+#: "auto": the Triton kernel on CUDA when it applies, else blockwise when L * S * batch * heads >=
+#: AUTO_MIN_WEIGHTS, else math; "blockwise", "math" or "triton": always that one.
 #: The environment variable MFKIT_ATTENTION_TANGENT sets the initial value (benchmarks' subprocesses).
 MODE: str = os.environ.get("MFKIT_ATTENTION_TANGENT", "auto")
 #: Attention-weight elements (L x S x batch x heads) from which "auto" takes the blockwise pass.
@@ -42,26 +55,130 @@ MODE: str = os.environ.get("MFKIT_ATTENTION_TANGENT", "auto")
 #: blockwise pass is as fast or faster and its memory stops growing with S.
 AUTO_MIN_WEIGHTS: int = 1 << 23
 
-_MODES = ("auto", "blockwise", "math")
+_MODES = ("auto", "blockwise", "math", "triton")
+#: Relative error (max |error| / max |reference|) the Triton self-check accepts, by input dtype.
+TRITON_CHECK_TOLERANCE: dict[torch.dtype, float] = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+_triton_found: bool | None = None
+_triton_disabled: str | None = None  # why "auto" no longer takes the kernel in this process
+_triton_checked: dict[tuple, str | None] = {}  # self-check key -> None (passed) or what went wrong
+
+
+def _check_mode() -> None:
+    if MODE not in _MODES:
+        raise ValueError(f"mfkit.core.attention.MODE must be one of {', '.join(_MODES)}, got {MODE!r}")
 
 
 def use_blockwise(q: torch.Tensor, k: torch.Tensor) -> bool:
-    """Whether :func:`attention_jvp` takes the blockwise pass for queries q and keys k."""
-    if MODE not in _MODES:
-        raise ValueError(f"mfkit.core.attention.MODE must be one of {', '.join(_MODES)}, got {MODE!r}")
+    """Whether the PyTorch paths take the blockwise pass (rather than the math rule) for q and k."""
+    _check_mode()
     if MODE != "auto":
         return MODE == "blockwise"
     return q.numel() // q.shape[-1] * k.shape[-2] >= AUTO_MIN_WEIGHTS
 
 
+def triton_available() -> bool:
+    """Whether the triton package can be imported (looked up once; triton itself is not imported here)."""
+    global _triton_found
+    if _triton_found is None:
+        _triton_found = importlib.util.find_spec("triton") is not None
+    return _triton_found
+
+
+def _auto_device(q: torch.Tensor) -> bool:
+    """Whether "auto" considers the Triton kernel for tensors on q's device: CUDA only."""
+    return q.device.type == "cuda"
+
+
+def select_path(q, k, v, qt=None, kt=None, vt=None, attn_mask=None, is_causal=False, enable_gqa=False,
+                out=None) -> str:
+    """The path :func:`attention_jvp` takes: "triton", "blockwise" or "math" (see the module doc)."""
+    _check_mode()
+    if MODE == "triton":
+        return "triton"
+    if MODE == "auto" and _auto_device(q) and triton_available() and _triton_disabled is None:
+        from mfkit.core import attention_triton
+
+        if (attention_triton.unsupported_reason(q, k, v, qt, kt, vt, attn_mask, enable_gqa, out) is None
+                and _triton_passes_self_check(q, v, is_causal)):
+            return "triton"
+    return "blockwise" if use_blockwise(q, k) else "math"
+
+
 def attention_jvp(q, k, v, qt, kt, vt, attn_mask=None, is_causal=False, scale=None, enable_gqa=False,
                   out=None) -> torch.Tensor:
-    """Tangent of scaled-dot-product attention by the path :data:`MODE` selects (see the module doc)."""
-    if use_blockwise(q, k):
-        return blockwise_attention_jvp(q, k, v, qt, kt, vt, attn_mask, is_causal, scale, enable_gqa, out=out)[1]
+    """Tangent of scaled-dot-product attention by the path :func:`select_path` picks (see the module doc)."""
+    args = (q, k, v, qt, kt, vt, attn_mask, is_causal, scale, enable_gqa)
+    path = select_path(q, k, v, qt, kt, vt, attn_mask, is_causal, enable_gqa, out)
+    if path == "triton":
+        if MODE == "triton":
+            return _triton_module().triton_attention_jvp(*args, out=out)[1]
+        try:
+            return _triton_module().triton_attention_jvp(*args, out=out)[1]
+        except Exception as error:  # "auto": never let an unverified kernel stop training
+            _disable_triton(f"{type(error).__name__}: {error}")
+            path = "blockwise" if use_blockwise(q, k) else "math"
+    if path == "blockwise":
+        return blockwise_attention_jvp(*args, out=out)[1]
     from mfkit.core.tangent_rules import attention_tangent
 
-    return attention_tangent(q, k, v, qt, kt, vt, attn_mask, is_causal, scale, enable_gqa, out=out)
+    return attention_tangent(*args, out=out)
+
+
+def _triton_module():
+    """mfkit.core.attention_triton (which imports triton), or a clear error when triton is missing."""
+    if not triton_available():
+        raise RuntimeError("mfkit.core.attention.MODE = 'triton' needs the triton package (pip install triton; "
+                           "it runs on CUDA GPUs); use MODE = 'auto', 'blockwise' or 'math' without it")
+    from mfkit.core import attention_triton
+
+    return attention_triton
+
+
+def _disable_triton(reason: str) -> None:
+    """Stop "auto" from taking the Triton kernel in this process, with a RuntimeWarning saying why."""
+    global _triton_disabled
+    _triton_disabled = reason
+    warnings.warn(f"mfkit: the Triton attention kernel is disabled for this process ({reason}); the "
+                  "blockwise/math attention tangent runs instead", RuntimeWarning, stacklevel=3)
+
+
+def _triton_passes_self_check(q: torch.Tensor, v: torch.Tensor, is_causal: bool) -> bool:
+    """Run :func:`_triton_self_check` once per device, dtype, head dims and causal flag; disable on failure."""
+    key = (str(q.device), q.dtype, q.shape[-1], v.shape[-1], bool(is_causal))
+    if key not in _triton_checked:
+        try:
+            _triton_checked[key] = _triton_self_check(q.device, q.dtype, q.shape[-1], v.shape[-1], bool(is_causal))
+        except Exception as error:
+            _triton_checked[key] = f"self-check raised {type(error).__name__}: {error}"
+        if _triton_checked[key] is not None:
+            _disable_triton(_triton_checked[key])
+    return _triton_checked[key] is None
+
+
+def _triton_self_check(device: torch.device, dtype: torch.dtype, dim: int, dim_v: int, is_causal: bool) -> str | None:
+    """None when the kernel's (O, O_t) on a small random problem match the blockwise pass in float64.
+
+    Shapes (1, 2, 70, dim) queries and (1, 2, 150, dim / dim_v) keys and values, tangents on all three:
+    several query and key tiles with ragged edges at the default tile sizes. Tolerance:
+    :data:`TRITON_CHECK_TOLERANCE` relative to the largest reference entry. Else a phrase saying what differed.
+    """
+    g = torch.Generator(device=device).manual_seed(0)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g, device=device).to(dtype)
+
+    q, qt, k, kt = randn(1, 2, 70, dim), randn(1, 2, 70, dim), randn(1, 2, 150, dim), randn(1, 2, 150, dim)
+    v, vt = randn(1, 2, 150, dim_v), randn(1, 2, 150, dim_v)
+    inputs = (q, k, v, qt, kt, vt)
+    got = _triton_module().triton_attention_jvp(*inputs, is_causal=is_causal)
+    expected = blockwise_attention_jvp(*(x.double() for x in inputs), is_causal=is_causal)
+    tolerance = TRITON_CHECK_TOLERANCE.get(dtype, 1e-4)
+    for name, a, b in zip(("output", "tangent"), got, expected):
+        error = ((a.double() - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+        if not error <= tolerance:  # also catches NaN
+            return f"self-check: {name} relative error {error:.3g} > {tolerance:g} ({dtype}, head dims {dim}/{dim_v})"
+    return None
 
 
 def blockwise_attention_jvp(q, k, v, qt=None, kt=None, vt=None, attn_mask=None, is_causal=False, scale=None,
