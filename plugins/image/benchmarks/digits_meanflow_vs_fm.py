@@ -28,9 +28,12 @@ from pathlib import Path
 
 from mfkit.evaluation import evaluate_checkpoint
 
-#: Flow matching: plain L2, and MeanFlow's own (r, t) fields back at their defaults (it uses r = t).
+#: Flow matching: plain L2, and MeanFlow's own fields (r, t sampling, formulation, alpha curriculum) back at
+#: their defaults (it uses r = t). A coupling (objective.coupling: ot) is kept: flow matching gets the same
+#: pairs (OT-CFM), the stronger baseline.
 FM_OVERRIDES = ["objective.kind=flow_matching", "objective.r_neq_t_share=0.25", "objective.adaptive_p=0.0",
-                "objective.r_sampler=null", "objective.time_pair_order=sort"]
+                "objective.r_sampler=null", "objective.time_pair_order=sort", "objective.formulation=meanflow",
+                "objective.alpha_curriculum=null"]
 
 
 def child_cpu() -> float:
