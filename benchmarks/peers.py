@@ -103,9 +103,10 @@ def _mfkit(objective) -> Method:
 
 #: Options a method name may add to mfkit-mf-toy or mfkit-fm, joined by "+" (e.g. mfkit-mf-toy+ot+imf):
 #: ot (minibatch optimal-transport coupling), imf (improved MeanFlow), alpha (alpha-Flow curriculum
-#: 0.25 -> 0.75 of training, cosine), and share=, p=, c=, mean=, std= (r != t share, adaptive p and c,
-#: logit-normal t).
-VARIANT_OPTIONS = ("ot", "imf", "alpha", "share", "p", "c", "mean", "std")
+#: 0.25 -> 0.75 of training, cosine), v1 (r drawn apart, r ~ LN(-4, 1.6), clipped to r <= t: CIFAR-10's
+#: "v1" pairing), and share=, p=, c=, mean=, std= (r != t share, adaptive p and c, logit-normal t), block=
+#: (rows per OT assignment).
+VARIANT_OPTIONS = ("ot", "imf", "alpha", "v1", "share", "p", "c", "mean", "std", "block")
 
 
 def _variant(name: str) -> Method:
@@ -118,12 +119,15 @@ def _variant(name: str) -> Method:
             raise ValueError(f"unknown option {key!r} in {name!r}; choose from {', '.join(VARIANT_OPTIONS)}")
         settings[key] = value
     coupling = "ot" if "ot" in settings else "independent"
+    block = int(settings["block"]) if "block" in settings else None
     if base == "mfkit-fm":
-        return _mfkit(mfkit.FlowMatching(coupling=coupling))
+        return _mfkit(mfkit.FlowMatching(coupling=coupling, coupling_block=block))
     mean, std = float(settings.get("mean", 0.0)), float(settings.get("std", 1.0))
-    times = mfkit.TimePairSampler(mfkit.LogitNormal(mean, std), r_neq_t_share=float(settings.get("share", 0.5)))
+    r_sampler = mfkit.LogitNormal(-4.0, 1.6) if "v1" in settings else None
+    times = mfkit.TimePairSampler(mfkit.LogitNormal(mean, std), r_sampler, float(settings.get("share", 0.5)),
+                                  order="clip" if "v1" in settings else "sort")
     return _mfkit(mfkit.MeanFlow(times=times, adaptive_p=float(settings.get("p", 0.5)),
-                                 adaptive_c=float(settings.get("c", 1e-2)), coupling=coupling,
+                                 adaptive_c=float(settings.get("c", 1e-2)), coupling=coupling, coupling_block=block,
                                  formulation="imf" if "imf" in settings else "meanflow",
                                  alpha=mfkit.AlphaCurriculum() if "alpha" in settings else None))
 

@@ -13,6 +13,12 @@ Cost: a (n, n) distance matrix per group and an O(n^3) assignment on the CPU (on
 per step on CUDA). Measured single-threaded (2-D or 64-D rows): n = 256 under 10 ms, 1,024 about 0.5 s,
 2,048 about 2.5 s, 4,096 12-20 s; class-conditional batches pay per class (1,024 rows in 10 classes:
 about 10 x 3 ms). ``benchmarks/coupling_cost.py`` measures it on your machine.
+
+``block``: exact assignments within blocks of at most ``block`` rows of each group (the group cut into
+near-equal runs of consecutive rows) instead of one over the whole group. The cost then grows linearly
+with the batch (B / block assignments of O(block^3)), the noise each block meets is still a set of
+independent N(0, I) draws, and the pairs are optimal within each block: minibatch OT at the block's size
+(the minibatch size is the knob of minibatch OT; Fatras et al. 2020).
 """
 from __future__ import annotations
 
@@ -65,41 +71,57 @@ def exact_assignment(cost: torch.Tensor) -> torch.Tensor:
     return permutation
 
 
-def ot_permutation(x: torch.Tensor, noise: torch.Tensor, cond: Any = None) -> torch.Tensor:
-    """Indices p (B,) such that pairing x[i] with noise[p[i]] minimises sum_i ||x_i - e_p(i)||^2, among
-    the pairings that keep every pair inside one group of equal conditions (see :func:`condition_groups`).
+def blocks(members: torch.Tensor, block: int | None) -> list[torch.Tensor]:
+    """``members`` (n,) cut into ceil(n / block) runs of near-equal length (all of it when block is None)."""
+    n = members.numel()
+    if block is None or n <= block:
+        return [members]
+    count = -(-n // block)
+    return list(torch.tensor_split(members, count))
 
-    x, noise: (B, ...). Returns an int64 permutation on x's device. Raises :class:`CouplingError` when the
-    conditions put every row in a group of its own (continuous conditions): nothing could be paired.
+
+def ot_permutation(x: torch.Tensor, noise: torch.Tensor, cond: Any = None, block: int | None = None) -> torch.Tensor:
+    """Indices p (B,) such that pairing x[i] with noise[p[i]] minimises sum_i ||x_i - e_p(i)||^2, among
+    the pairings that keep every pair inside one group of equal conditions (see :func:`condition_groups`)
+    and, with ``block``, inside one block of at most ``block`` rows of a group (see :func:`blocks`).
+
+    x, noise: (B, ...). Returns an int64 permutation on x's device. Rows alone in their group keep their
+    noise. Raises :class:`CouplingError` when real-valued conditions put every row in a group of its own
+    (continuous conditions): nothing could ever be paired.
     """
     batch = x.shape[0]
+    if block is not None and block < 2:
+        raise ValueError(f"ot_permutation: block must be at least 2 rows (or None), got {block}")
     if noise.shape != x.shape:
         raise ValueError(f"ot_permutation: noise {tuple(noise.shape)} and data {tuple(x.shape)} differ in shape")
     groups = condition_groups(cond, batch)
     count = int(groups.max()) + 1 if batch else 0
-    if batch > 1 and count == batch:
+    if batch > 1 and count == batch and any(part.is_floating_point() for part in _batch_parts(cond, batch)):
+        # discrete labels may all differ in a small batch (1,000 classes, 32 rows): those rows keep their
+        # noise as drawn, a valid coupling; real-valued conditions that all differ would never pair anything
         raise CouplingError("coupling 'ot' pairs noise with data only between rows with equal conditions, and "
-                            "every row of this batch has a condition of its own (continuous conditions?), so "
-                            "nothing can be paired; use objective.coupling: independent")
+                            "every row of this batch has a real-valued condition of its own (continuous "
+                            "conditions), so nothing can ever be paired; use objective.coupling: independent")
     # sum_i ||x_i - e_p(i)||^2 = sum ||x||^2 + sum ||e||^2 - 2 sum_i x_i . e_p(i): the first two terms do not
     # depend on p, so the cost -x_i . e_j gives the same assignment without cancellation (in float64)
     flat_x = x.detach().reshape(batch, -1).double()
     flat_noise = noise.detach().reshape(batch, -1).double()
     permutation = torch.arange(batch)
     for group in range(count):
-        members = (groups == group).nonzero().flatten()
-        if members.numel() < 2:
-            continue
-        on_device = members.to(x.device)
-        cost = -(flat_x[on_device] @ flat_noise[on_device].T)
-        permutation[members] = members[exact_assignment(cost)]
+        for members in blocks((groups == group).nonzero().flatten(), block):
+            if members.numel() < 2:
+                continue
+            on_device = members.to(x.device)
+            cost = -(flat_x[on_device] @ flat_noise[on_device].T)
+            permutation[members] = members[exact_assignment(cost)]
     return permutation.to(x.device)
 
 
-def couple(kind: str, x: torch.Tensor, noise: torch.Tensor, cond: Any = None) -> torch.Tensor:
-    """The noise (B, ...) re-paired with x by coupling ``kind`` (``"independent"`` returns it as it is)."""
+def couple(kind: str, x: torch.Tensor, noise: torch.Tensor, cond: Any = None, block: int | None = None) -> torch.Tensor:
+    """The noise (B, ...) re-paired with x by coupling ``kind`` (``"independent"`` returns it as it is;
+    ``block`` bounds the rows of each ``"ot"`` assignment)."""
     if kind == "independent":
         return noise
     if kind == "ot":
-        return noise[ot_permutation(x, noise, cond)]
+        return noise[ot_permutation(x, noise, cond, block)]
     raise ValueError(f"unknown coupling {kind!r}; choose one of {', '.join(COUPLINGS)}")

@@ -279,7 +279,8 @@ class MeanFlow:
     ``jvp_rows_reason`` says why the last "auto" call used every row).
 
     ``coupling``: ``"independent"`` (default) or ``"ot"`` (minibatch optimal transport within groups of
-    equal conditions, :mod:`mfkit.core.coupling`). ``formulation``: ``"meanflow"`` (default) or ``"imf"``
+    equal conditions, :mod:`mfkit.core.coupling`); ``coupling_block``: at most that many rows per exact
+    assignment (None: the whole group; a bound keeps the cost linear in the batch). ``formulation``: ``"meanflow"`` (default) or ``"imf"``
     (the JVP tangent is the network's own velocity u(z_t, t, t)). ``alpha``: an :class:`AlphaCurriculum`;
     calls must then pass ``progress=`` (the share of training done).
     """
@@ -294,6 +295,7 @@ class MeanFlow:
     jvp_guard: int = 3
     jvp_rows: str = "auto"
     coupling: str = "independent"
+    coupling_block: int | None = None
     formulation: str = "meanflow"
     alpha: AlphaCurriculum | None = None
     r_neq_t_share: InitVar[float | None] = None
@@ -323,6 +325,9 @@ class MeanFlow:
             raise ValueError(f"adaptive weight needs p >= 0 and c > 0, got p={self.adaptive_p}, c={self.adaptive_c}")
         if self.coupling not in COUPLINGS:
             raise ValueError(f"unknown coupling {self.coupling!r}; choose one of {', '.join(COUPLINGS)}")
+        if self.coupling_block is not None and self.coupling_block < 2:
+            raise ValueError(f"coupling_block bounds the rows of one assignment and must be at least 2 (or None), "
+                             f"got {self.coupling_block}")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "MeanFlow":
@@ -444,7 +449,7 @@ class MeanFlow:
             if noise is not None:
                 draw.noise = noise
         noise, t, r = draw.noise.to(x.dtype), draw.t.to(x.dtype), draw.r.to(x.dtype)
-        noise = couple(self.coupling, x, noise, cond)
+        noise = couple(self.coupling, x, noise, cond, self.coupling_block)
         z = interpolate(x, noise, t)
         v = conditional_velocity(x, noise)
         if self.guidance is not None:

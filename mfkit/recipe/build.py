@@ -74,7 +74,7 @@ def build_objective(settings: ObjectiveSettings, condition: ConditionSpec | int 
         else:
             guidance = mfkit.Guidance(conditions=condition.ops, **settings.guidance.model_dump())
     common = {"adaptive_p": settings.adaptive_p, "adaptive_c": settings.adaptive_c, "guidance": guidance,
-              "coupling": settings.coupling}
+              "coupling": settings.coupling, "coupling_block": settings.coupling_block}
     if settings.kind == "flow_matching":
         return mfkit.FlowMatching(times=mfkit.TimePairSampler(times.t_dist, r_neq_t_share=0.0), **common)
     alpha = mfkit.AlphaCurriculum(**settings.alpha_curriculum.model_dump()) if settings.alpha_curriculum else None

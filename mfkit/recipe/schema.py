@@ -102,6 +102,10 @@ class ObjectiveSettings(Strict):
                                    "an exact assignment that pairs each data row with nearby noise, class by class "
                                    "(straighter paths; also with kind flow_matching, as OT-CFM; cost in "
                                    "docs/concepts.md)")
+    coupling_block: int | None = Field(
+        None, ge=2, description="coupling ot: at most this many rows per exact assignment (each group cut into "
+                                "near-equal blocks); bounds the cost at any batch size (null: one assignment per "
+                                "group, O(B^3))")
     formulation: Literal["meanflow", "imf"] = Field(
         "meanflow", description="meanflow: the JVP along (v, 0, 1); imf: improved MeanFlow, the JVP along the "
                                 "network's own velocity u(z_t, t, t) (one extra no-grad forward of the r != t rows)")

@@ -12,8 +12,10 @@ def test_variant_names_build_the_options_they_name():
     built = peers.build_method("mfkit-mf-toy+ot+imf+alpha+share=0.75+p=1").objective
     assert built.coupling == "ot" and built.formulation == "imf" and built.alpha == mfkit.AlphaCurriculum()
     assert built.times.r_neq_t_share == 0.75 and built.adaptive_p == 1.0
-    fm = peers.build_method("mfkit-fm+ot").objective
-    assert isinstance(fm, mfkit.FlowMatching) and fm.coupling == "ot"
+    v1 = peers.build_method("mfkit-mf-toy+v1+mean=-0.6+std=1.6").objective.times
+    assert v1 == mfkit.TimePairSampler(mfkit.LogitNormal(-0.6, 1.6), mfkit.LogitNormal(-4.0, 1.6), 0.5, order="clip")
+    fm = peers.build_method("mfkit-fm+ot+block=64").objective
+    assert isinstance(fm, mfkit.FlowMatching) and fm.coupling == "ot" and fm.coupling_block == 64
     assert peers.label("mfkit-fm+ot") == "mfkit flow matching + ot"
     with pytest.raises(ValueError, match="unknown option"):
         peers.build_method("mfkit-mf-toy+sinkhorn")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import mfkit
-from mfkit.core.coupling import CouplingError, condition_groups, couple, ot_permutation
+from mfkit.core.coupling import CouplingError, blocks, condition_groups, couple, ot_permutation
 from mfkit.data.toy2d import toy_sample
 from mfkit.nn import MLPBackbone
 
@@ -47,6 +47,27 @@ def test_ot_pairing_stays_within_classes_and_is_optimal_in_each():
             brute_force_cost(x[rows], noise[rows]), rel=1e-12)
 
 
+def test_blocks_are_exact_within_each_and_never_cross():
+    g = torch.Generator().manual_seed(4)
+    labels = torch.tensor([0, 1] * 7)  # 7 rows per class: blocks of 3 give runs of 3, 2, 2
+    x, noise = torch.randn(14, 2, generator=g, dtype=torch.float64), torch.randn(14, 2, generator=g,
+                                                                                  dtype=torch.float64)
+    assert [b.tolist() for b in blocks(torch.arange(7), 3)] == [[0, 1, 2], [3, 4], [5, 6]]
+    assert [b.tolist() for b in blocks(torch.arange(7), None)] == [list(range(7))]
+    permutation = ot_permutation(x, noise, labels, block=3)
+    for label in (0, 1):
+        for run in blocks((labels == label).nonzero().flatten(), 3):
+            assert sorted(permutation[run].tolist()) == sorted(run.tolist())  # noise stays in its block
+            assert total_cost(x[run], noise[permutation[run]]) == pytest.approx(
+                brute_force_cost(x[run], noise[run]), rel=1e-12)
+    # a block as large as the batch is the whole-batch assignment; a block below 2 is refused
+    assert torch.equal(ot_permutation(x, noise, block=14), ot_permutation(x, noise))
+    with pytest.raises(ValueError, match="at least 2"):
+        ot_permutation(x, noise, block=1)
+    with pytest.raises(ValueError, match="coupling_block"):
+        mfkit.MeanFlow(coupling="ot", coupling_block=1)
+
+
 def test_condition_groups_reads_every_part_of_a_structure():
     labels = torch.tensor([0, 0, 1, 1])
     tokens = torch.tensor([[5, 6], [5, 7], [5, 6], [5, 6]])
@@ -60,6 +81,13 @@ def test_continuous_conditions_are_refused_with_a_reason():
     x = torch.randn(5, 2)
     with pytest.raises(CouplingError, match="condition of its own"):
         ot_permutation(x, torch.randn(5, 2), torch.randn(5, 3))
+
+
+def test_labels_that_all_differ_keep_their_noise():
+    """A small batch of many classes (1,000 ImageNet classes, 32 rows) may hold no two equal labels: valid,
+    nothing to pair in it (the recipe check runs such a batch)."""
+    x = torch.randn(4, 2)
+    assert ot_permutation(x, torch.randn(4, 2), torch.tensor([3, 1, 0, 2])).tolist() == [0, 1, 2, 3]
 
 
 def test_independent_coupling_leaves_the_noise_as_drawn():

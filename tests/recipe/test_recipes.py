@@ -165,11 +165,13 @@ def test_cifar10_preset_objective_is_the_official_one():
 def test_objective_variants_build_from_the_recipe():
     from mfkit.recipe.schema import ObjectiveSettings
 
-    built = build_objective(ObjectiveSettings(coupling="ot", formulation="imf",
+    built = build_objective(ObjectiveSettings(coupling="ot", coupling_block=128, formulation="imf",
                                               alpha_curriculum={"meanflow_from": 0.5}), None)
-    assert built.coupling == "ot" and built.formulation == "imf"
+    assert built.coupling == "ot" and built.coupling_block == 128 and built.formulation == "imf"
     assert built.alpha == mfkit.AlphaCurriculum(0.25, 0.5, "cosine")
     assert build_objective(ObjectiveSettings(kind="flow_matching", coupling="ot"), None).coupling == "ot"
+    with pytest.raises(ValueError, match="coupling_block"):
+        ObjectiveSettings(coupling="ot", coupling_block=1)
     with pytest.raises(ValueError, match="must not exceed meanflow_from"):
         ObjectiveSettings(alpha_curriculum={"flow_matching_until": 0.9, "meanflow_from": 0.5})
 
