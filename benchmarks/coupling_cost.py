@@ -2,11 +2,12 @@
 
     OMP_NUM_THREADS=1 python benchmarks/coupling_cost.py
     python benchmarks/coupling_cost.py --sizes 256 1024 --dims 2 784 --classes 10
+    python benchmarks/coupling_cost.py --sizes 1024 4096 --blocks 0 256   # coupling_block (0: none)
 
 For each batch size n, data dimension d and number of classes, times mfkit.ot_permutation on Gaussian
 noise against uniform data (the exact assignment is hardest when the two look alike), as the median of
 --repeats calls, and prints a Markdown table. Classes split the batch evenly: each class is its own,
-smaller assignment.
+smaller assignment; --blocks bounds the rows of one assignment (objective.coupling_block).
 """
 from __future__ import annotations
 
@@ -19,14 +20,14 @@ import torch
 import mfkit
 
 
-def seconds(n: int, d: int, classes: int, repeats: int) -> float:
+def seconds(n: int, d: int, classes: int, repeats: int, block: int | None = None) -> float:
     g = torch.Generator().manual_seed(n + d)
     x, noise = torch.rand(n, d, generator=g) * 4 - 2, torch.randn(n, d, generator=g)
     labels = torch.arange(n) % classes if classes > 1 else None
     times = []
     for _ in range(repeats):
         began = time.perf_counter()
-        mfkit.ot_permutation(x, noise, labels)
+        mfkit.ot_permutation(x, noise, labels, block)
         times.append(time.perf_counter() - began)
     return statistics.median(times)
 
@@ -36,14 +37,17 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024, 2048, 4096])
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 784])
     parser.add_argument("--classes", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--blocks", type=int, nargs="+", default=[0], help="rows per assignment (0: no bound)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); median of {args.repeats} calls\n")
-    print("| batch | dim | classes | ms per step |\n|---|---|---|---|")
+    print("| batch | dim | classes | block | ms per step |\n|---|---|---|---|---|")
     for n in args.sizes:
         for d in args.dims:
             for classes in args.classes:
-                print(f"| {n} | {d} | {classes} | {1000 * seconds(n, d, classes, args.repeats):.1f} |", flush=True)
+                for block in args.blocks:
+                    ms = 1000 * seconds(n, d, classes, args.repeats, block or None)
+                    print(f"| {n} | {d} | {classes} | {block or '-'} | {ms:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ wrapped to each library's calling convention), the same initial weights, Adam wi
 number of steps and EMA, and samples from its EMA with its own sampler, as its README shows:
 
 - mfkit-mf: mfkit.MeanFlow() with the paper's ImageNet defaults; mfkit.sample.
-- mfkit-mf-toy: mfkit.MeanFlow with the toy recipe's settings (t ~ LN(0, 1), r != t for 50%, p = 0.5).
+- mfkit-mf-toy: mfkit.MeanFlow with the earlier toy recipe's settings (t ~ LN(0, 1), r != t for 50%, p = 0.5).
+- mfkit-mf-small: mfkit.MeanFlow.preset("small") (minibatch OT coupling, r ~ LN(-4, 1.6) clipped, p = 1),
+  what recipes/toy2d.yaml trains with.
 - mfkit-fm: mfkit.FlowMatching() (plain L2, t ~ LN(-0.4, 1)); mfkit.euler_sample.
 - lucidrains-mf: rectified_flow_pytorch.MeanFlow (its defaults); ``sample()`` for one step,
   ``slow_sample(steps=k)`` for k steps (which steps with u(z, t, t), i.e. Euler).
@@ -59,8 +61,9 @@ from mfkit.nn import MLPBackbone
 ROOT = Path(__file__).resolve().parents[1]
 FM_CALLS = (1, 2, 4, 8, 16, 32, 100)
 MF_CALLS = (1, 2, 4, 8)
-METHODS = ["mfkit-mf", "mfkit-mf-toy", "mfkit-fm", "lucidrains-mf", "meta-fm", "torchcfm-icfm", "torchcfm-otcfm"]
-LABELS = {"mfkit-mf": "mfkit MeanFlow (paper defaults)", "mfkit-mf-toy": "mfkit MeanFlow (toy recipe)",
+METHODS = ["mfkit-mf", "mfkit-mf-toy", "mfkit-mf-small", "mfkit-fm", "lucidrains-mf", "meta-fm", "torchcfm-icfm", "torchcfm-otcfm"]
+LABELS = {"mfkit-mf": "mfkit MeanFlow (paper defaults)", "mfkit-mf-toy": "mfkit MeanFlow (toy settings)",
+          "mfkit-mf-small": "mfkit MeanFlow (small preset)",
           "mfkit-fm": "mfkit flow matching", "lucidrains-mf": "lucidrains MeanFlow",
           "meta-fm": "Meta flow_matching", "torchcfm-icfm": "torchcfm I-CFM", "torchcfm-otcfm": "torchcfm OT-CFM"}
 PACKAGES = {"lucidrains-mf": "rectified-flow-pytorch", "meta-fm": "flow_matching", "torchcfm-icfm": "torchcfm",
@@ -101,12 +104,22 @@ def _mfkit(objective) -> Method:
     return method
 
 
-#: Options a method name may add to mfkit-mf-toy or mfkit-fm, joined by "+" (e.g. mfkit-mf-toy+ot+imf):
+#: Options a method name may add to mfkit-mf-toy, mfkit-mf-small or mfkit-fm, joined by "+" (e.g.
+#: mfkit-mf-toy+ot+imf, mfkit-mf-small+block=64; each overrides what its base starts from):
 #: ot (minibatch optimal-transport coupling), imf (improved MeanFlow), alpha (alpha-Flow curriculum
 #: 0.25 -> 0.75 of training, cosine), v1 (r drawn apart, r ~ LN(-4, 1.6), clipped to r <= t: CIFAR-10's
 #: "v1" pairing), and share=, p=, c=, mean=, std= (r != t share, adaptive p and c, logit-normal t), block=
 #: (rows per OT assignment).
 VARIANT_OPTIONS = ("ot", "imf", "alpha", "v1", "share", "p", "c", "mean", "std", "block")
+
+
+#: What each variant base starts from, before its options: the earlier toy settings, or the small preset.
+VARIANT_BASES = {
+    "mfkit-mf-toy": {"mean": 0.0, "std": 1.0, "share": 0.5, "p": 0.5, "c": 1e-2, "ot": False, "v1": False,
+                     "block": None},
+    "mfkit-mf-small": {"mean": -0.4, "std": 1.0, "share": 0.5, "p": 1.0, "c": 1e-2, "ot": True, "v1": True,
+                       "block": 256},
+}
 
 
 def _variant(name: str) -> Method:
@@ -118,22 +131,24 @@ def _variant(name: str) -> Method:
         if key not in VARIANT_OPTIONS:
             raise ValueError(f"unknown option {key!r} in {name!r}; choose from {', '.join(VARIANT_OPTIONS)}")
         settings[key] = value
-    coupling = "ot" if "ot" in settings else "independent"
-    block = int(settings["block"]) if "block" in settings else None
     if base == "mfkit-fm":
-        return _mfkit(mfkit.FlowMatching(coupling=coupling, coupling_block=block))
-    mean, std = float(settings.get("mean", 0.0)), float(settings.get("std", 1.0))
-    r_sampler = mfkit.LogitNormal(-4.0, 1.6) if "v1" in settings else None
-    times = mfkit.TimePairSampler(mfkit.LogitNormal(mean, std), r_sampler, float(settings.get("share", 0.5)),
-                                  order="clip" if "v1" in settings else "sort")
-    return _mfkit(mfkit.MeanFlow(times=times, adaptive_p=float(settings.get("p", 0.5)),
-                                 adaptive_c=float(settings.get("c", 1e-2)), coupling=coupling, coupling_block=block,
-                                 formulation="imf" if "imf" in settings else "meanflow",
+        block = int(settings["block"]) if "block" in settings else None
+        return _mfkit(mfkit.FlowMatching(coupling="ot" if "ot" in settings else "independent", coupling_block=block))
+    start = VARIANT_BASES[base]
+    number = lambda key: float(settings[key]) if key in settings else start[key]  # noqa: E731
+    block = int(settings["block"]) if "block" in settings else start["block"]
+    v1 = "v1" in settings or start["v1"]
+    times = mfkit.TimePairSampler(mfkit.LogitNormal(number("mean"), number("std")),
+                                  mfkit.LogitNormal(-4.0, 1.6) if v1 else None, number("share"),
+                                  order="clip" if v1 else "sort")
+    return _mfkit(mfkit.MeanFlow(times=times, adaptive_p=number("p"), adaptive_c=number("c"),
+                                 coupling="ot" if "ot" in settings or start["ot"] else "independent",
+                                 coupling_block=block, formulation="imf" if "imf" in settings else "meanflow",
                                  alpha=mfkit.AlphaCurriculum() if "alpha" in settings else None))
 
 
 def is_variant(name: str) -> bool:
-    return "+" in name and name.split("+")[0] in ("mfkit-mf-toy", "mfkit-fm")
+    return "+" in name and name.split("+")[0] in (*VARIANT_BASES, "mfkit-fm")
 
 
 def label(name: str) -> str:
@@ -236,6 +251,7 @@ def build_method(name: str) -> Method:
     builders = {
         "mfkit-mf": lambda: _mfkit(mfkit.MeanFlow()),
         "mfkit-mf-toy": lambda: _mfkit(mfkit.MeanFlow(times=times, adaptive_p=0.5)),
+        "mfkit-mf-small": lambda: _mfkit(mfkit.MeanFlow.preset("small")),
         "mfkit-fm": lambda: _mfkit(mfkit.FlowMatching()),
         "lucidrains-mf": _lucidrains,
         "meta-fm": _meta,

@@ -331,7 +331,8 @@ class MeanFlow:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "MeanFlow":
-        """Paper settings by data set: ``"imagenet"`` or ``"cifar10"``; keyword overrides win (flat
+        """Settings by data scale: the paper's ``"imagenet"`` or ``"cifar10"``, or mfkit's ``"small"`` (small data,
+        CPU budgets: OT coupling; see :mod:`mfkit.core.presets`); keyword overrides win (flat
         ``r_neq_t_share=`` included). The optimisation settings that go with a preset are
         ``mfkit.core.presets.training_settings(name)``."""
         return replace(cls(), **{**presets.objective_settings(name), **overrides})

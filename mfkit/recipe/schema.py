@@ -68,9 +68,10 @@ class ObjectiveSettings(Strict):
     """The training objective and every knob of the paper (defaults: ImageNet settings)."""
 
     kind: Literal["meanflow", "flow_matching"] = Field("meanflow", description="objective")
-    preset: Literal["imagenet", "cifar10"] | None = Field(
-        None, description="start from a paper preset (its objective fields here, its optimisation settings in "
-                          "train); fields set explicitly win")
+    preset: Literal["imagenet", "cifar10", "small"] | None = Field(
+        None, description="start from a preset: the paper's imagenet or cifar10, or mfkit's small (small data, "
+                          "CPU budgets; docs/concepts.md) - its objective fields here, its optimisation settings "
+                          "in train; fields set explicitly win")
     time_sampler: TimeDistribution = Field(default_factory=TimeDistribution, description="distribution of t (and r)")
     r_sampler: TimeDistribution | None = Field(None, description="separate distribution of r (CIFAR 'v1'); null: same as t")
     r_neq_t_share: float = Field(0.25, ge=0, le=1, description="share of samples with r != t, chosen per sample")

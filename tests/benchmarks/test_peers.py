@@ -14,6 +14,9 @@ def test_variant_names_build_the_options_they_name():
     assert built.times.r_neq_t_share == 0.75 and built.adaptive_p == 1.0
     v1 = peers.build_method("mfkit-mf-toy+v1+mean=-0.6+std=1.6").objective.times
     assert v1 == mfkit.TimePairSampler(mfkit.LogitNormal(-0.6, 1.6), mfkit.LogitNormal(-4.0, 1.6), 0.5, order="clip")
+    assert peers.build_method("mfkit-mf-small").objective == mfkit.MeanFlow.preset("small")
+    assert peers.build_method("mfkit-mf-small+block=64").objective == mfkit.MeanFlow.preset("small", coupling_block=64)
+    assert peers.build_method("mfkit-mf-toy").objective == peers.build_method("mfkit-mf-toy+share=0.5").objective
     fm = peers.build_method("mfkit-fm+ot+block=64").objective
     assert isinstance(fm, mfkit.FlowMatching) and fm.coupling == "ot" and fm.coupling_block == 64
     assert peers.label("mfkit-fm+ot") == "mfkit flow matching + ot"

@@ -146,11 +146,23 @@ def test_preset_brings_the_papers_optimisation_settings(tmp_path):
                                        {"kind": "flow_matching"}, {"kind": "flow_matching", "preset": "cifar10"},
                                        {"coupling": "ot", "formulation": "imf",
                                         "alpha_curriculum": {"flow_matching_until": 0.1, "shape": "linear"}},
-                                       {"kind": "flow_matching", "coupling": "ot"}])
+                                       {"kind": "flow_matching", "coupling": "ot"}, {"preset": "small"},
+                                       {"kind": "flow_matching", "preset": "small"}])
 def test_resolved_recipe_rebuilds_the_same_objective(tmp_path, objective):
     recipe = parse_recipe({**small_recipe(tmp_path), "objective": objective})
     again = parse_recipe(yaml.safe_load(recipe_to_yaml(recipe)))
     assert build_objective(again.objective, None) == build_objective(recipe.objective, None)
+
+
+def test_small_preset_is_the_same_from_the_recipe_and_the_code(tmp_path):
+    from mfkit.recipe.schema import ObjectiveSettings
+
+    assert build_objective(ObjectiveSettings(preset="small"), None) == mfkit.MeanFlow.preset("small")
+    fm = build_objective(ObjectiveSettings(kind="flow_matching", preset="small"), None)
+    assert fm.coupling == "ot" and fm.coupling_block == 256 and fm.times.r_dist is None  # OT-CFM, same pairs
+    data = small_recipe(tmp_path)
+    recipe = parse_recipe({**data, "objective": {"preset": "small"}, "train": {"steps": 10}})
+    assert recipe.train.batch_size == 256 and recipe.train.lr_schedule == "cosine" and recipe.train.lr == 1e-3
 
 
 def test_cifar10_preset_objective_is_the_official_one():
