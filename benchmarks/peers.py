@@ -13,7 +13,7 @@ number of steps and EMA, and samples from its EMA with its own sampler, as its R
 
 - mfkit-mf: mfkit.MeanFlow() with the paper's ImageNet defaults; mfkit.sample.
 - mfkit-mf-toy: mfkit.MeanFlow with the earlier toy recipe's settings (t ~ LN(0, 1), r != t for 50%, p = 0.5).
-- mfkit-mf-small: mfkit.MeanFlow.preset("small") (minibatch OT coupling, r ~ LN(-4, 1.6) clipped, p = 1),
+- mfkit-mf-small: mfkit.MeanFlow.preset("small") (the toy settings with minibatch OT in blocks of 64 rows),
   what recipes/toy2d.yaml trains with.
 - mfkit-fm: mfkit.FlowMatching() (plain L2, t ~ LN(-0.4, 1)); mfkit.euler_sample.
 - lucidrains-mf: rectified_flow_pytorch.MeanFlow (its defaults); ``sample()`` for one step,
@@ -117,8 +117,8 @@ VARIANT_OPTIONS = ("ot", "imf", "alpha", "v1", "share", "p", "c", "mean", "std",
 VARIANT_BASES = {
     "mfkit-mf-toy": {"mean": 0.0, "std": 1.0, "share": 0.5, "p": 0.5, "c": 1e-2, "ot": False, "v1": False,
                      "block": None},
-    "mfkit-mf-small": {"mean": -0.4, "std": 1.0, "share": 0.5, "p": 1.0, "c": 1e-2, "ot": True, "v1": True,
-                       "block": 256},
+    "mfkit-mf-small": {"mean": 0.0, "std": 1.0, "share": 0.5, "p": 0.5, "c": 1e-2, "ot": True, "v1": False,
+                       "block": 64},
 }
 
 

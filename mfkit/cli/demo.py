@@ -20,12 +20,13 @@ DEMO_RUN_NAME = "demo"
 DEMO_RECIPE_YAML = """\
 # MeanFlow on a 2-D checkerboard: the demo recipe. One-step samples look like the checkerboard.
 # Expects: any CPU (a laptop or 2 cores), about 2 to 4 minutes; no GPU needed.
-# Objective: mfkit's `small` preset (docs/concepts.md): noise paired with data by minibatch optimal
-# transport (exact assignments over blocks of 256 rows), t ~ LN(-0.4, 1), half the samples with r != t,
-# r ~ LN(-4, 1.6) clipped to r <= t, adaptive p = 1; with it batch 256 is enough.
-# Measured (mfkit eval, 4000 samples against 10,000 held-out points): sliced W2 0.041 with one step and
-# 0.037 with two (real-vs-real floor 0.052); the previous recipe (independent pairs, batch 1024, 4x the
-# compute per step) reached 0.069 and 0.065. The sweep behind it: docs/benchmarks.md.
+# Objective: mfkit's `small` preset (docs/concepts.md): t ~ LN(0, 1), half the samples with r != t,
+# adaptive p = 0.5, and noise paired with data by minibatch optimal transport (exact assignments over
+# blocks of 64 rows); with the pairs, batch 256 is enough.
+# Measured (docs/results.md, 4000 samples against 10,000 held-out points): sliced W2 0.039 with one
+# step (real-vs-real floor 0.052), as good as flow matching with the same pairs at equal compute
+# (0.039 from 8 Euler steps on); the previous recipe (independent pairs, batch 1024, 4x the compute per
+# step) reached 0.069. The sweep behind the preset: docs/benchmarks.md.
 name: toy2d
 modality:
   name: toy2d

@@ -117,8 +117,8 @@ def test_presets_carry_the_paper_settings():
     assert cifar.adaptive_p == 0.75 and cifar.adaptive_c == 1e-3 and cifar.times.r_neq_t_share == 0.75
     assert cifar.jvp_backend == "nograd" and imagenet.coupling == cifar.coupling == "independent"
     small = mfkit.MeanFlow.preset("small")
-    assert small.coupling == "ot" and small.coupling_block == 256 and small.times.order == "clip"
-    assert small.times.r_dist == mfkit.LogitNormal(-4.0, 1.6)
+    assert small.coupling == "ot" and small.coupling_block == 64 and small.adaptive_p == 0.5
+    assert small.times.t_dist == mfkit.LogitNormal(0.0, 1.0) and small.times.r_dist is None
     with pytest.raises(ValueError, match="unknown preset 'lsun'"):
         mfkit.MeanFlow.preset("lsun")
 

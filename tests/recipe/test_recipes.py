@@ -159,7 +159,7 @@ def test_small_preset_is_the_same_from_the_recipe_and_the_code(tmp_path):
 
     assert build_objective(ObjectiveSettings(preset="small"), None) == mfkit.MeanFlow.preset("small")
     fm = build_objective(ObjectiveSettings(kind="flow_matching", preset="small"), None)
-    assert fm.coupling == "ot" and fm.coupling_block == 256 and fm.times.r_dist is None  # OT-CFM, same pairs
+    assert fm.coupling == "ot" and fm.coupling_block == 64 and fm.adaptive_p == 0.5  # OT-CFM, same pairs
     data = small_recipe(tmp_path)
     recipe = parse_recipe({**data, "objective": {"preset": "small"}, "train": {"steps": 10}})
     assert recipe.train.batch_size == 256 and recipe.train.lr_schedule == "cosine" and recipe.train.lr == 1e-3
