@@ -363,8 +363,8 @@ def pair_section(pair: dict, figures: Path, relative: str) -> list[str]:
     return lines
 
 
-def _figure(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def _figure(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def _peer_curves(results: list[dict], data: str) -> dict[str, dict[int, float]]:
@@ -397,24 +397,17 @@ def peers_section(path: Path) -> list[str]:
         ours = {r["label"]: curves[r["label"]][1] for r in rows if _is_our_meanflow(r) and 1 in curves[r["label"]]}
         best_label = min(ours, key=ours.get)
         best_one = ours[best_label]
-        found = False
-        for r in rows:
-            if r["method"].startswith("mfkit"):
-                continue
-            curve = curves[r["label"]]
-            for calls in dict.fromkeys((1, max(curve))):
-                value = curve.get(calls)
-                if value is not None and value < best_one:
-                    found = True
-                    lines.append(f"- {data}: mfkit's best one step ({best_label}, sliced W2 {best_one:.3f}) is "
-                                 f"**behind** {r['label']} at {calls} call(s) ({value:.3f}) by {best_one - value:.3f} "
-                                 f"({100 * (best_one - value) / value:.0f}%).")
-        if not found:
-            peers = {label: curve for label, curve in curves.items()
-                     if not next(r for r in rows if r["label"] == label)["method"].startswith("mfkit")}
-            closest = min(((curve[c], label, c) for label, curve in peers.items() for c in dict.fromkeys((1, max(curve)))
-                           if c in curve), default=None)
-            tail = (f"; the closest is {closest[1]} at {closest[2]} call(s), {closest[0]:.3f}" if closest else "")
+        # each peer at one call and at its most calls
+        candidates = [(curves[r["label"]][calls], r["label"], calls) for r in rows if not r["method"].startswith("mfkit")
+                      for calls in dict.fromkeys((1, max(curves[r["label"]]))) if calls in curves[r["label"]]]
+        ahead = [c for c in candidates if c[0] < best_one]
+        for value, label, calls in ahead:
+            lines.append(f"- {data}: mfkit's best one step ({best_label}, sliced W2 {best_one:.3f}) is "
+                         f"**behind** {label} at {calls} call(s) ({value:.3f}) by {best_one - value:.3f} "
+                         f"({100 * (best_one - value) / value:.0f}%).")
+        if not ahead:
+            closest = min(candidates, default=None)
+            tail = f"; the closest is {closest[1]} at {closest[2]} call(s), {closest[0]:.3f}" if closest else ""
             lines.append(f"- {data}: mfkit's best one step ({best_label}, sliced W2 {best_one:.3f}) is ahead of every "
                          f"peer at 1 call and at its most calls{tail}.")
         floor = next((r["floor"]["sliced_w2"] for r in rows if "floor" in r), None)
@@ -425,14 +418,10 @@ def peers_section(path: Path) -> list[str]:
             curve = curves[r["label"]]
             best_calls = min(curve, key=curve.get)
             name = f"**{r['label']}**" if r["label"] == best_label else r["label"]
-            options.append(f"| {name} | {_figure3(curve.get(1))} | {_figure3(curve.get(2))} | "
+            options.append(f"| {name} | {_figure(curve.get(1), 3)} | {_figure(curve.get(2), 3)} | "
                            f"{curve[best_calls]:.3f} ({best_calls}) | {r.get('ratio', float('nan')):.2f} |")
         options.append("")
     return lines + [""] + options
-
-
-def _figure3(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 def write_report(pairs: list[dict], args) -> None:

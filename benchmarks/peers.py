@@ -131,12 +131,11 @@ def _variant(name: str) -> Method:
         if key not in VARIANT_OPTIONS:
             raise ValueError(f"unknown option {key!r} in {name!r}; choose from {', '.join(VARIANT_OPTIONS)}")
         settings[key] = value
-    if base == "mfkit-fm":
-        block = int(settings["block"]) if "block" in settings else None
-        return _mfkit(mfkit.FlowMatching(coupling="ot" if "ot" in settings else "independent", coupling_block=block))
-    start = VARIANT_BASES[base]
-    number = lambda key: float(settings[key]) if key in settings else start[key]  # noqa: E731
+    start = VARIANT_BASES.get(base, {"ot": False, "block": None})
     block = int(settings["block"]) if "block" in settings else start["block"]
+    if base == "mfkit-fm":
+        return _mfkit(mfkit.FlowMatching(coupling="ot" if "ot" in settings else "independent", coupling_block=block))
+    number = lambda key: float(settings[key]) if key in settings else start[key]  # noqa: E731
     v1 = "v1" in settings or start["v1"]
     times = mfkit.TimePairSampler(mfkit.LogitNormal(number("mean"), number("std")),
                                   mfkit.LogitNormal(-4.0, 1.6) if v1 else None, number("share"),
@@ -247,10 +246,9 @@ def _torchcfm(optimal_transport: bool) -> Method:
 def build_method(name: str) -> Method:
     if is_variant(name):
         return _variant(name)
-    times = mfkit.TimePairSampler(mfkit.LogitNormal(0.0, 1.0), r_neq_t_share=0.5)
     builders = {
         "mfkit-mf": lambda: _mfkit(mfkit.MeanFlow()),
-        "mfkit-mf-toy": lambda: _mfkit(mfkit.MeanFlow(times=times, adaptive_p=0.5)),
+        "mfkit-mf-toy": lambda: _variant("mfkit-mf-toy"),
         "mfkit-mf-small": lambda: _mfkit(mfkit.MeanFlow.preset("small")),
         "mfkit-fm": lambda: _mfkit(mfkit.FlowMatching()),
         "lucidrains-mf": _lucidrains,

@@ -280,8 +280,8 @@ class MeanFlow:
 
     ``coupling``: ``"independent"`` (default) or ``"ot"`` (minibatch optimal transport within groups of
     equal conditions, :mod:`mfkit.core.coupling`); ``coupling_block``: at most that many rows per exact
-    assignment (None: the whole group; a bound keeps the cost linear in the batch). ``formulation``: ``"meanflow"`` (default) or ``"imf"``
-    (the JVP tangent is the network's own velocity u(z_t, t, t)). ``alpha``: an :class:`AlphaCurriculum`;
+    assignment (None: the whole group; a bound keeps the cost linear in the batch). ``formulation``:
+    ``"meanflow"`` (default) or ``"imf"`` (the JVP tangent is the network's own velocity u(z_t, t, t)). ``alpha``: an :class:`AlphaCurriculum`;
     calls must then pass ``progress=`` (the share of training done).
     """
 
