@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: MeanFlow recipes that train on a CPU in minutes; each gets a flow-matching twin.
 PAIRS = ["toy2d", "toy2d_guided", "image_digits", "audio_speech", "points_shapes"]
 #: The figure a recipe is judged by, where it is not the evaluator's first.
-MAIN_METRIC = {"image_digits": "fd", "audio_speech": "accuracy", "points_shapes": "1nna_cd"}
+MAIN_METRIC = {"image_digits": "fd", "image_mnist": "fd", "audio_speech": "accuracy", "points_shapes": "1nna_cd"}
 #: Samples scored per row where the recipe's sample.count (what `mfkit sample` writes) is too few for a
 #: Fréchet distance or a class accuracy to mean anything.
 EVAL_COUNT = {"audio_speech": 1000}
@@ -93,7 +93,8 @@ def step_ratio(data: dict, twin: dict, rounds: int = 3, steps: int = 15) -> tupl
         modality = build_modality(recipe)
         torch.manual_seed(recipe.train.seed)
         model = build_backbone(recipe, modality)
-        objective = build_objective(recipe.objective, modality.condition())
+        objective = build_objective(recipe.objective, modality.condition(), recipe.modality.name,
+                                    getattr(modality, "set_axis", None))
         optimizer = torch.optim.Adam(model.parameters(), lr=recipe.train.lr)
         batches = DataLoader(modality.dataset("train"), batch_size=recipe.train.batch_size, shuffle=True,
                              drop_last=True, collate_fn=modality.collate(), generator=torch.Generator().manual_seed(0))

@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "expand_like": "mfkit.core.broadcast", "sum_non_batch": "mfkit.core.broadcast",
     "JVP_BACKENDS": "mfkit.core.jvp", "jvp": "mfkit.core.jvp",
-    "ot_permutation": "mfkit.core.coupling",
+    "align_sets": "mfkit.core.coupling", "ot_permutation": "mfkit.core.coupling", "set_ot_order": "mfkit.core.coupling",
     "AlphaCurriculum": "mfkit.core.objectives", "Draw": "mfkit.core.objectives", "FlowMatching": "mfkit.core.objectives", "Guidance": "mfkit.core.objectives",
     "MeanFlow": "mfkit.core.objectives", "ObjectiveOutput": "mfkit.core.objectives",
     "adaptive_weight": "mfkit.core.objectives", "guided_velocity": "mfkit.core.objectives",
@@ -61,7 +61,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from mfkit.core.broadcast import expand_like, sum_non_batch
-    from mfkit.core.coupling import ot_permutation
+    from mfkit.core.coupling import align_sets, ot_permutation, set_ot_order
     from mfkit.core.jvp import JVP_BACKENDS, jvp
     from mfkit.core.objectives import (
         AlphaCurriculum, Draw, FlowMatching, Guidance, MeanFlow, ObjectiveOutput, adaptive_weight, guided_velocity, meanflow_target,

@@ -36,7 +36,8 @@ def _check_one(name: str, overrides: list[str], show: bool, check: bool) -> bool
         check_evaluation_settings(loaded)
         if check:  # one real batch, one forward, one JVP: what `mfkit train` also checks before its first step
             modality = build_modality(loaded, context=plugin_context(loaded, purpose="validate"))
-            objective = build_objective(loaded.objective, modality.condition(), loaded.modality.name)
+            objective = build_objective(loaded.objective, modality.condition(), loaded.modality.name,
+                                        getattr(modality, "set_axis", None))
             dataset = modality.dataset("train")
             modality.fit(dataset)
             preflight(modality, modality.dataset("train"), build_backbone(loaded, modality), objective,

@@ -19,6 +19,14 @@ near-equal runs of consecutive rows) instead of one over the whole group. The co
 with the batch (B / block assignments of O(block^3)), the noise each block meets is still a set of
 independent N(0, I) draws, and the pairs are optimal within each block: minibatch OT at the block's size
 (the minibatch size is the knob of minibatch OT; Fatras et al. 2020).
+
+Set coupling (``set_coupling="ot"``, for data whose samples are sets, e.g. point clouds (B, N, 3)): inside
+each sample, the data's elements along the set axis are reordered so that element j meets noise element j
+by an exact assignment minimising sum_j ||x_j - e_j||^2. A set reordered is the same data item, and the
+noise is used exactly as drawn, so both marginals are untouched; each element's path z_t = (1 - t) x_j + t e_j
+then crosses the others' less. Cost: one (N, N) assignment per sample on the CPU (256 elements about 10 ms,
+512 about 60 ms, 1,024 about 0.6 s): a CPU-sized option. It composes with ``coupling`` (batch pairs first,
+then elements within each pair).
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ from typing import Any, Mapping
 import torch
 
 COUPLINGS = ("independent", "ot")
+SET_COUPLINGS = ("independent", "ot")
 
 
 class CouplingError(ValueError):
@@ -125,3 +134,38 @@ def couple(kind: str, x: torch.Tensor, noise: torch.Tensor, cond: Any = None, bl
     if kind == "ot":
         return noise[ot_permutation(x, noise, cond, block)]
     raise ValueError(f"unknown coupling {kind!r}; choose one of {', '.join(COUPLINGS)}")
+
+
+def set_ot_order(x: torch.Tensor, noise: torch.Tensor, axis: int) -> torch.Tensor:
+    """Indices q (B, N): x's elements reordered as x.index_select(axis + 1, q[b]) in each sample b pair element
+    j with noise element j so that sum_j ||x_j - e_j||^2 is minimal (an exact assignment per sample).
+
+    x, noise: (B, *sample_shape) with N = sample_shape[axis] set elements; the other sample dimensions form
+    each element's features. Returns int64 indices on x's device.
+    """
+    if noise.shape != x.shape:
+        raise ValueError(f"set coupling: noise {tuple(noise.shape)} and data {tuple(x.shape)} differ in shape")
+    if not 0 <= axis < x.dim() - 1:
+        raise ValueError(f"set coupling: set axis {axis} is not an axis of samples of shape {tuple(x.shape[1:])}")
+    batch, count = x.shape[0], x.shape[axis + 1]
+    elements_x = x.detach().movedim(axis + 1, 1).reshape(batch, count, -1).double()
+    elements_noise = noise.detach().movedim(axis + 1, 1).reshape(batch, count, -1).double()
+    # as for ot_permutation: -x_j . e_k orders pairings exactly as the squared distance does
+    cost = -(elements_noise @ elements_x.transpose(1, 2)).cpu()  # (B, N noise, N data)
+    order = torch.stack([exact_assignment(cost[b]) for b in range(batch)]) if batch else torch.empty(0, count)
+    return order.long().to(x.device)
+
+
+def align_sets(kind: str, x: torch.Tensor, noise: torch.Tensor, axis: int | None) -> torch.Tensor:
+    """x (B, ...) with each sample's set elements (along sample axis ``axis``) reordered to meet the noise
+    by set coupling ``kind`` (``"independent"`` returns x as it is); see :func:`set_ot_order`."""
+    if kind == "independent":
+        return x
+    if kind != "ot":
+        raise ValueError(f"unknown set coupling {kind!r}; choose one of {', '.join(SET_COUPLINGS)}")
+    if axis is None:
+        raise ValueError("set coupling 'ot' needs the set axis of the samples (the modality declares none)")
+    order = set_ot_order(x, noise, axis)
+    index = order.reshape(order.shape + (1,) * (x.dim() - 2))
+    moved = x.movedim(axis + 1, 1)
+    return moved.gather(1, index.expand_as(moved)).movedim(1, axis + 1)

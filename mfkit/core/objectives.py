@@ -41,7 +41,7 @@ from mfkit.core import presets
 from mfkit.core.broadcast import expand_like, sum_non_batch
 from mfkit.core.calling import call_model, without_wrapper
 from mfkit.core.conditions import ConditionOps, LabelConditions, batch_size_of
-from mfkit.core.coupling import COUPLINGS, couple
+from mfkit.core.coupling import COUPLINGS, SET_COUPLINGS, align_sets, couple
 from mfkit.core.jvp import JVP_BACKENDS, JVP_PRECISIONS, JVPError, autocast_off, jvp, jvp_on_rows
 from mfkit.core.path import conditional_velocity, interpolate
 from mfkit.core.rows import JVP_ROWS, RowPlanner, take_rows
@@ -280,7 +280,9 @@ class MeanFlow:
 
     ``coupling``: ``"independent"`` (default) or ``"ot"`` (minibatch optimal transport within groups of
     equal conditions, :mod:`mfkit.core.coupling`); ``coupling_block``: at most that many rows per exact
-    assignment (None: the whole group; a bound keeps the cost linear in the batch). ``formulation``:
+    assignment (None: the whole group; a bound keeps the cost linear in the batch). ``set_coupling``:
+    ``"independent"`` (default) or ``"ot"`` (for set-valued samples: each sample's elements along sample axis
+    ``set_axis`` are reordered to meet the noise elements by an exact assignment; after ``coupling``). ``formulation``:
     ``"meanflow"`` (default) or ``"imf"`` (the JVP tangent is the network's own velocity u(z_t, t, t)). ``alpha``: an :class:`AlphaCurriculum`;
     calls must then pass ``progress=`` (the share of training done).
     """
@@ -296,6 +298,8 @@ class MeanFlow:
     jvp_rows: str = "auto"
     coupling: str = "independent"
     coupling_block: int | None = None
+    set_coupling: str = "independent"
+    set_axis: int | None = None
     formulation: str = "meanflow"
     alpha: AlphaCurriculum | None = None
     r_neq_t_share: InitVar[float | None] = None
@@ -328,6 +332,13 @@ class MeanFlow:
         if self.coupling_block is not None and self.coupling_block < 2:
             raise ValueError(f"coupling_block bounds the rows of one assignment and must be at least 2 (or None), "
                              f"got {self.coupling_block}")
+        if self.set_coupling not in SET_COUPLINGS:
+            raise ValueError(f"unknown set_coupling {self.set_coupling!r}; choose one of {', '.join(SET_COUPLINGS)}")
+        if self.set_coupling != "independent" and self.set_axis is None:
+            raise ValueError(f"set_coupling {self.set_coupling!r} reorders each sample's set elements and needs "
+                             f"set_axis (the sample axis that holds them, e.g. 0 for point clouds (N, 3))")
+        if self.set_axis is not None and self.set_axis < 0:
+            raise ValueError(f"set_axis counts sample axes from 0 (the batch axis excluded), got {self.set_axis}")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "MeanFlow":
@@ -451,6 +462,7 @@ class MeanFlow:
                 draw.noise = noise
         noise, t, r = draw.noise.to(x.dtype), draw.t.to(x.dtype), draw.r.to(x.dtype)
         noise = couple(self.coupling, x, noise, cond, self.coupling_block)
+        x = align_sets(self.set_coupling, x, noise, self.set_axis)
         z = interpolate(x, noise, t)
         v = conditional_velocity(x, noise)
         if self.guidance is not None:

@@ -191,7 +191,8 @@ class Modality(abc.ABC):
     * state fitted on the data: :meth:`fit` (called once when a new run starts), :meth:`state_dict` and
       :meth:`load_state_dict` (saved with the run and in every checkpoint, loaded when sampling);
     * batches: :meth:`collate` (a DataLoader collate function) and :meth:`unpack` (batch -> (x, cond));
-    * splits: ``splits`` lists those :meth:`dataset` accepts ("val" enables validation and evaluation).
+    * splits: ``splits`` lists those :meth:`dataset` accepts ("val" enables validation and evaluation);
+    * sets: ``set_axis`` marks samples whose elements along that axis are exchangeable (point clouds).
     """
 
     #: Per-sample tensor shape, e.g. (2,) for points in the plane, (3, 32, 32) for images.
@@ -200,6 +201,10 @@ class Modality(abc.ABC):
     class_names: Sequence[str] | None = None
     #: The data set splits :meth:`dataset` accepts.
     splits: tuple[str, ...] = ("train", "val")
+    #: For samples that are sets (reordering the elements along this axis of ``sample_shape`` gives the same
+    #: item, e.g. 0 for point clouds of shape (N, 3)): the axis, which enables ``objective.set_coupling``.
+    #: None (default): not a set.
+    set_axis: int | None = None
     #: Set by mfkit (or the v2 factory) to the context the modality was built in.
     context: PluginContext | None = None
 

@@ -48,11 +48,12 @@ def _distribution(settings: TimeDistribution):
 
 
 def build_objective(settings: ObjectiveSettings, condition: ConditionSpec | int | None,
-                    modality_name: str | None = None) -> mfkit.MeanFlow:
+                    modality_name: str | None = None, set_axis: int | None = None) -> mfkit.MeanFlow:
     """MeanFlow or FlowMatching from the recipe's objective section.
 
     ``condition`` is the modality's :class:`ConditionSpec` (or, as before, its number of classes);
-    guidance uses its null value and dropping rule, whatever kind of condition it is.
+    guidance uses its null value and dropping rule, whatever kind of condition it is. ``set_axis``: the
+    modality's ``set_axis`` (needed by ``set_coupling: ot``).
 
     A preset's values (and flow matching's plain-L2 default) are already in ``settings``, filled in
     when the recipe was validated, so the resolved recipe alone rebuilds the same objective.
@@ -73,8 +74,15 @@ def build_objective(settings: ObjectiveSettings, condition: ConditionSpec | int 
             guidance = mfkit.Guidance(null_label=len(condition.names), **settings.guidance.model_dump())
         else:
             guidance = mfkit.Guidance(conditions=condition.ops, **settings.guidance.model_dump())
+    if settings.set_coupling != "independent" and set_axis is None:
+        which = f"modality {modality_name!r}" if modality_name else "this modality"
+        raise RecipeError([f"objective.set_coupling: {which} does not declare its samples to be sets (no set_axis), "
+                           f"so there are no set elements to reorder; remove objective.set_coupling (or use a "
+                           f"modality whose samples are sets, such as points)"])
     common = {"adaptive_p": settings.adaptive_p, "adaptive_c": settings.adaptive_c, "guidance": guidance,
-              "coupling": settings.coupling, "coupling_block": settings.coupling_block}
+              "coupling": settings.coupling, "coupling_block": settings.coupling_block,
+              "set_coupling": settings.set_coupling,
+              "set_axis": set_axis if settings.set_coupling != "independent" else None}
     if settings.kind == "flow_matching":
         return mfkit.FlowMatching(times=mfkit.TimePairSampler(times.t_dist, r_neq_t_share=0.0), **common)
     alpha = mfkit.AlphaCurriculum(**settings.alpha_curriculum.model_dump()) if settings.alpha_curriculum else None

@@ -107,6 +107,12 @@ class ObjectiveSettings(Strict):
         None, ge=2, description="coupling ot: at most this many rows per exact assignment (each group cut into "
                                 "near-equal blocks); bounds the cost at any batch size (null: one assignment per "
                                 "group, O(B^3))")
+    set_coupling: Literal["independent", "ot"] = Field(
+        "independent", description="for modalities whose samples are sets (they declare a set axis, e.g. point "
+                                   "clouds): ot reorders each sample's elements to meet the noise elements by an "
+                                   "exact assignment (straighter paths per element; a set reordered is the same "
+                                   "item); about 10 ms per 256-element sample on a CPU; also with kind "
+                                   "flow_matching")
     formulation: Literal["meanflow", "imf"] = Field(
         "meanflow", description="meanflow: the JVP along (v, 0, 1); imf: improved MeanFlow, the JVP along the "
                                 "network's own velocity u(z_t, t, t) (one extra no-grad forward of the r != t rows)")

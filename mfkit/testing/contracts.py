@@ -191,6 +191,7 @@ def check_modality(modality: Modality, out_dir: Path, items: int = 4) -> None:
     _require(isinstance(x, torch.Tensor), f"a batch's data is a {type(x).__name__}, not a tensor")
     _require(tuple(x.shape[1:]) == shape, f"a batch has item shape {tuple(x.shape[1:])}, declared {shape}")
     _require(x.dtype.is_floating_point, f"items have dtype {x.dtype}; items must be floating point")
+    _check_set_axis(modality, x)
     condition = modality.condition()
     if condition is None:
         _require(cond is None, "items carry conditions but the modality declares none (class_names or condition())")
@@ -215,6 +216,24 @@ def check_modality(modality: Modality, out_dir: Path, items: int = 4) -> None:
         modality.load_state_dict(state)
     except Exception as error:  # noqa: BLE001
         raise ContractError(f"load_state_dict(state_dict()) fails ({type(error).__name__}: {error})") from error
+
+
+def _check_set_axis(modality: Modality, x: torch.Tensor) -> None:
+    """A declared ``set_axis`` names an axis of ``sample_shape`` that holds at least two elements, and the
+    set coupling (an exact assignment per sample) runs on a real batch and only reorders its elements."""
+    axis = getattr(modality, "set_axis", None)
+    if axis is None:
+        return
+    shape = tuple(modality.sample_shape)
+    _require(isinstance(axis, int) and not isinstance(axis, bool) and 0 <= axis < len(shape),
+             f"set_axis must be an axis of sample_shape {shape} (0 to {len(shape) - 1}), got {axis!r}")
+    _require(shape[axis] >= 2, f"set_axis {axis} holds {shape[axis]} element(s): a set needs at least 2")
+    from mfkit.core.coupling import align_sets
+
+    aligned = align_sets("ot", x, torch.randn_like(x), axis)
+    _require(aligned.shape == x.shape, f"the set coupling changed a batch's shape to {tuple(aligned.shape)}")
+    sort = lambda t: t.movedim(axis + 1, -1).sort(dim=-1).values  # noqa: E731 - per-feature sorted values
+    _require(torch.equal(sort(aligned), sort(x)), "the set coupling changed the elements, not only their order")
 
 
 def _check_condition(modality: Modality, condition: ConditionSpec, cond: Any, count: int) -> None:

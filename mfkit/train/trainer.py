@@ -236,7 +236,8 @@ class Trainer:
         self.dataset = self._prepare_data(checkpoint)
         self.model = build_backbone(recipe, self.modality, context=context).to(self.device)
         self.preview_model = copy.deepcopy(self.model).eval()
-        self.objective = build_objective(recipe.objective, self.modality.condition(), recipe.modality.name)
+        self.objective = build_objective(recipe.objective, self.modality.condition(), recipe.modality.name,
+                                         getattr(self.modality, "set_axis", None))
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             preflight(self.modality, self.dataset, self.model, copy.deepcopy(self.objective),  # randomness untouched
                       modality_name=recipe.modality.name, backbone_name=recipe.backbone.name, device=self.device)

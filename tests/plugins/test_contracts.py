@@ -151,3 +151,16 @@ def test_a_backbone_that_fails_on_the_null_condition_is_caught():
     torch.manual_seed(0)
     with pytest.raises(ContractError, match="null condition"):
         check_backbone(NoNull(), (2,), condition=VectorCondition(2))
+
+
+def test_a_declared_set_axis_is_checked(tmp_path):
+    class Misdeclared(Toy2d):
+        set_axis = 1  # samples are (2,): no axis 1
+
+    with pytest.raises(ContractError, match="set_axis must be an axis"):
+        check_modality(Misdeclared(Toy2dParams(size=8)), tmp_path)
+
+    class Exchangeable(Toy2d):
+        set_axis = 0  # the two coordinates as a set of two scalars: a valid declaration for the contract
+
+    check_modality(Exchangeable(Toy2dParams(size=8)), tmp_path)

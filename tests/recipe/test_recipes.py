@@ -18,12 +18,13 @@ def test_there_are_shipped_recipes():
 def test_every_shipped_recipe_validates_and_states_its_hardware(name, path):
     recipe = load_recipe(path)
     try:
-        condition = build_modality(recipe).condition()
+        modality = build_modality(recipe)
+        condition, set_axis = modality.condition(), getattr(modality, "set_axis", None)
     except Exception as error:  # a template for the user's own data folder, absent here
         if "does not exist" not in str(error):
             raise
-        condition = ClassCondition(["a", "b"])  # its classes come from the user's sub-folders
-    build_objective(recipe.objective, condition, recipe.modality.name)
+        condition, set_axis = ClassCondition(["a", "b"]), None  # its classes come from the user's sub-folders
+    build_objective(recipe.objective, condition, recipe.modality.name, set_axis)
     assert any(line.lower().startswith("# expects:") for line in path.read_text().splitlines()), \
         f"{path} needs a header comment 'Expects: <hardware>, <time>'"
 
@@ -186,6 +187,27 @@ def test_objective_variants_build_from_the_recipe():
         ObjectiveSettings(coupling="ot", coupling_block=1)
     with pytest.raises(ValueError, match="must not exceed meanflow_from"):
         ObjectiveSettings(alpha_curriculum={"flow_matching_until": 0.9, "meanflow_from": 0.5})
+
+
+def test_set_coupling_takes_the_set_axis_from_the_modality():
+    from mfkit.recipe.schema import ObjectiveSettings
+
+    built = build_objective(ObjectiveSettings(set_coupling="ot"), None, "points", set_axis=0)
+    assert built.set_coupling == "ot" and built.set_axis == 0
+    fm = build_objective(ObjectiveSettings(kind="flow_matching", set_coupling="ot"), None, "points", set_axis=0)
+    assert fm.set_coupling == "ot" and fm.set_axis == 0
+    assert build_objective(ObjectiveSettings(), None, "points", set_axis=0).set_axis is None  # unused
+    with pytest.raises(RecipeError, match="does not declare its samples to be sets"):
+        build_objective(ObjectiveSettings(set_coupling="ot"), None, "toy2d")
+
+
+def test_a_set_coupling_recipe_on_a_modality_without_sets_is_refused_before_training(tmp_path):
+    from mfkit.train.trainer import Trainer
+
+    data = {**small_recipe(tmp_path), "objective": {"kind": "meanflow", "set_coupling": "ot"}}
+    with pytest.raises(RecipeError, match="objective.set_coupling: modality 'toy2d'"):
+        Trainer(parse_recipe(data)).fit()
+    assert not (tmp_path / "runs" / "tiny").exists()  # no half-made run folder left behind
 
 
 @pytest.mark.parametrize("field", ["jvp_backend: nograd", "r_neq_t_share: 0.5", "jvp_precision: autocast",

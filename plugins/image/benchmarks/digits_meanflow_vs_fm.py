@@ -14,12 +14,21 @@
    each evaluation seed (--seeds; the figures are the means over seeds, paired across methods), against
    the held-out split (each method's best EMA goes in the table); the real-vs-real floor (real training images scored the same way) is printed too.
 
-Prints a Markdown table and writes it, with the raw figures (each seed) as JSON, to --out.
+Prints a Markdown table and writes it, with the raw figures (each seed) as JSON, to --out. The JSON holds
+the fields `benchmarks/one_step_report.py --import` reads (the two evaluation reports with rows averaged over
+the seeds, steps, CPU ms per step, training CPU seconds, machine), so the pair can go into docs/results.md:
+
+    python benchmarks/one_step_report.py --import runs/bench-image/results.json "COMMAND THAT MADE IT"
+
+--reuse scores the runs an earlier invocation left in --out again (other seeds, counts or EMAs) with the CPU
+figures its results.json recorded, training nothing.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -60,11 +69,19 @@ def mean_rows(reports) -> list[dict]:
     rows = []
     for index, row in enumerate(reports[0].rows):
         each = [report.rows[index] for report in reports]
-        rows.append({"steps": row.steps, "network_ms": statistics.median(r.network_ms for r in each),
+        rows.append({"sampler": row.sampler, "steps": row.steps, "network_ms": statistics.median(r.network_ms for r in each),
                      "metrics": {m: statistics.fmean(r.metrics[m] for r in each) for m in row.metrics},
                      "spread": {m: (max(r.metrics[m] for r in each) - min(r.metrics[m] for r in each))
                                 for m in row.metrics}})
     return rows
+
+
+def seed_mean_report(reports, seeds: list[int]) -> dict:
+    """One `mfkit eval --json`-shaped report whose rows are the means over the evaluation seeds."""
+    first = reports[0]
+    return {"evaluator": first.evaluator, "directions": first.directions, "count": first.count, "seed": seeds,
+            "reference_count": first.reference_count, "floor": first.floor, "floor_count": first.floor_count,
+            "cond": first.cond, "rows": mean_rows(reports)}
 
 
 def latest(run: Path) -> Path:
@@ -83,12 +100,49 @@ def main() -> None:
                         help="EMA decay to sample both runs with, e.g. 0.999 (default: score every kept EMA and "
                              "report each method with its best)")
     parser.add_argument("--probe", type=int, default=300, help="flow-matching steps of the speed probe")
+    parser.add_argument("--reuse", action="store_true",
+                        help="score the runs an earlier invocation left in --out (its results.json gives the CPU "
+                             "figures) instead of training")
     parser.add_argument("--meanflow-run", type=Path, default=None,
                         help="score this finished MeanFlow run of the recipe instead of training one")
     parser.add_argument("--meanflow-cpu", type=float, default=None,
                         help="CPU seconds the --meanflow-run training used (required with it)")
     args = parser.parse_args()
     steps = [f"train.steps={args.steps}"] if args.steps else []
+    if args.reuse:
+        mf_run, fm_run, cpu = reused(args)
+        mf_cpu, fm_cpu, startup = cpu["meanflow"], cpu["flow_matching"], cpu["startup"]
+        mf_step_cpu, fm_step_cpu = (value / 1000 for value in reused_step_ms(args.out))
+        mf_steps, fm_steps = steps_of(mf_run), steps_of(fm_run)
+    else:
+        mf_run, fm_run, mf_cpu, fm_cpu, startup, mf_step_cpu, fm_step_cpu, mf_steps, fm_steps = train_pair(
+            args, parser, steps)
+    print(f"CPU: start-up {startup:.1f} s; MeanFlow {mf_step_cpu * 1000:.0f} ms/step, flow matching "
+          f"{fm_step_cpu * 1000:.0f} ms/step ({mf_step_cpu / fm_step_cpu:.2f}x) -> {mf_steps} MeanFlow steps = "
+          f"{fm_steps} flow-matching steps; runs used {mf_cpu:.0f} and {fm_cpu:.0f} CPU seconds", flush=True)
+    score_pair(args, mf_run, fm_run, mf_cpu, fm_cpu, startup, mf_step_cpu, fm_step_cpu, mf_steps, fm_steps)
+
+
+def reused(args) -> tuple[Path, Path, dict]:
+    """The two runs and CPU seconds an earlier invocation left in --out."""
+    stored = args.out / "results.json"
+    runs = args.out / "meanflow", args.out / "flow-matching"
+    if not stored.is_file() or not all((run / "checkpoints").is_dir() for run in runs):
+        raise SystemExit(f"--reuse: {args.out} holds no finished pair (results.json, meanflow/ and flow-matching/ "
+                         f"with checkpoints); run once without --reuse")
+    data = json.loads(stored.read_text())
+    if Path(data["recipe"]) != Path(args.recipe):
+        raise SystemExit(f"--reuse: {stored} was measured with {data['recipe']}, not {args.recipe}")
+    return runs[0], runs[1], data["cpu_seconds"]
+
+
+def reused_step_ms(out: Path) -> tuple[float, float]:
+    per_step = json.loads((out / "results.json").read_text())["cpu_ms_per_step"]
+    return per_step["meanflow"], per_step["flow_matching"]
+
+
+def train_pair(args, parser, steps: list[str]):
+    """Train MeanFlow (or take --meanflow-run) and flow matching for the same CPU time."""
     if args.meanflow_run:
         if args.meanflow_cpu is None:
             parser.error("--meanflow-run needs --meanflow-cpu (the CPU seconds its training used)")
@@ -103,9 +157,11 @@ def main() -> None:
     mf_step_cpu = (mf_cpu - startup) / mf_steps
     fm_steps = int(round((mf_cpu - startup) / fm_step_cpu))
     fm_run, fm_cpu = train(args.recipe, args.out, "flow-matching", FM_OVERRIDES + [f"train.steps={fm_steps}"])
-    print(f"CPU: start-up {startup:.1f} s; MeanFlow {mf_step_cpu * 1000:.0f} ms/step, flow matching "
-          f"{fm_step_cpu * 1000:.0f} ms/step ({mf_step_cpu / fm_step_cpu:.2f}x) -> {mf_steps} MeanFlow steps = "
-          f"{fm_steps} flow-matching steps; runs used {mf_cpu:.0f} and {fm_cpu:.0f} CPU seconds", flush=True)
+    return mf_run, fm_run, mf_cpu, fm_cpu, startup, mf_step_cpu, fm_step_cpu, mf_steps, fm_steps
+
+
+def score_pair(args, mf_run, fm_run, mf_cpu, fm_cpu, startup, mf_step_cpu, fm_step_cpu, mf_steps, fm_steps) -> None:
+    """Score both runs on every evaluation seed; write table.md and results.json to --out."""
     import mfkit.train.weights as weights
     from mfkit.train.checkpoint import load_checkpoint
 
@@ -152,8 +208,18 @@ def main() -> None:
     print(table + "\n\n" + summary)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(table + "\n\n" + summary + "\n")
+    threads = os.environ.get("OMP_NUM_THREADS", "all")
     (args.out / "results.json").write_text(json.dumps(
-        {"recipe": args.recipe, "meanflow": mf_rows, "flow_matching": fm_rows, "floor": first.floor,
+        {"recipe": args.recipe, "meanflow": seed_mean_report(mf, args.seeds),
+         "flow_matching": seed_mean_report(fm, args.seeds), "floor": first.floor,
+         "meanflow_steps": mf_steps, "fm_steps": fm_steps, "mf_step_ms": 1000 * mf_step_cpu,
+         "fm_step_ms": 1000 * fm_step_cpu, "mf_train_seconds": mf_cpu, "fm_train_seconds": fm_cpu,
+         "machine": f"{platform.machine()} ({os.cpu_count()} CPU cores visible, OMP_NUM_THREADS={threads}), "
+                    f"torch {__import__('torch').__version__}, python {platform.python_version()}",
+         "note": (f"Step times and training seconds are CPU seconds (user + system) of the training processes. "
+                  f"Rows are means over evaluation seeds {', '.join(map(str, args.seeds))}; each method is "
+                  f"sampled with its best kept EMA (MeanFlow {mf_ema}, flow matching {fm_ema}); flow matching "
+                  f"keeps the recipe's pairing (OT-CFM where the recipe sets coupling: ot)."),
          "per_seed": {"seeds": args.seeds, "meanflow": [[r.__dict__ for r in rep.rows] for rep in mf],
                       "flow_matching": [[r.__dict__ for r in rep.rows] for rep in fm]},
          "cpu_seconds": {"meanflow": mf_cpu, "flow_matching": fm_cpu, "startup": startup},

@@ -52,29 +52,14 @@ def flow_matching_twin(recipe: dict) -> dict:
     return twin
 
 
-def _objective(settings: dict):
-    """mfkit's objective for the recipe's objective section (the fields the points recipes use)."""
-    import mfkit
+def _objective(recipe: dict, modality):
+    """The objective `mfkit train` builds from the recipe (the same validation and defaults)."""
+    from mfkit.recipe import parse_recipe
+    from mfkit.recipe.build import build_objective
 
-    known = {"kind", "time_sampler", "r_sampler", "r_neq_t_share", "time_pair_order", "adaptive_p", "adaptive_c"}
-    unknown = set(settings) - known
-    if unknown:
-        raise ValueError(f"the step-time measurement does not know objective fields {sorted(unknown)}")
-
-    def distribution(sampler: dict | None):
-        if sampler is None:
-            return None
-        if sampler.get("kind") == "uniform":
-            return mfkit.Uniform()
-        return mfkit.LogitNormal(sampler.get("mean", -0.4), sampler.get("std", 1.0))
-
-    t_dist = distribution(settings.get("time_sampler", {}))
-    if settings.get("kind") == "flow_matching":
-        return mfkit.FlowMatching(times=mfkit.TimePairSampler(t_dist, r_neq_t_share=0.0))
-    times = mfkit.TimePairSampler(t_dist, distribution(settings.get("r_sampler")), settings.get("r_neq_t_share", 0.25),
-                                  order=settings.get("time_pair_order", "sort"))
-    return mfkit.MeanFlow(times=times, adaptive_p=settings.get("adaptive_p", 1.0),
-                          adaptive_c=settings.get("adaptive_c", 1e-2))
+    settings = parse_recipe(recipe).objective
+    return build_objective(settings, modality.condition(), recipe["modality"]["name"],
+                           getattr(modality, "set_axis", None))
 
 
 def step_seconds(recipe: dict, twin: dict, rounds: int = 5, steps: int = 6) -> tuple[float, float]:
@@ -87,12 +72,12 @@ def step_seconds(recipe: dict, twin: dict, rounds: int = 5, steps: int = 6) -> t
     data = modality.dataset("train")
     batch = recipe["train"]["batch_size"]
 
-    def block(settings: dict) -> float:
+    def block(run_recipe: dict) -> float:
         torch.manual_seed(0)
         spec = registry.backbone(recipe["backbone"]["name"])
         model = spec.build(spec.params_model(**recipe["backbone"].get("params", {})), modality.info, context)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-        objective = _objective(settings)
+        objective = _objective(run_recipe, modality)
         generator = torch.Generator().manual_seed(0)
 
         def step() -> None:
@@ -112,8 +97,8 @@ def step_seconds(recipe: dict, twin: dict, rounds: int = 5, steps: int = 6) -> t
 
     meanflow, flow = [], []
     for _ in range(rounds):
-        meanflow.append(block(recipe["objective"]))
-        flow.append(block(twin["objective"]))
+        meanflow.append(block(recipe))
+        flow.append(block(twin))
     return statistics.median(meanflow), statistics.median(flow)
 
 

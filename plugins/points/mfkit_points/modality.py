@@ -87,6 +87,8 @@ class Points(Modality):
     """Point clouds as model tensors (num_points, 3); raw items are (num_points, 3) float arrays."""
 
     splits = ("train", "val")
+    #: A cloud is a set of points: reordering them is the same cloud (enables objective.set_coupling).
+    set_axis = 0
 
     def __init__(self, params: PointsParams, context: PluginContext) -> None:
         self.params, self.context = params, context
