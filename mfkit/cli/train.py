@@ -66,6 +66,7 @@ def train(
 
       torchrun --nproc_per_node 2 -m mfkit train recipes/toy2d.yaml
     """
+    from mfkit.train.distributed import exit_worker
     from mfkit.train.signals import exit_code, signal_label
     from mfkit.train.trainer import Trainer
 
@@ -81,9 +82,11 @@ def train(
         if trainer.group.is_main:
             err.print(f"interrupted ({signal_label(result.signal)}) at step {result.step}; checkpoint saved to "
                       f"{result.checkpoint}\ncontinue with: mfkit train {run_dir} --resume", markup=False, highlight=False)
+        exit_worker(trainer.group, exit_code(result.signal))
         raise typer.Exit(exit_code(result.signal))
     if trainer.group.is_main:
         err.print("[green]done[/]: " + escape(f"{result.step} steps; checkpoint {result.checkpoint}; "
                                               f"previews in {result.run_dir / 'previews'}"), highlight=False)
         err.print(f"next: mfkit sample --run {run_dir}   (draws with the recipe's sample.steps = "
                   f"{loaded.sample.steps})", markup=False, highlight=False)
+    exit_worker(trainer.group, 0)
