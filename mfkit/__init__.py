@@ -40,9 +40,10 @@ _EXPORTS = {
 
 __all__ = [
     "AlphaCurriculum", "Draw", "Exported", "FastTangents", "FlowMatching", "Guidance", "JVP_BACKENDS", "LogitNormal", "MeanFlow",
-    "ObjectiveOutput", "SamplerStep", "TimePairSampler", "Uniform", "adaptive_weight", "cifar10_v1_sampler",
+    "ObjectiveOutput", "SamplerStep", "TimePairSampler", "Uniform", "adaptive_weight", "align_sets", "cifar10_v1_sampler",
     "conditional_velocity", "euler_sample", "expand_like", "guided_velocity", "interpolate", "jvp",
-    "load_exported", "meanflow_target", "ot_permutation", "sample", "sum_non_batch", "time_grid", "__version__",
+    "load_exported", "meanflow_target", "ot_permutation", "sample", "set_ot_order", "sum_non_batch", "time_grid",
+    "__version__",
 ]
 
 
