@@ -93,6 +93,8 @@ def main() -> None:
     parser.add_argument("--recipe", default="recipes/image_digits.yaml")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-image"))
     parser.add_argument("--steps", type=int, default=None, help="MeanFlow training steps (default: the recipe's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a recipe override for both trainings, e.g. train.seed=1 (repeatable)")
     parser.add_argument("--count", type=int, default=2000, help="samples scored per row")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3],
                         help="evaluation seeds (noise and labels); figures are means over them")
@@ -109,6 +111,7 @@ def main() -> None:
                         help="CPU seconds the --meanflow-run training used (required with it)")
     args = parser.parse_args()
     steps = [f"train.steps={args.steps}"] if args.steps else []
+    steps += args.overrides
     if args.reuse:
         mf_run, fm_run, cpu = reused(args)
         mf_cpu, fm_cpu, startup = cpu["meanflow"], cpu["flow_matching"], cpu["startup"]
@@ -150,13 +153,14 @@ def train_pair(args, parser, steps: list[str]):
     else:
         mf_run, mf_cpu = train(args.recipe, args.out, "meanflow", steps)
     quiet = ["train.checkpoint_every=100000"]
-    _, startup = train(args.recipe, args.out, "fm-startup", FM_OVERRIDES + ["train.steps=1"] + quiet)
-    _, probe_cpu = train(args.recipe, args.out, "fm-probe", FM_OVERRIDES + [f"train.steps={args.probe}"] + quiet)
+    fm_overrides = args.overrides + FM_OVERRIDES
+    _, startup = train(args.recipe, args.out, "fm-startup", fm_overrides + ["train.steps=1"] + quiet)
+    _, probe_cpu = train(args.recipe, args.out, "fm-probe", fm_overrides + [f"train.steps={args.probe}"] + quiet)
     fm_step_cpu = (probe_cpu - startup) / (args.probe - 1)
     mf_steps = steps_of(mf_run)
     mf_step_cpu = (mf_cpu - startup) / mf_steps
     fm_steps = int(round((mf_cpu - startup) / fm_step_cpu))
-    fm_run, fm_cpu = train(args.recipe, args.out, "flow-matching", FM_OVERRIDES + [f"train.steps={fm_steps}"])
+    fm_run, fm_cpu = train(args.recipe, args.out, "flow-matching", fm_overrides + [f"train.steps={fm_steps}"])
     return mf_run, fm_run, mf_cpu, fm_cpu, startup, mf_step_cpu, fm_step_cpu, mf_steps, fm_steps
 
 
@@ -210,7 +214,7 @@ def score_pair(args, mf_run, fm_run, mf_cpu, fm_cpu, startup, mf_step_cpu, fm_st
     (args.out / "table.md").write_text(table + "\n\n" + summary + "\n")
     threads = os.environ.get("OMP_NUM_THREADS", "all")
     (args.out / "results.json").write_text(json.dumps(
-        {"recipe": args.recipe, "meanflow": seed_mean_report(mf, args.seeds),
+        {"recipe": args.recipe, "overrides": args.overrides, "meanflow": seed_mean_report(mf, args.seeds),
          "flow_matching": seed_mean_report(fm, args.seeds), "floor": first.floor,
          "meanflow_steps": mf_steps, "fm_steps": fm_steps, "mf_step_ms": 1000 * mf_step_cpu,
          "fm_step_ms": 1000 * fm_step_cpu, "mf_train_seconds": mf_cpu, "fm_train_seconds": fm_cpu,
