@@ -63,11 +63,13 @@ def resolved(data: dict) -> dict:
     return yaml.safe_load(recipe_to_yaml(parse_recipe(copy.deepcopy(data), "report")))
 
 
-def recipe_data(name: str) -> dict:
-    from mfkit.recipe.loading import parse_recipe, recipe_to_yaml
+def recipe_data(name: str, overrides: list[str] | None = None) -> dict:
+    """The shipped recipe NAME, resolved, with ``key=value`` overrides applied first."""
+    from mfkit.recipe.loading import apply_overrides, parse_recipe, recipe_to_yaml
 
     path = ROOT / "recipes" / f"{name}.yaml"
-    return yaml.safe_load(recipe_to_yaml(parse_recipe(yaml.safe_load(path.read_text()), str(path))))
+    data = apply_overrides(yaml.safe_load(path.read_text()), overrides or [])
+    return yaml.safe_load(recipe_to_yaml(parse_recipe(data, str(path))))
 
 
 def flow_matching_twin(data: dict) -> dict:
@@ -239,7 +241,8 @@ def imported_pair(path: Path, command: str) -> dict:
     if missing:
         raise SystemExit(f"{path} lacks {', '.join(missing)}: not an equal-compute pair")
     name = Path(str(data.get("recipe", path))).stem
-    recipe = recipe_data(name)
+    overrides = list(data.get("overrides") or [])
+    recipe = recipe_data(name, overrides)
     pair = {"recipe": name, "step_ratio": data["mf_step_ms"] / data["fm_step_ms"],
             "objective": {k: v for k, v in recipe["objective"].items() if v is not None},
             "batch": recipe["train"]["batch_size"], "backbone": recipe["backbone"],
@@ -249,6 +252,7 @@ def imported_pair(path: Path, command: str) -> dict:
                if key in data}}
     pair["seconds"] = data.get("seconds") or (data.get("mf_train_seconds", 0) + data.get("fm_train_seconds", 0)) or None
     pair["note"] = (f"Measured by `{command}` (equal compute by CPU time; imported with --import). "
+                    + (f"Trained with the overrides {' '.join(overrides)}. " if overrides else "")
                     + (data.get("note") or ""))
     return pair
 

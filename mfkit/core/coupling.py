@@ -24,9 +24,11 @@ Set coupling (``set_coupling="ot"``, for data whose samples are sets, e.g. point
 each sample, the data's elements along the set axis are reordered so that element j meets noise element j
 by an exact assignment minimising sum_j ||x_j - e_j||^2. A set reordered is the same data item, and the
 noise is used exactly as drawn, so both marginals are untouched; each element's path z_t = (1 - t) x_j + t e_j
-then crosses the others' less. Cost: one (N, N) assignment per sample on the CPU (256 elements about 10 ms,
-512 about 60 ms, 1,024 about 0.6 s): a CPU-sized option. It composes with ``coupling`` (batch pairs first,
-then elements within each pair).
+then crosses the others' less. Cost: one (N, N) assignment per sample on the CPU (256 elements 3-10 ms,
+512 15-60 ms, 1,024 about 0.6 s, depending on the load; ``benchmarks/coupling_cost.py --sets``): a
+CPU-sized option. It runs after ``coupling`` (batch pairs first, then elements within each pair), but
+batch OT compares rows element by element in their stored order, which for sets says little: use the
+set coupling alone on set data.
 """
 from __future__ import annotations
 
@@ -148,12 +150,14 @@ def set_ot_order(x: torch.Tensor, noise: torch.Tensor, axis: int) -> torch.Tenso
     if not 0 <= axis < x.dim() - 1:
         raise ValueError(f"set coupling: set axis {axis} is not an axis of samples of shape {tuple(x.shape[1:])}")
     batch, count = x.shape[0], x.shape[axis + 1]
-    elements_x = x.detach().movedim(axis + 1, 1).reshape(batch, count, -1).double()
-    elements_noise = noise.detach().movedim(axis + 1, 1).reshape(batch, count, -1).double()
+    if batch == 0:
+        return torch.empty(0, count, dtype=torch.long, device=x.device)
+    # (B, N, features) in float64 on the CPU, where the assignment is solved
+    elements_x = x.detach().movedim(axis + 1, 1).reshape(batch, count, -1).to("cpu", torch.float64)
+    elements_noise = noise.detach().movedim(axis + 1, 1).reshape(batch, count, -1).to("cpu", torch.float64)
     # as for ot_permutation: -x_j . e_k orders pairings exactly as the squared distance does
-    cost = -(elements_noise @ elements_x.transpose(1, 2)).cpu()  # (B, N noise, N data)
-    order = torch.stack([exact_assignment(cost[b]) for b in range(batch)]) if batch else torch.empty(0, count)
-    return order.long().to(x.device)
+    cost = -(elements_noise @ elements_x.transpose(1, 2))  # (B, N noise, N data)
+    return torch.stack([exact_assignment(cost[b]) for b in range(batch)]).to(x.device)
 
 
 def align_sets(kind: str, x: torch.Tensor, noise: torch.Tensor, axis: int | None) -> torch.Tensor:

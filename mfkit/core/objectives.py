@@ -337,6 +337,8 @@ class MeanFlow:
         if self.set_coupling != "independent" and self.set_axis is None:
             raise ValueError(f"set_coupling {self.set_coupling!r} reorders each sample's set elements and needs "
                              f"set_axis (the sample axis that holds them, e.g. 0 for point clouds (N, 3))")
+        if self.set_axis is not None and (not isinstance(self.set_axis, int) or isinstance(self.set_axis, bool)):
+            raise ValueError(f"set_axis must be an int (a sample axis), got {self.set_axis!r}")
         if self.set_axis is not None and self.set_axis < 0:
             raise ValueError(f"set_axis counts sample axes from 0 (the batch axis excluded), got {self.set_axis}")
 

@@ -111,7 +111,7 @@ class ObjectiveSettings(Strict):
         "independent", description="for modalities whose samples are sets (they declare a set axis, e.g. point "
                                    "clouds): ot reorders each sample's elements to meet the noise elements by an "
                                    "exact assignment (straighter paths per element; a set reordered is the same "
-                                   "item); about 10 ms per 256-element sample on a CPU; also with kind "
+                                   "item); 3-10 ms per 256-element sample on a CPU; also with kind "
                                    "flow_matching")
     formulation: Literal["meanflow", "imf"] = Field(
         "meanflow", description="meanflow: the JVP along (v, 0, 1); imf: improved MeanFlow, the JVP along the "

@@ -220,7 +220,8 @@ def check_modality(modality: Modality, out_dir: Path, items: int = 4) -> None:
 
 def _check_set_axis(modality: Modality, x: torch.Tensor) -> None:
     """A declared ``set_axis`` names an axis of ``sample_shape`` that holds at least two elements, and the
-    set coupling (an exact assignment per sample) runs on a real batch and only reorders its elements."""
+    set coupling (an exact assignment per sample) runs on two real items, giving each a permutation of its
+    elements along that axis."""
     axis = getattr(modality, "set_axis", None)
     if axis is None:
         return
@@ -228,12 +229,16 @@ def _check_set_axis(modality: Modality, x: torch.Tensor) -> None:
     _require(isinstance(axis, int) and not isinstance(axis, bool) and 0 <= axis < len(shape),
              f"set_axis must be an axis of sample_shape {shape} (0 to {len(shape) - 1}), got {axis!r}")
     _require(shape[axis] >= 2, f"set_axis {axis} holds {shape[axis]} element(s): a set needs at least 2")
-    from mfkit.core.coupling import align_sets
+    from mfkit.core.coupling import align_sets, set_ot_order
 
-    aligned = align_sets("ot", x, torch.randn_like(x), axis)
-    _require(aligned.shape == x.shape, f"the set coupling changed a batch's shape to {tuple(aligned.shape)}")
-    sort = lambda t: t.movedim(axis + 1, -1).sort(dim=-1).values  # noqa: E731 - per-feature sorted values
-    _require(torch.equal(sort(aligned), sort(x)), "the set coupling changed the elements, not only their order")
+    items = x[:2].float()
+    noise = torch.randn(items.shape, generator=torch.Generator().manual_seed(0)).to(items.device)
+    order = set_ot_order(items, noise, axis)
+    _require(all(torch.equal(row.sort().values.cpu(), torch.arange(shape[axis])) for row in order),
+             "the set coupling's order is not a permutation of the set's elements")
+    aligned = align_sets("ot", items, noise, axis)
+    _require(all(torch.equal(aligned[b], items[b].index_select(axis, order[b])) for b in range(len(items))),
+             "the set coupling did not reorder the items' elements along set_axis")
 
 
 def _check_condition(modality: Modality, condition: ConditionSpec, cond: Any, count: int) -> None:

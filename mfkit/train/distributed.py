@@ -46,22 +46,23 @@ def init_from_environment(device_type: str) -> ProcessGroup:
 
 
 def shutdown(group: ProcessGroup) -> None:
-    """Wait for every process, then leave the process group mfkit joined (one set up by the caller stays)."""
+    """Leave the process group mfkit joined (one set up by the caller stays). No barrier: the last collective
+    of a run is behind every process by then, and a process that failed meanwhile must not hold the others."""
     if group.distributed and group.owned and dist.is_initialized():
-        dist.barrier()
         dist.destroy_process_group()
 
 
 def exit_worker(group: ProcessGroup, code: int) -> None:
     """End a torchrun worker of `mfkit train` with ``code``, skipping the interpreter's teardown; returns at
-    once for a single process.
+    once for a single process, or when the caller set up the process group (mfkit then leaves the process
+    to its owner).
 
     Everything is on disk by then (checkpoint, logs, previews). Without this, gloo's threads sometimes abort
     the process while C++ static objects are destroyed at exit ("terminate called without an active
     exception", SIGABRT; measured 3 runs in 8 on a busy 2-core machine with torch 2.14): torchrun then
     reports a failed run and stops the other workers, though the training finished.
     """
-    if not group.distributed:
+    if not (group.distributed and group.owned):
         return
     shutdown(group)
     logging.shutdown()

@@ -41,3 +41,15 @@ def test_the_report_names_pairs_not_run_yet(tmp_path):
     report.write_report([pair("toy2d", 0.2, 0.1)], args)
     text = args.out.read_text()
     assert "Not run yet: toy2d_guided" in text and "## toy2d" in text
+
+
+def test_an_imported_pair_is_described_with_the_overrides_it_was_trained_with(tmp_path):
+    fields = {"meanflow": {}, "flow_matching": {}, "meanflow_steps": 10, "fm_steps": 15, "mf_step_ms": 3.0,
+              "fm_step_ms": 2.0}
+    measured = tmp_path / "results.json"
+    measured.write_text(json.dumps({"recipe": "recipes/toy2d.yaml", "overrides": ["train.batch_size=64"], **fields}))
+    pair = report.imported_pair(measured, "python bench.py --set train.batch_size=64")
+    assert pair["recipe"] == "toy2d" and pair["batch"] == 64 and pair["step_ratio"] == 1.5
+    assert "overrides train.batch_size=64" in pair["note"]
+    measured.write_text(json.dumps({"recipe": "recipes/toy2d.yaml", **fields}))
+    assert report.imported_pair(measured, "python bench.py")["batch"] == 256  # the shipped recipe's

@@ -156,6 +156,8 @@ def test_set_coupling_shortens_the_paths_of_point_clouds():
     aligned = align_sets("ot", direction, noise, 0)
     assert total_cost(aligned, noise) < 0.5 * total_cost(direction, noise)
     assert align_sets("independent", direction, noise, 0) is direction
+    empty = torch.zeros(0, 256, 3)
+    assert align_sets("ot", empty, empty, 0).shape == (0, 256, 3)
 
 
 def test_set_coupling_needs_a_set_axis_and_a_known_kind():
@@ -168,6 +170,8 @@ def test_set_coupling_needs_a_set_axis_and_a_known_kind():
         align_sets("sinkhorn", x, torch.randn_like(x), 0)
     with pytest.raises(ValueError, match="set_axis"):
         mfkit.MeanFlow(set_coupling="ot")
+    with pytest.raises(ValueError, match="must be an int"):
+        mfkit.MeanFlow(set_coupling="ot", set_axis=True)
     with pytest.raises(ValueError, match="unknown set_coupling"):
         mfkit.FlowMatching(set_coupling="sorted", set_axis=0)
 

@@ -113,7 +113,9 @@ def main() -> None:
     steps = [f"train.steps={args.steps}"] if args.steps else []
     steps += args.overrides
     if args.reuse:
-        mf_run, fm_run, cpu = reused(args)
+        if args.steps or args.overrides or args.meanflow_run:
+            parser.error("--reuse scores the runs as they were trained: leave out --steps, --set and --meanflow-run")
+        mf_run, fm_run, cpu, args.overrides = reused(args)
         mf_cpu, fm_cpu, startup = cpu["meanflow"], cpu["flow_matching"], cpu["startup"]
         mf_step_cpu, fm_step_cpu = (value / 1000 for value in reused_step_ms(args.out))
         mf_steps, fm_steps = steps_of(mf_run), steps_of(fm_run)
@@ -126,17 +128,21 @@ def main() -> None:
     score_pair(args, mf_run, fm_run, mf_cpu, fm_cpu, startup, mf_step_cpu, fm_step_cpu, mf_steps, fm_steps)
 
 
-def reused(args) -> tuple[Path, Path, dict]:
-    """The two runs and CPU seconds an earlier invocation left in --out."""
+def reused(args) -> tuple[Path, Path, dict, list[str]]:
+    """The two runs, their CPU seconds and the overrides they were trained with, from the results.json an
+    earlier invocation left in --out."""
     stored = args.out / "results.json"
-    runs = args.out / "meanflow", args.out / "flow-matching"
-    if not stored.is_file() or not all((run / "checkpoints").is_dir() for run in runs):
-        raise SystemExit(f"--reuse: {args.out} holds no finished pair (results.json, meanflow/ and flow-matching/ "
-                         f"with checkpoints); run once without --reuse")
+    if not stored.is_file():
+        raise SystemExit(f"--reuse: {args.out} holds no results.json of a finished pair; run once without --reuse")
     data = json.loads(stored.read_text())
-    if Path(data["recipe"]) != Path(args.recipe):
+    runs = tuple(Path(data.get("runs", {}).get(key, args.out / name))
+                 for key, name in (("meanflow", "meanflow"), ("flow_matching", "flow-matching")))
+    missing = [str(run) for run in runs if not (run / "checkpoints").is_dir()]
+    if missing:
+        raise SystemExit(f"--reuse: the runs {stored} was measured on are gone ({', '.join(missing)})")
+    if Path(data["recipe"]).resolve() != Path(args.recipe).resolve():
         raise SystemExit(f"--reuse: {stored} was measured with {data['recipe']}, not {args.recipe}")
-    return runs[0], runs[1], data["cpu_seconds"]
+    return runs[0], runs[1], data["cpu_seconds"], data.get("overrides", [])
 
 
 def reused_step_ms(out: Path) -> tuple[float, float]:
@@ -214,7 +220,8 @@ def score_pair(args, mf_run, fm_run, mf_cpu, fm_cpu, startup, mf_step_cpu, fm_st
     (args.out / "table.md").write_text(table + "\n\n" + summary + "\n")
     threads = os.environ.get("OMP_NUM_THREADS", "all")
     (args.out / "results.json").write_text(json.dumps(
-        {"recipe": args.recipe, "overrides": args.overrides, "meanflow": seed_mean_report(mf, args.seeds),
+        {"recipe": args.recipe, "overrides": args.overrides, "runs": {"meanflow": str(mf_run), "flow_matching": str(fm_run)},
+         "meanflow": seed_mean_report(mf, args.seeds),
          "flow_matching": seed_mean_report(fm, args.seeds), "floor": first.floor,
          "meanflow_steps": mf_steps, "fm_steps": fm_steps, "mf_step_ms": 1000 * mf_step_cpu,
          "fm_step_ms": 1000 * fm_step_cpu, "mf_train_seconds": mf_cpu, "fm_train_seconds": fm_cpu,

@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_RECIPE = HERE.parents[2] / "recipes" / "points_shapes.yaml"
 STEPS = (1, 2, 4, 8, 32)
 MEANFLOW_ONLY = ("r_neq_t_share", "r_sampler", "time_pair_order", "jvp_backend", "jvp_precision", "jvp_guard",
-                 "fd_step", "preset")
+                 "jvp_rows", "fd_step", "formulation", "alpha_curriculum", "preset")
 
 
 def flow_matching_twin(recipe: dict) -> dict:
