@@ -87,7 +87,7 @@ def step_ratio(data: dict, twin: dict, rounds: int = 3, steps: int = 15) -> tupl
     batch (interleaved blocks, median), and their ratio."""
     from torch.utils.data import DataLoader
 
-    from mfkit.recipe.build import build_backbone, build_modality, build_objective
+    from mfkit.recipe.build import build_backbone, build_modality, build_objective_for
     from mfkit.recipe.loading import parse_recipe
 
     def block(recipe_dict: dict) -> float:
@@ -95,8 +95,7 @@ def step_ratio(data: dict, twin: dict, rounds: int = 3, steps: int = 15) -> tupl
         modality = build_modality(recipe)
         torch.manual_seed(recipe.train.seed)
         model = build_backbone(recipe, modality)
-        objective = build_objective(recipe.objective, modality.condition(), recipe.modality.name,
-                                    getattr(modality, "set_axis", None))
+        objective = build_objective_for(recipe, modality)
         optimizer = torch.optim.Adam(model.parameters(), lr=recipe.train.lr)
         batches = DataLoader(modality.dataset("train"), batch_size=recipe.train.batch_size, shuffle=True,
                              drop_last=True, collate_fn=modality.collate(), generator=torch.Generator().manual_seed(0))

@@ -25,7 +25,7 @@ def split_recipes_and_overrides(arguments: list[str]) -> tuple[list[str], list[s
 
 def _check_one(name: str, overrides: list[str], show: bool, check: bool) -> bool:
     from mfkit.cli.errors import user_error_types
-    from mfkit.recipe.build import build_backbone, build_modality, build_objective, plugin_context
+    from mfkit.recipe.build import build_backbone, build_modality, build_objective_for, plugin_context
     from mfkit.recipe.loading import load_recipe, recipe_to_yaml
     from mfkit.train.evaluating import check_evaluation_settings
     from mfkit.train.preflight import preflight
@@ -36,8 +36,7 @@ def _check_one(name: str, overrides: list[str], show: bool, check: bool) -> bool
         check_evaluation_settings(loaded)
         if check:  # one real batch, one forward, one JVP: what `mfkit train` also checks before its first step
             modality = build_modality(loaded, context=plugin_context(loaded, purpose="validate"))
-            objective = build_objective(loaded.objective, modality.condition(), loaded.modality.name,
-                                        getattr(modality, "set_axis", None))
+            objective = build_objective_for(loaded, modality)
             dataset = modality.dataset("train")
             modality.fit(dataset)
             preflight(modality, modality.dataset("train"), build_backbone(loaded, modality), objective,

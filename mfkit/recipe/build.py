@@ -90,3 +90,10 @@ def build_objective(settings: ObjectiveSettings, condition: ConditionSpec | int 
                           fd_step=settings.fd_step, jvp_precision=settings.jvp_precision,
                           jvp_guard=settings.jvp_guard, jvp_rows=settings.jvp_rows,
                           formulation=settings.formulation, alpha=alpha, **common)
+
+
+def build_objective_for(recipe: Recipe, modality: Modality) -> mfkit.MeanFlow:
+    """The recipe's objective for the modality it trains on: :func:`build_objective` given the modality's
+    conditions, name and set axis."""
+    return build_objective(recipe.objective, modality.condition(), recipe.modality.name,
+                           getattr(modality, "set_axis", None))

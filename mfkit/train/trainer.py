@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 import mfkit
 from mfkit.core.conditions import move_condition
 from mfkit.plugins.spec import Modality, save_samples
-from mfkit.recipe.build import build_backbone, build_modality, build_objective, plugin_context
+from mfkit.recipe.build import build_backbone, build_modality, build_objective_for, plugin_context
 from mfkit.recipe.loading import recipe_to_yaml
 from mfkit.recipe.schema import Recipe
 from mfkit.train import distributed as dist_utils
@@ -236,8 +236,7 @@ class Trainer:
         self.dataset = self._prepare_data(checkpoint)
         self.model = build_backbone(recipe, self.modality, context=context).to(self.device)
         self.preview_model = copy.deepcopy(self.model).eval()
-        self.objective = build_objective(recipe.objective, self.modality.condition(), recipe.modality.name,
-                                         getattr(self.modality, "set_axis", None))
+        self.objective = build_objective_for(recipe, self.modality)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             preflight(self.modality, self.dataset, self.model, copy.deepcopy(self.objective),  # randomness untouched
                       modality_name=recipe.modality.name, backbone_name=recipe.backbone.name, device=self.device)

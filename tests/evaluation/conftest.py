@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mfkit.data.toy2d import toy_sample_labeled
-from mfkit.recipe.build import build_backbone, build_modality, build_objective
+from mfkit.recipe.build import build_backbone, build_modality, build_objective_for
 from mfkit.recipe.loading import parse_recipe, recipe_to_yaml
 from mfkit.train.checkpoint import Checkpoint, save_checkpoint
 
@@ -26,7 +26,7 @@ def make_checkpoint(folder: Path, kind: str = "meanflow", conditional: bool = Fa
     modality = build_modality(recipe)
     torch.manual_seed(0)
     model = build_backbone(recipe, modality)
-    objective = build_objective(recipe.objective, modality.condition())
+    objective = build_objective_for(recipe, modality)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     generator = torch.Generator().manual_seed(0)
     for _ in range(steps):

@@ -60,7 +60,7 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path):
 def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(tmp_path, monkeypatch):
     import mfkit.train.trainer as trainer_module
 
-    real = trainer_module.build_objective
+    real = trainer_module.build_objective_for
 
     def poisoned(settings, *args):
         objective = real(settings, *args)
@@ -78,7 +78,7 @@ def test_non_finite_loss_stops_with_step_and_last_good_checkpoint(tmp_path, monk
         objective.__class__ = Poisoned
         return objective
 
-    monkeypatch.setattr(trainer_module, "build_objective", poisoned)
+    monkeypatch.setattr(trainer_module, "build_objective_for", poisoned)
     with pytest.raises(TrainingDiverged, match=r"non-finite at step 15; the last good checkpoint is .*step-0000010"):
         train(tmp_path, "nan", steps=40, checkpoint_every=10)
     assert latest_checkpoint(tmp_path / "runs" / "nan" / "checkpoints").name == "step-0000010.safetensors"

@@ -35,6 +35,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from mfkit.evaluation import evaluate_checkpoint
 
 #: Flow matching: plain L2, and MeanFlow's own fields (r, t sampling, formulation, alpha curriculum) back at
@@ -115,9 +117,11 @@ def main() -> None:
     if args.reuse:
         if args.steps or args.overrides or args.meanflow_run:
             parser.error("--reuse scores the runs as they were trained: leave out --steps, --set and --meanflow-run")
-        mf_run, fm_run, cpu, args.overrides = reused(args)
+        mf_run, fm_run, stored = reused(args)
+        args.overrides = stored.get("overrides", [])
+        cpu, per_step = stored["cpu_seconds"], stored["cpu_ms_per_step"]
         mf_cpu, fm_cpu, startup = cpu["meanflow"], cpu["flow_matching"], cpu["startup"]
-        mf_step_cpu, fm_step_cpu = (value / 1000 for value in reused_step_ms(args.out))
+        mf_step_cpu, fm_step_cpu = per_step["meanflow"] / 1000, per_step["flow_matching"] / 1000
         mf_steps, fm_steps = steps_of(mf_run), steps_of(fm_run)
     else:
         mf_run, fm_run, mf_cpu, fm_cpu, startup, mf_step_cpu, fm_step_cpu, mf_steps, fm_steps = train_pair(
@@ -128,9 +132,8 @@ def main() -> None:
     score_pair(args, mf_run, fm_run, mf_cpu, fm_cpu, startup, mf_step_cpu, fm_step_cpu, mf_steps, fm_steps)
 
 
-def reused(args) -> tuple[Path, Path, dict, list[str]]:
-    """The two runs, their CPU seconds and the overrides they were trained with, from the results.json an
-    earlier invocation left in --out."""
+def reused(args) -> tuple[Path, Path, dict]:
+    """The two runs and the results.json (CPU figures, overrides) an earlier invocation left in --out."""
     stored = args.out / "results.json"
     if not stored.is_file():
         raise SystemExit(f"--reuse: {args.out} holds no results.json of a finished pair; run once without --reuse")
@@ -142,12 +145,7 @@ def reused(args) -> tuple[Path, Path, dict, list[str]]:
         raise SystemExit(f"--reuse: the runs {stored} was measured on are gone ({', '.join(missing)})")
     if Path(data["recipe"]).resolve() != Path(args.recipe).resolve():
         raise SystemExit(f"--reuse: {stored} was measured with {data['recipe']}, not {args.recipe}")
-    return runs[0], runs[1], data["cpu_seconds"], data.get("overrides", [])
-
-
-def reused_step_ms(out: Path) -> tuple[float, float]:
-    per_step = json.loads((out / "results.json").read_text())["cpu_ms_per_step"]
-    return per_step["meanflow"], per_step["flow_matching"]
+    return runs[0], runs[1], data
 
 
 def train_pair(args, parser, steps: list[str]):
@@ -226,7 +224,7 @@ def score_pair(args, mf_run, fm_run, mf_cpu, fm_cpu, startup, mf_step_cpu, fm_st
          "meanflow_steps": mf_steps, "fm_steps": fm_steps, "mf_step_ms": 1000 * mf_step_cpu,
          "fm_step_ms": 1000 * fm_step_cpu, "mf_train_seconds": mf_cpu, "fm_train_seconds": fm_cpu,
          "machine": f"{platform.machine()} ({os.cpu_count()} CPU cores visible, OMP_NUM_THREADS={threads}), "
-                    f"torch {__import__('torch').__version__}, python {platform.python_version()}",
+                    f"torch {torch.__version__}, python {platform.python_version()}",
          "note": (f"Step times and training seconds are CPU seconds (user + system) of the training processes. "
                   f"Rows are means over evaluation seeds {', '.join(map(str, args.seeds))}; each method is "
                   f"sampled with its best kept EMA (MeanFlow {mf_ema}, flow matching {fm_ema}); flow matching "

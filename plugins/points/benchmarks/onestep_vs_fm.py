@@ -55,11 +55,9 @@ def flow_matching_twin(recipe: dict) -> dict:
 def _objective(recipe: dict, modality):
     """The objective `mfkit train` builds from the recipe (the same validation and defaults)."""
     from mfkit.recipe import parse_recipe
-    from mfkit.recipe.build import build_objective
+    from mfkit.recipe.build import build_objective_for
 
-    settings = parse_recipe(recipe).objective
-    return build_objective(settings, modality.condition(), recipe["modality"]["name"],
-                           getattr(modality, "set_axis", None))
+    return build_objective_for(parse_recipe(recipe), modality)
 
 
 def step_seconds(recipe: dict, twin: dict, rounds: int = 5, steps: int = 6) -> tuple[float, float]:
