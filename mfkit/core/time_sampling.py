@@ -63,16 +63,24 @@ class TimePairSampler:
     ``order="clip"`` (the official PyTorch port's "v1" post-processing): t = a; each sample keeps
     r = b with probability ``r_neq_t_share`` and gets r = t otherwise; then r = min(t, r), with no
     swap. The share of r != t is then ``r_neq_t_share * P(b < a)``, below ``r_neq_t_share``.
+
+    ``full_jump_share`` (default 0): afterwards, each sample independently gets (r, t) = (0, 1) with this
+    probability: the interval that one-step sampling evaluates, x = e - u(e, 0, 1), which neither
+    ordering draws (a logit-normal puts almost no mass near both ends at once). Those samples keep the
+    exact MeanFlow target; at 0 no extra random number is drawn, so draws equal those without the option.
     """
 
     t_dist: TimeDistribution = LogitNormal()
     r_dist: TimeDistribution | None = None
     r_neq_t_share: float = 0.25
     order: Literal["sort", "clip"] = "sort"
+    full_jump_share: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.r_neq_t_share <= 1.0:
             raise ValueError(f"r_neq_t_share must lie in [0, 1], got {self.r_neq_t_share}")
+        if not 0.0 <= self.full_jump_share <= 1.0:
+            raise ValueError(f"full_jump_share must lie in [0, 1], got {self.full_jump_share}")
         if self.order not in ("sort", "clip"):
             raise ValueError(f"order must be 'sort' or 'clip', got {self.order!r}")
 
@@ -84,10 +92,14 @@ class TimePairSampler:
         b = (self.r_dist or self.t_dist).sample(n, device=device, generator=generator)
         u = torch.rand(n, device=device, generator=generator)
         if self.order == "clip":  # the port's own comparison, so equal seeds give equal draws
-            return a, torch.minimum(a, torch.where(u < 1 - self.r_neq_t_share, a, b))
-        keep_r = u < self.r_neq_t_share
-        t, r = torch.maximum(a, b), torch.minimum(a, b)
-        return t, torch.where(keep_r, r, t)
+            t, r = a, torch.minimum(a, torch.where(u < 1 - self.r_neq_t_share, a, b))
+        else:
+            t, r = torch.maximum(a, b), torch.minimum(a, b)
+            r = torch.where(u < self.r_neq_t_share, r, t)
+        if self.full_jump_share > 0:
+            jump = torch.rand(n, device=device, generator=generator) < self.full_jump_share
+            t, r = torch.where(jump, torch.ones_like(t), t), torch.where(jump, torch.zeros_like(r), r)
+        return t, r
 
 
 def cifar10_v1_sampler(r_neq_t_share: float = 0.75) -> TimePairSampler:

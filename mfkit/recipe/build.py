@@ -60,7 +60,8 @@ def build_objective(settings: ObjectiveSettings, condition: ConditionSpec | int 
     """
     times = mfkit.TimePairSampler(_distribution(settings.time_sampler),
                                   _distribution(settings.r_sampler) if settings.r_sampler else None,
-                                  settings.r_neq_t_share, order=settings.time_pair_order)
+                                  settings.r_neq_t_share, order=settings.time_pair_order,
+                                  full_jump_share=settings.full_jump_share)
     if isinstance(condition, int):
         condition = ClassCondition([str(i) for i in range(condition)]) if condition else None
     guidance = None

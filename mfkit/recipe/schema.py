@@ -60,7 +60,7 @@ class AlphaCurriculumSettings(Strict):
 
 
 #: Objective fields that only MeanFlow uses; a flow-matching recipe must leave them at their defaults.
-MEANFLOW_ONLY = ("r_sampler", "r_neq_t_share", "time_pair_order", "jvp_backend", "fd_step", "jvp_precision",
+MEANFLOW_ONLY = ("r_sampler", "r_neq_t_share", "time_pair_order", "full_jump_share", "jvp_backend", "fd_step", "jvp_precision",
                  "jvp_guard", "jvp_rows", "formulation", "alpha_curriculum")
 
 
@@ -78,6 +78,9 @@ class ObjectiveSettings(Strict):
     time_pair_order: Literal["sort", "clip"] = Field(
         "sort", description="sort: t = max, r = min of the two draws (the paper); clip: keep t, r = min(t, r) "
                             "after choosing r = t (the official CIFAR-10 'v1'; gives fewer r != t than r_neq_t_share)")
+    full_jump_share: float = Field(
+        0.0, ge=0, le=1, description="share of samples trained on (r, t) = (0, 1), the interval one-step sampling "
+                                     "evaluates, drawn after the pairs above (0: none)")
     adaptive_p: float = Field(1.0, ge=0, description="adaptive loss weight power p (0: plain L2; kind flow_matching: 0 unless set or preset)")
     adaptive_c: float = Field(1e-2, gt=0, description="adaptive loss weight constant c (per-sample squared norm)")
     jvp_backend: Literal["forward_ad", "forward_ad_plain", "nograd", "finite_difference"] = Field(

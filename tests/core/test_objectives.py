@@ -35,6 +35,39 @@ def test_max_min_of_two_draws():
     assert abs(t.mean().item() - 2 / 3) < 0.005 and abs(r.mean().item() - 1 / 3) < 0.005
 
 
+@pytest.mark.parametrize("order", ["sort", "clip"])
+@pytest.mark.parametrize("share", [0.1, 0.5])
+def test_full_jump_share_puts_that_share_at_the_one_step_interval(order, share):
+    plain = mfkit.TimePairSampler(mfkit.LogitNormal(), mfkit.LogitNormal(-4.0, 1.6), 0.5, order=order)
+    jumps = mfkit.TimePairSampler(mfkit.LogitNormal(), mfkit.LogitNormal(-4.0, 1.6), 0.5, order=order,
+                                  full_jump_share=share)
+    t0, r0 = plain.sample(200_000, generator=torch.Generator().manual_seed(0))
+    t, r = jumps.sample(200_000, generator=torch.Generator().manual_seed(0))
+    jump = (t == 1) & (r == 0)
+    assert abs(jump.float().mean().item() - share) < 0.005
+    # the other samples are the plain sampler's draws, untouched; the jumps are chosen independently of them
+    assert torch.equal(t[~jump], t0[~jump]) and torch.equal(r[~jump], r0[~jump])
+    assert abs(jump[r0 != t0].float().mean().item() - share) < 0.01
+    assert (r <= t).all() and (t <= 1).all() and (r >= 0).all()
+
+
+def test_full_jump_share_zero_draws_what_the_sampler_always_drew():
+    old = mfkit.TimePairSampler(mfkit.LogitNormal(), r_neq_t_share=0.3)
+    new = mfkit.TimePairSampler(mfkit.LogitNormal(), r_neq_t_share=0.3, full_jump_share=0.0)
+    generators = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for a, b in zip(old.sample(1000, generator=generators[0]), new.sample(1000, generator=generators[1])):
+        assert torch.equal(a, b)
+    assert torch.equal(generators[0].get_state(), generators[1].get_state())  # no extra draw at 0
+    t, r = mfkit.TimePairSampler(mfkit.LogitNormal(), full_jump_share=1.0).sample(64)
+    assert (t == 1).all() and (r == 0).all()
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5])
+def test_full_jump_share_outside_0_1_is_refused(share):
+    with pytest.raises(ValueError, match="full_jump_share must lie in"):
+        mfkit.TimePairSampler(full_jump_share=share)
+
+
 def official_v1(n, ratio, generator):
     """The official PyTorch port's v1 post-processing, written out: mask first, then r = min(t, r), no swap."""
     t = torch.sigmoid(-0.6 + 1.6 * torch.randn(n, generator=generator))

@@ -122,6 +122,9 @@ def test_objective_building_honours_presets_and_explicit_fields():
     assert tuned.adaptive_p == 1.0 and tuned.adaptive_c == 1e-3
     plain = build_objective(ObjectiveSettings(r_neq_t_share=0.5, time_sampler={"kind": "uniform"}), None)
     assert plain.times.r_neq_t_share == 0.5 and plain.times.t_dist == mfkit.Uniform()
+    assert plain.times.full_jump_share == 0.0
+    jumps = build_objective(ObjectiveSettings(preset="small", full_jump_share=0.1), None)
+    assert jumps.times.full_jump_share == 0.1 and jumps.times.r_neq_t_share == 0.5
     fm = build_objective(ObjectiveSettings(kind="flow_matching"), None)
     assert isinstance(fm, mfkit.FlowMatching) and fm.adaptive_p == 0.0
     guided = build_objective(ObjectiveSettings(guidance={"w_cfg": 0.2, "kappa": 0.92, "t_max": 0.75}), 8)
@@ -211,7 +214,7 @@ def test_a_set_coupling_recipe_on_a_modality_without_sets_is_refused_before_trai
 
 
 @pytest.mark.parametrize("field", ["jvp_backend: nograd", "r_neq_t_share: 0.5", "jvp_precision: autocast",
-                                   "formulation: imf", "alpha_curriculum: {}"])
+                                   "formulation: imf", "alpha_curriculum: {}", "full_jump_share: 0.1"])
 def test_flow_matching_refuses_meanflow_only_fields(tmp_path, field):
     key, value = field.split(": ")
     data = small_recipe(tmp_path)

@@ -38,13 +38,14 @@ from pathlib import Path
 import torch
 
 from mfkit.evaluation import evaluate_checkpoint
+from mfkit.recipe.schema import MEANFLOW_ONLY, ObjectiveSettings
 
 #: Flow matching: plain L2, and MeanFlow's own fields (r, t sampling, formulation, alpha curriculum) back at
 #: their defaults (it uses r = t). A coupling (objective.coupling: ot) is kept: flow matching gets the same
 #: pairs (OT-CFM), the stronger baseline.
-FM_OVERRIDES = ["objective.kind=flow_matching", "objective.r_neq_t_share=0.25", "objective.adaptive_p=0.0",
-                "objective.r_sampler=null", "objective.time_pair_order=sort", "objective.formulation=meanflow",
-                "objective.alpha_curriculum=null"]
+FM_OVERRIDES = ["objective.kind=flow_matching", "objective.adaptive_p=0.0"] + [
+    f"objective.{name}={json.dumps(ObjectiveSettings.model_fields[name].get_default(call_default_factory=True))}"
+    for name in MEANFLOW_ONLY]
 
 
 def child_cpu() -> float:

@@ -22,7 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-FM_OVERRIDES = ["objective.kind=flow_matching", "objective.r_neq_t_share=0.25", "objective.adaptive_p=0.0"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from digits_meanflow_vs_fm import FM_OVERRIDES  # noqa: E402 - the benchmark's flow-matching twin, one definition
 RESULTS = Path(__file__).parent / "results"
 
 

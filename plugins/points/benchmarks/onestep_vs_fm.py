@@ -35,11 +35,13 @@ from pathlib import Path
 import torch
 import yaml
 
+from mfkit.recipe import schema
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_RECIPE = HERE.parents[2] / "recipes" / "points_shapes.yaml"
 STEPS = (1, 2, 4, 8, 32)
-MEANFLOW_ONLY = ("r_neq_t_share", "r_sampler", "time_pair_order", "jvp_backend", "jvp_precision", "jvp_guard",
-                 "jvp_rows", "fd_step", "formulation", "alpha_curriculum", "preset")
+#: objective fields the flow-matching twin drops: mfkit's MeanFlow-only fields, and the preset
+MEANFLOW_ONLY = (*schema.MEANFLOW_ONLY, "preset")
 
 
 def flow_matching_twin(recipe: dict) -> dict:
