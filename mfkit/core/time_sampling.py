@@ -98,7 +98,7 @@ class TimePairSampler:
             r = torch.where(u < self.r_neq_t_share, r, t)
         if self.full_jump_share > 0:
             jump = torch.rand(n, device=device, generator=generator) < self.full_jump_share
-            t, r = torch.where(jump, torch.ones_like(t), t), torch.where(jump, torch.zeros_like(r), r)
+            t, r = t.masked_fill(jump, 1.0), r.masked_fill(jump, 0.0)
         return t, r
 
 

@@ -60,8 +60,8 @@ class AlphaCurriculumSettings(Strict):
 
 
 #: Objective fields that only MeanFlow uses; a flow-matching recipe must leave them at their defaults.
-MEANFLOW_ONLY = ("r_sampler", "r_neq_t_share", "time_pair_order", "full_jump_share", "jvp_backend", "fd_step", "jvp_precision",
-                 "jvp_guard", "jvp_rows", "formulation", "alpha_curriculum")
+MEANFLOW_ONLY = ("r_sampler", "r_neq_t_share", "time_pair_order", "full_jump_share", "jvp_backend", "fd_step",
+                 "jvp_precision", "jvp_guard", "jvp_rows", "formulation", "alpha_curriculum")
 
 
 class ObjectiveSettings(Strict):
