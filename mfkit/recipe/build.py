@@ -89,7 +89,9 @@ def build_objective(settings: ObjectiveSettings, condition: ConditionSpec | int 
     alpha = mfkit.AlphaCurriculum(**settings.alpha_curriculum.model_dump()) if settings.alpha_curriculum else None
     return mfkit.MeanFlow(times=times, jvp_backend=settings.jvp_backend,
                           fd_step=settings.fd_step, jvp_precision=settings.jvp_precision,
-                          jvp_guard=settings.jvp_guard, jvp_rows=settings.jvp_rows,
+                          jvp_guard=settings.jvp_guard,
+                          # fastest: the trainer times both plans (mfkit.train.row_plan); until then auto
+                          jvp_rows="auto" if settings.jvp_rows == "fastest" else settings.jvp_rows,
                           formulation=settings.formulation, alpha=alpha, **common)
 
 

@@ -93,13 +93,15 @@ class ObjectiveSettings(Strict):
                             "pass, about 1e-2 relative error); no effect without autocast")
     jvp_guard: int = Field(3, ge=0, description="stop if the JVP is all zero or not finite on any of the first N "
                                                 "steps with r != t (0: off)")
-    jvp_rows: Literal["auto", "all", "r_neq_t"] = Field(
+    jvp_rows: Literal["auto", "all", "r_neq_t", "fastest"] = Field(
         "auto", description="which rows get a JVP (same loss and gradients up to float rounding). auto: only the "
                             "rows with r != t (the others have target v and get a plain forward), unless the "
                             "backbone couples samples or draws random numbers (batch norm in training, dropout, a "
                             "layer that updates buffers: detected, see docs/concepts.md), then every row; all: "
                             "every row; r_neq_t: only r != t rows, unchecked (exact only without coupling or "
-                            "randomness)")
+                            "randomness); fastest: the trainer times auto and all on a real batch before the "
+                            "first step and takes the faster (stored in checkpoints; two fresh runs may choose "
+                            "differently)")
     guidance: GuidanceSettings | None = Field(None, description="classifier-free guidance in training")
     coupling: Literal["independent", "ot"] = Field(
         "independent", description="independent: noise and data paired as drawn; ot: minibatch optimal transport, "

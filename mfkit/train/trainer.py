@@ -11,7 +11,7 @@ import copy
 import math
 import os
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -35,7 +35,8 @@ from mfkit.train.ema import EMA
 from mfkit.train.evaluating import PeriodicEvaluation
 from mfkit.train.lock import RunLock
 from mfkit.train.logging import MetricsLog, TrainingProgress
-from mfkit.train.preflight import preflight
+from mfkit.train.preflight import first_batch, preflight
+from mfkit.train.row_plan import has_two_plans, time_row_plans
 from mfkit.train.resume import check_resume_recipe, saved_recipe
 from mfkit.train.run_folder import RunFolderError, open_run_folder, run_dir_of
 from mfkit.train.signals import GracefulStop, signal_label
@@ -250,6 +251,7 @@ class Trainer:
         self.step = 0
         if checkpoint is not None:
             self._restore(checkpoint)
+        self.row_plan = self._choose_row_plan(checkpoint)
         self.evaluation = self._prepare_evaluation(context, checkpoint)
         if train.precision == "bf16" and self.device.type != "cuda":
             self._warn("train.precision is bf16, but this run is on the CPU: it trains in fp32 "
@@ -261,6 +263,28 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             forward_model = DistributedDataParallel(forward_model, device_ids=ids)
         self.train_model = forward_model
+
+    def _choose_row_plan(self, checkpoint: Checkpoint | None) -> str | None:
+        """``objective.jvp_rows: fastest``: the row plan ("auto" or "all") this run uses, timed on a real batch
+        before the first step (:mod:`mfkit.train.row_plan`) or, on resume, the one the checkpoint stored;
+        None for any other setting."""
+        if self.recipe.objective.jvp_rows != "fastest" or not has_two_plans(self.objective):
+            return None
+        if checkpoint is not None:
+            plan = checkpoint.extra.get("jvp_rows", "auto")
+        elif self.group.distributed or self.recipe.train.compile:
+            plan = "auto"
+            self._say("jvp_rows fastest: not timed under torch.distributed or train.compile; this run uses auto")
+        else:
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                x, cond = first_batch(self.modality, self.dataset, self.recipe.train.batch_size)  # augmentation
+                timing = time_row_plans(self.model, self.objective, x.to(self.device).float(),
+                                        move_condition(cond, self.device), autocast=self._autocast)
+            plan = timing.choice
+            self._say(timing.describe())
+        if plan == "all":
+            self.objective = replace(self.objective, jvp_rows="all")
+        return plan
 
     def _set_threads(self) -> None:
         """``train.threads``; on a busy CPU without it, say that fewer threads train faster."""
@@ -366,6 +390,8 @@ class Trainer:
         extra = {"mfkit_version": mfkit.__version__, "world_size": self.group.world_size}
         if self.evaluation is not None and self.evaluation.state() is not None:
             extra["best"] = self.evaluation.state()
+        if self.row_plan is not None:
+            extra["jvp_rows"] = self.row_plan
         return Checkpoint(
             step=self.step, recipe_yaml=recipe_to_yaml(self.recipe), model=self.model.state_dict(),
             ema=dict(self.ema.shadows), optimizer=self.optimizer.state_dict(),
