@@ -15,9 +15,13 @@ public plugin registry, so it measures any installed plugin's backbone exactly a
 on random data of the right shape with random conditions (``--batch`` defaults to the recipe's).
 
 A step is zero_grad + objective + backward + Adam step, on the same backbone and batch for every
-objective. Memory: on CUDA the peak allocated bytes of the step; on CPU each configuration runs in a
-fresh process and reports how far its peak resident memory grew over the steps (ru_maxrss), a coarse
-but honest proxy. Target (CPU, exact JVP): MeanFlow step <= 1.5x the flow-matching step.
+objective. Memory: on CUDA the peak allocated bytes of the step; on CPU the peak bytes of live tensors
+during one more step, run under the profiler (its allocation events through PyTorch's CPU allocator,
+added up in time order) on top of the tensors held between steps (parameters, optimiser state, batch),
+so it counts what CUDA's figure counts and works in --interleaved too. ``--rss`` reports the older
+proxy instead: how far the process's peak resident memory grew over the steps (ru_maxrss; includes
+about 170 MiB that PyTorch takes on its first training step, and allocator fragmentation).
+Target (CPU, exact JVP): MeanFlow step <= 1.5x the flow-matching step.
 """
 from __future__ import annotations
 
@@ -114,14 +118,41 @@ def step_function(name: str, model, x, cond, args):
         out.loss.backward()
         optimizer.step()
 
+    step.held = lambda: held_bytes(model, optimizer, x)
     return step
+
+
+def held_bytes(model, optimizer, x) -> int:
+    """Bytes of the tensors a training loop holds between steps: parameters, optimiser state and the batch
+    (gradients are freed by zero_grad(set_to_none=True) at the start of each step)."""
+    state = [v for per_param in optimizer.state.values() for v in per_param.values() if torch.is_tensor(v)]
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *state, x])
+
+
+def cpu_tensor_peak_mib(step) -> float:
+    """Peak MiB of live tensors during one ``step()`` on the CPU: what is held between steps plus the
+    highest running sum of the profiler's allocation events (allocations positive, frees negative) in
+    time order."""
+    from torch.profiler import ProfilerActivity, profile
+
+    held = step.held()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    live = peak = 0
+    for event in events:  # a CPU run: every allocation event is a CPU tensor's
+        live += event.nbytes()
+        peak = max(peak, live)
+    return (held + peak) / 2**20
 
 
 def interleaved(names: list[str], args) -> list[dict]:
     """Every configuration in this one process, one step of each in turn, each on its own copy of the
     same initial network. On a CPU each step is timed by this thread's CPU time (``time.thread_time``),
     so other jobs on a shared machine do not count and slow every configuration alike; on CUDA by wall
-    time after a synchronize. No memory figure (one process holds them all)."""
+    time after a synchronize. Memory on a CPU: :func:`cpu_tensor_peak_mib`, one profiled step per
+    configuration after the timed ones (none with --rss or on CUDA: one process holds them all)."""
     device = torch.device(args.device)
     model, x, cond = build_inputs(args, device)
     steps = {name: step_function(name, copy.deepcopy(model), x, cond, args) for name in names}
@@ -139,7 +170,9 @@ def interleaved(names: list[str], args) -> list[dict]:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times[name].append(clock() - start)
-    return [{"config": name, "median_ms": 1e3 * statistics.median(times[name]), "peak_mib": float("nan")}
+    peaks = {name: cpu_tensor_peak_mib(step) if device.type == "cpu" and not args.rss else float("nan")
+             for name, step in steps.items()}
+    return [{"config": name, "median_ms": 1e3 * statistics.median(times[name]), "peak_mib": peaks[name]}
             for name in names]
 
 
@@ -164,8 +197,10 @@ def measure(name: str, args) -> dict:
         times.append(time.perf_counter() - start)
     if device.type == "cuda":
         peak_mib = torch.cuda.max_memory_allocated() / 2**20
-    else:
+    elif args.rss:
         peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024
+    else:
+        peak_mib = cpu_tensor_peak_mib(step)
     return {"config": config, "median_ms": 1e3 * statistics.median(times), "peak_mib": peak_mib}
 
 
@@ -195,7 +230,10 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also measure " + ", ".join(COMPILED))
     parser.add_argument("--interleaved", action="store_true",
                         help="all configurations in one process, steps in turn, timed by CPU time (steady on a "
-                             "shared machine; no memory figures)")
+                             "shared machine; CPU memory as the peak of live tensors)")
+    parser.add_argument("--rss", action="store_true",
+                        help="CPU memory as the growth of peak resident memory (one process per configuration) "
+                             "instead of the peak of live tensors")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.batch_given, args.batch = args.batch, args.batch or 512
@@ -216,11 +254,11 @@ def report(args) -> None:
     names = args.configs.split(",") + (COMPILED if args.compile else [])
     for name in ([] if args.interleaved else names):
         settings = {k: v for k, v in vars(args).items()
-                    if k not in ("configs", "one", "compile", "shipped", "batch_given", "batch", "interleaved")
+                    if k not in ("configs", "one", "compile", "shipped", "batch_given", "batch", "interleaved", "rss")
                     and v is not None}
         if args.batch_given:
             settings["batch"] = args.batch_given
-        child = [sys.executable, __file__, "--one", name]
+        child = [sys.executable, __file__, "--one", name] + (["--rss"] if args.rss else [])
         for key, value in settings.items():
             child += [f"--{key}", str(value)]
         done = subprocess.run(child, capture_output=True, text=True)

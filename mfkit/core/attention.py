@@ -49,11 +49,13 @@ BLOCK_SIZE: int = 64
 #: The environment variable MFKIT_ATTENTION_TANGENT sets the initial value (benchmarks' subprocesses).
 MODE: str = os.environ.get("MFKIT_ATTENTION_TANGENT", "auto")
 #: Attention-weight elements (L x S x batch x heads) from which "auto" takes the blockwise pass.
-#: 2**23 = 8.4M weights (32 MiB per float32 buffer; the math rule holds about three). Measured on CPU
-#: (docs/benchmarks.md, "Attention tangents"): below it the math rule is as fast or faster (its fused
-#: softmax beats the extra passes of the online one while the weights fit in caches); above it the
-#: blockwise pass is as fast or faster and its memory stops growing with S.
-AUTO_MIN_WEIGHTS: int = 1 << 23
+#: 2**20 = 1M weights (4 MiB per float32 buffer; the math rule holds about three at once, and inside a
+#: training step they add to the activations autograd keeps). Measured on CPU (docs/benchmarks.md,
+#: "Attention tangents"): the math rule's fused softmax is faster for the attention alone up to a few
+#: million weights, but in a whole training step the blockwise pass costs at most a few per cent there
+#: and cuts the step's peak memory (conv+attention net, 256 tokens, 8 rows with r != t: 2M weights,
+#: 82 -> 56 MiB against flow matching's 50).
+AUTO_MIN_WEIGHTS: int = 1 << 20
 
 _MODES = ("auto", "blockwise", "math", "triton")
 #: Relative error (max |error| / max |reference|) the Triton self-check accepts, by input dtype.
