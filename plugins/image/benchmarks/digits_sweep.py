@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--log", type=Path, default=RESULTS / "digits_sweep.jsonl")
     args = parser.parse_args()
-    entry: dict = {"name": args.name, "objective": "flow_matching" if args.fm else "meanflow",
+    entry: dict = {"name": args.name, "recipe": args.recipe, "objective": "flow_matching" if args.fm else "meanflow",
                    "overrides": args.overrides}
     if args.action == "train":
         overrides = (FM_OVERRIDES if args.fm else []) + args.overrides
