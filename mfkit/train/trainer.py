@@ -36,8 +36,8 @@ from mfkit.train.evaluating import PeriodicEvaluation
 from mfkit.train.lock import RunLock
 from mfkit.train.logging import MetricsLog, TrainingProgress
 from mfkit.train.preflight import first_batch, preflight
-from mfkit.train.row_plan import has_two_plans, time_row_plans
 from mfkit.train.resume import check_resume_recipe, saved_recipe
+from mfkit.train.row_plan import has_two_plans, time_row_plans
 from mfkit.train.run_folder import RunFolderError, open_run_folder, run_dir_of
 from mfkit.train.signals import GracefulStop, signal_label
 from mfkit.train.weights import ema_weights, recipe_from_checkpoint, select_weights
