@@ -51,6 +51,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
 
+from mfkit.core.branch_backward import detach_branch
 from mfkit.core.calling import Backbone, call_model, innermost, without_wrapper
 from mfkit.core.tangent_rules import FastTangents, SavedTensorHooksProbe, math_attention
 
@@ -159,6 +160,8 @@ def jvp_on_rows(
             rest = rest.nonzero().flatten()
             u_rest = call_model(model, z[rest], r[rest], t[rest], take_rows(cond, rest, batch))
             u_rows, du = pair(inner, *picked)
+            if inner is model:  # not under DDP, whose hooks must see both contributions at once
+                u_rows = detach_branch(u_rows, picked)
             order = torch.empty(batch, dtype=torch.long, device=z.device)
             order[torch.cat([index, rest])] = torch.arange(batch, device=z.device)
             return torch.cat([u_rows, u_rest]).index_select(0, order), du
