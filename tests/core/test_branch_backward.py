@@ -11,10 +11,17 @@ import torch
 from torch import nn
 
 import mfkit
-from mfkit.core.branch_backward import _Branch, detach_branch
+from mfkit.core import branch_backward
+from mfkit.core.branch_backward import _Branch, detach_branch, worthwhile
 from mfkit.nn import MLPBackbone
 
 B = 24
+
+
+@pytest.fixture(autouse=True)
+def small_backbones_too(monkeypatch):
+    """The tests' backbones are small: let the join be used for them."""
+    monkeypatch.setattr(branch_backward, "MIN_WEIGHTS", 0)
 
 
 def setup(num_classes=None):
@@ -188,3 +195,15 @@ def test_switched_off_by_the_environment_or_without_graph(monkeypatch):
     monkeypatch.delenv("MFKIT_BRANCH_BACKWARD")
     plain = out.detach()
     assert detach_branch(plain, ()) is plain
+
+
+def test_only_backbones_with_many_weights(monkeypatch):
+    monkeypatch.setattr(branch_backward, "MIN_WEIGHTS", 1 << 22)
+    small, large = nn.Linear(64, 64), nn.Linear(2048, 2048)
+    assert not worthwhile(small) and worthwhile(large) and not worthwhile(lambda x: x)
+    large.weight.requires_grad_(False)
+    assert not worthwhile(large)  # frozen weights get no gradient to add
+    out = small(torch.randn(2, 64))
+    assert detach_branch(out, (), small) is out
+    model, x, objective, draw = setup()  # 1.4k weights
+    assert not branched(loss_of(model, x, objective, draw, True, monkeypatch))
