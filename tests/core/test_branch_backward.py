@@ -207,3 +207,75 @@ def test_only_backbones_with_many_weights(monkeypatch):
     assert detach_branch(out, (), small) is out
     model, x, objective, draw = setup()  # 1.4k weights
     assert not branched(loss_of(model, x, objective, draw, True, monkeypatch))
+
+
+def test_a_hook_registered_after_the_forward_stops_the_backward(monkeypatch):
+    """The join was chosen at the forward; a hook that appears later would see g_B alone: a clear error."""
+    model, x, objective, draw = setup()
+    first = next(model.parameters())
+    for register in (lambda: first.register_hook(lambda g: None),
+                     lambda: first.register_post_accumulate_grad_hook(lambda p: None)):
+        loss = loss_of(model, x, objective, draw, True, monkeypatch)
+        assert branched(loss)
+        handle = register()
+        with pytest.raises(RuntimeError, match="MFKIT_BRANCH_BACKWARD=0"):
+            loss.backward()
+        handle.remove()
+        model.zero_grad(set_to_none=True)
+
+
+def test_autograd_grad_with_retain_graph_then_backward(monkeypatch):
+    """Adaptive loss weighting asks for some gradients first (retain_graph=True), then backpropagates."""
+    model, x, objective, draw = setup()
+    params = list(model.parameters())
+    expected = reference_grads(model, x, objective, draw, monkeypatch)
+    loss = loss_of(model, x, objective, draw, True, monkeypatch)
+    assert branched(loss)
+    (last,) = torch.autograd.grad(loss, [params[-2]], retain_graph=True)
+    torch.testing.assert_close(last, expected[-2], rtol=1e-6, atol=1e-7)
+    loss.backward()
+    for got, want in zip(grads(model), expected):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_backward_over_two_groups_of_inputs(monkeypatch):
+    model, x, objective, draw = setup()
+    params = list(model.parameters())
+    expected = reference_grads(model, x, objective, draw, monkeypatch)
+    loss = loss_of(model, x, objective, draw, True, monkeypatch)
+    loss.backward(inputs=params[:3], retain_graph=True)
+    loss.backward(inputs=params[3:])
+    for got, want in zip(grads(model), expected):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.fixture
+def process_group(tmp_path):
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_never_in_a_distributed_run_however_the_model_is_wrapped(process_group, monkeypatch):
+    """A Lightning-style training module wrapped in DDP calls the objective with the bare backbone: the
+    join cannot see the wrapper, so a process group alone switches it off."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    model, x, objective, draw = setup()
+
+    class Step(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = model
+
+        def forward(self, x):
+            return objective(self.backbone, x, None, draw=draw).loss
+
+    monkeypatch.setenv("MFKIT_BRANCH_BACKWARD", "1")
+    loss = DistributedDataParallel(Step())(x)
+    assert not branched(loss)
+    loss.backward()
