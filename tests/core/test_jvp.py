@@ -170,7 +170,7 @@ def test_fast_rules_fire_for_plain_torch_nn_layers(monkeypatch):
     z, r, t, v = make_inputs((4, 4, 4))
     mfkit.jvp(model, z, r, t, tangents(r, t, v))
     expected = {"linear", "conv2d", "conv1d", "conv_transpose2d", "group_norm", "layer_norm", "rms_norm",
-                "silu", "gelu", "relu", "scaled_dot_product_attention", "multi_head_attention_forward", "mul"}
+                "silu", "gelu", "relu", "scaled_dot_product_attention", "multi_head_attention_forward", "mul", "add"}
     assert expected <= used, f"rules never used: {expected - used}"
 
 
@@ -224,7 +224,7 @@ def test_fast_rules_under_bf16_autocast_follow_autocast_dtypes():
     assert error < 0.05, f"bf16 tangent is {error:.3f} away from float32 (relative)"
 
 
-PRODUCTS = {
+ELEMENTWISE = {
     "dual*scalar": lambda a, b, m: a * 2.5,
     "scalar*dual": lambda a, b, m: 2.5 * a,
     "dual(B,1)*tensor(1,F)": lambda a, b, m: a[:, :1] * m[None, :],
@@ -233,12 +233,21 @@ PRODUCTS = {
     "torch.mul": lambda a, b, m: torch.mul(a, b),
     "dual*bool mask": lambda a, b, m: a * (m > 0),
     "bf16 dual*float32": lambda a, b, m: a.bfloat16() * m,
+    "dual+dual": lambda a, b, m: a + b,
+    "dual+tensor(F)": lambda a, b, m: a + m,
+    "tensor(F)+dual(B,1)": lambda a, b, m: m + a[:, :1],
+    "dual-dual": lambda a, b, m: a - b,
+    "scalar+dual": lambda a, b, m: 2.0 + a,
+    "dual-scalar": lambda a, b, m: a - 1.5,
+    "add alpha": lambda a, b, m: a.add(b, alpha=-0.3),
+    "torch.sub alpha, plain first": lambda a, b, m: torch.sub(m, b, alpha=2.0),
+    "bf16 dual+float32": lambda a, b, m: a.bfloat16() + m,
 }
 
 
-@pytest.mark.parametrize("case", PRODUCTS)
-def test_product_rule_matches_pytorch_forward_mode(case):
-    """The fast rule for a * b against PyTorch's own forward-mode rule: primal, tangent and gradients."""
+@pytest.mark.parametrize("case", ELEMENTWISE)
+def test_elementwise_rules_match_pytorch_forward_mode(case):
+    """The fast rules for a * b, a + b, a - b against PyTorch's own forward-mode rule: primal, tangent and gradients."""
     import torch.autograd.forward_ad as fwAD
     from mfkit.core.tangent_rules import FastTangents
 
@@ -249,7 +258,7 @@ def test_product_rule_matches_pytorch_forward_mode(case):
     def run(fast):
         x, y = a.clone().requires_grad_(), b.clone().requires_grad_()
         with fwAD.dual_level(), FastTangents() if fast else torch.autograd.set_grad_enabled(True):
-            out = PRODUCTS[case](fwAD.make_dual(x, at), fwAD.make_dual(y, bt), m)
+            out = ELEMENTWISE[case](fwAD.make_dual(x, at), fwAD.make_dual(y, bt), m)
             primal, tangent = fwAD.unpack_dual(out)
         primal.float().square().sum().backward()
         return primal, tangent, x.grad, y.grad
