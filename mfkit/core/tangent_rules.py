@@ -8,7 +8,7 @@ heavy functional ops while dual tensors are live and splits each call in two:
 * the primal output is computed by the ordinary op, with normal autograd (and any fused kernel);
 * the tangent is computed under ``torch.no_grad`` from the op's analytic JVP.
 
-Covered ops: linear, conv1d/2d/3d, conv_transpose1d/2d/3d, layer_norm, group_norm, rms_norm, silu, gelu,
+Covered ops: linear, conv1d/2d/3d, conv_transpose1d/2d/3d, interpolate, layer_norm, group_norm, rms_norm, silu, gelu,
 relu, elementwise products and sums (``a * b``, ``a + b``, ``a - b``), scaled_dot_product_attention (primal with any kernel; tangent
 blockwise over keys with an online softmax for large attention, :mod:`mfkit.core.attention`, or by the
 math formula below) and ``nn.MultiheadAttention``'s functional forward in its common configuration.
@@ -107,6 +107,21 @@ def _conv(func, args, kwargs):
 def _conv_transpose(func, args, kwargs):
     a = _bind(args, kwargs, _CONVT_NAMES, {"bias": None})
     return _linear_in_input(func, a)
+
+
+_INTERPOLATE_NAMES = ("input", "size", "scale_factor", "mode", "align_corners", "recompute_scale_factor",
+                      "antialias")
+
+
+@_rule(F.interpolate)
+def _interpolate(func, args, kwargs):
+    """Resampling is linear in its input for every mode: tangent = the same resampling of the tangent."""
+    a = _bind(args, kwargs, _INTERPOLATE_NAMES, {})
+    xp, xt = _split(a.pop("input"))
+    yp = func(xp, **a)
+    with torch.no_grad():
+        yt = func(xt.to(xp.dtype), **a)
+    return _dual(yp, yt)
 
 
 def _linear_in_input(func, a: dict):

@@ -37,7 +37,8 @@ class KitchenSink(nn.Module):
         seq = seq + F.scaled_dot_product_attention(heads(q), heads(k), heads(v), is_causal=True).transpose(1, 2).reshape(b, h * w, -1)
         seq = F.gelu(self.conv1d(seq.transpose(1, 2)), approximate="tanh").transpose(1, 2)
         x = torch.relu(seq.transpose(1, 2).reshape(b, -1, h, w)) + torch.tanh(x)
-        return self.conv_out(F.gelu(self.up(x)))
+        x = self.up(x) + F.interpolate(x, scale_factor=2, mode="nearest")
+        return self.conv_out(F.gelu(x))
 
 
 def make_inputs(shape, seed=0, dtype=torch.float32):
@@ -170,7 +171,8 @@ def test_fast_rules_fire_for_plain_torch_nn_layers(monkeypatch):
     z, r, t, v = make_inputs((4, 4, 4))
     mfkit.jvp(model, z, r, t, tangents(r, t, v))
     expected = {"linear", "conv2d", "conv1d", "conv_transpose2d", "group_norm", "layer_norm", "rms_norm",
-                "silu", "gelu", "relu", "scaled_dot_product_attention", "multi_head_attention_forward", "mul", "add"}
+                "silu", "gelu", "relu", "scaled_dot_product_attention", "multi_head_attention_forward", "mul", "add",
+                "interpolate"}
     assert expected <= used, f"rules never used: {expected - used}"
 
 
@@ -242,6 +244,11 @@ ELEMENTWISE = {
     "add alpha": lambda a, b, m: a.add(b, alpha=-0.3),
     "torch.sub alpha, plain first": lambda a, b, m: torch.sub(m, b, alpha=2.0),
     "bf16 dual+float32": lambda a, b, m: a.bfloat16() + m,
+    "interpolate nearest": lambda a, b, m: F.interpolate(a[None], scale_factor=2, mode="nearest")[0],
+    "interpolate linear": lambda a, b, m: F.interpolate(a[None], size=9, mode="linear", align_corners=False)[0],
+    "interpolate bilinear": lambda a, b, m: F.interpolate(a[None, None], scale_factor=1.5, mode="bilinear")[0, 0],
+    "interpolate bicubic antialias": lambda a, b, m: F.interpolate(a[None, None], size=(2, 3), mode="bicubic",
+                                                                   antialias=True)[0, 0],
 }
 
 
