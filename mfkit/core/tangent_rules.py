@@ -270,8 +270,10 @@ def _add(func, args, kwargs):
                 alpha = -alpha
             bt = bt if alpha == 1 else bt * alpha
         yt = bt if at is None else at if bt is None else at + bt
-        if yt.shape != yp.shape:
-            yt = torch.broadcast_to(yt, yp.shape)  # make_dual copies it to the primal's layout
+        if yt is at or yt is bt or yt.shape != yp.shape:
+            # a fresh tensor in the sum's layout: an input's own tangent, given as the output's, would be
+            # changed by any later in-place op on either (PyTorch's rule never shares it either)
+            yt = torch.empty_like(yp).copy_(yt)
     return _dual(yp, yt)
 
 

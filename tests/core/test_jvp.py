@@ -41,6 +41,20 @@ class KitchenSink(nn.Module):
         return self.conv_out(F.gelu(x))
 
 
+class InPlaceResidual(nn.Module):
+    """Adds a plain tensor to a dual one, then updates the sum in place before using the input again."""
+
+    def __init__(self, dim=6):
+        super().__init__()
+        self.pos = nn.Parameter(torch.randn(dim))
+        self.lin = nn.Linear(dim, dim)
+
+    def forward(self, z, r, t, cond=None):
+        h = z + self.pos
+        h.mul_(2.0)
+        return self.lin(h) + z * t[:, None] - r[:, None]
+
+
 def make_inputs(shape, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     n = 5
@@ -71,6 +85,7 @@ MODELS = {
     "mlp-rank3": (lambda: MLPBackbone((2, 2, 3), width=32, depth=2), (2, 2, 3)),
     "kitchen-sink-rank3": (lambda: KitchenSink(), (4, 4, 4)),
     "mlp-rank4": (lambda: MLPBackbone((1, 2, 2, 2), width=32, depth=2), (1, 2, 2, 2)),
+    "in-place-residual": (lambda: InPlaceResidual(), (6,)),
 }
 
 
@@ -244,6 +259,9 @@ ELEMENTWISE = {
     "add alpha": lambda a, b, m: a.add(b, alpha=-0.3),
     "torch.sub alpha, plain first": lambda a, b, m: torch.sub(m, b, alpha=2.0),
     "bf16 dual+float32": lambda a, b, m: a.bfloat16() + m,
+    # an output must not share its input's tangent: an in-place op on it would change the input's too
+    "dual+tensor, then in place": lambda a, b, m: (lambda y: (y.mul_(3.0), y.add_(b), a * 1.0 + y)[-1])(a + m),
+    "dual-scalar, then in place": lambda a, b, m: (lambda y: (y.relu_(), a + y)[-1])(a - 0.5),
     "interpolate nearest": lambda a, b, m: F.interpolate(a[None], scale_factor=2, mode="nearest")[0],
     "interpolate linear": lambda a, b, m: F.interpolate(a[None], size=9, mode="linear", align_corners=False)[0],
     "interpolate bilinear": lambda a, b, m: F.interpolate(a[None, None], scale_factor=1.5, mode="bilinear")[0, 0],
