@@ -121,8 +121,9 @@ def jvp_on_rows(
 
     * ``forward_ad``, ``forward_ad_plain`` (without the float32 split below): a plain forward of the
       other rows and a dual pass of the selected rows, both carrying the gradient (their outputs are
-      put back in batch order): forward + tangent of the k rows only; the dual pass's graph is
-      backpropagated on its own (:mod:`mfkit.core.branch_backward`). Under DistributedDataParallel the
+      put back in batch order): forward + tangent of the k rows only; for backbones of 4M weights or
+      more, outside distributed runs, the dual pass's graph is backpropagated on its own
+      (:mod:`mfkit.core.branch_backward`). Under DistributedDataParallel the
       plain forward goes through the wrapper and the dual pass through the module inside it; both
       gradients reach each parameter's accumulator before DDP's hook reduces it, so this is exact with
       DDP's default settings. With ``find_unused_parameters`` or ``static_graph`` (whose output

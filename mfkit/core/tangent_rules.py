@@ -8,13 +8,14 @@ heavy functional ops while dual tensors are live and splits each call in two:
 * the primal output is computed by the ordinary op, with normal autograd (and any fused kernel);
 * the tangent is computed under ``torch.no_grad`` from the op's analytic JVP.
 
-Covered ops: linear, conv1d/2d/3d, conv_transpose1d/2d/3d, interpolate, layer_norm, group_norm, rms_norm, silu, gelu,
-relu, elementwise products and sums (``a * b``, ``a + b``, ``a - b``), scaled_dot_product_attention (primal with any kernel; tangent
-blockwise over keys with an online softmax for large attention, :mod:`mfkit.core.attention`, or by the
-math formula below) and ``nn.MultiheadAttention``'s functional forward in its common configuration.
-Because the interception works on ``torch.nn.functional`` calls, any backbone built from plain
-``torch.nn`` layers benefits, third-party ones included. Any other op, or an op whose parameters carry
-tangents themselves, falls through to PyTorch's own rule, so results never change, only speed.
+Covered ops: linear, conv1d/2d/3d, conv_transpose1d/2d/3d, interpolate, layer_norm, group_norm,
+rms_norm, silu, gelu, relu, elementwise products and sums (``a * b``, ``a + b``, ``a - b``),
+scaled_dot_product_attention (primal with any kernel; tangent blockwise over keys with an online softmax
+for large attention, :mod:`mfkit.core.attention`, or by the math formula below) and
+``nn.MultiheadAttention``'s functional forward in its common configuration. Because the interception
+works on ``torch.nn.functional`` calls, any backbone built from plain ``torch.nn`` layers benefits,
+third-party ones included. Any other op, or an op whose parameters carry tangents themselves, falls
+through to PyTorch's own rule, so results never change, only speed.
 
 Tangents produced here carry no gradient: use this only for stop-gradient JVPs.
 """
@@ -264,12 +265,9 @@ def _add(func, args, kwargs):
     (ap, at), (bp, bt) = _split(args[0]), _split(args[1])
     yp = func(ap, bp, **kwargs)
     with torch.no_grad():
-        if bt is not None:
-            alpha = kwargs.get("alpha", 1)
-            if func in (torch.sub, torch.Tensor.sub):
-                alpha = -alpha
-            bt = bt if alpha == 1 else bt * alpha
-        yt = bt if at is None else at if bt is None else at + bt
+        alpha = kwargs.get("alpha", 1) * (-1 if func in (torch.sub, torch.Tensor.sub) else 1)
+        scaled = bt if bt is None or alpha == 1 else bt * alpha
+        yt = scaled if at is None else at if bt is None else at + scaled
         if yt is at or yt is bt or yt.shape != yp.shape:
             # a fresh tensor in the sum's layout: an input's own tangent, given as the output's, would be
             # changed by any later in-place op on either (PyTorch's rule never shares it either)
