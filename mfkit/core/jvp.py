@@ -162,8 +162,7 @@ def jvp_on_rows(
             rest = rest.nonzero().flatten()
             u_rest = call_model(model, z[rest], r[rest], t[rest], take_rows(cond, rest, batch))
             u_rows, du = pair(inner, *picked)
-            if inner is model:  # not under DDP, whose hooks must see both contributions at once
-                u_rows = detach_branch(u_rows, picked, inner)
+            u_rows = detach_branch(u_rows, picked, inner)  # never in a distributed run (DDP, FSDP, ...)
             order = torch.empty(batch, dtype=torch.long, device=z.device)
             order[torch.cat([index, rest])] = torch.arange(batch, device=z.device)
             return torch.cat([u_rows, u_rest]).index_select(0, order), du

@@ -35,10 +35,16 @@ Rule = Callable[..., Any]
 _RULES: dict[Callable, Rule] = {}
 
 
-def _rule(*funcs: Callable) -> Callable[[Rule], Rule]:
+#: Ops whose rule applies when either of the first two arguments is dual (a * b or a + b with b dual).
+_EITHER_OPERAND: set[Callable] = set()
+
+
+def _rule(*funcs: Callable, either_operand: bool = False) -> Callable[[Rule], Rule]:
     def register(fn: Rule) -> Rule:
         for f in funcs:
             _RULES[f] = fn
+            if either_operand:
+                _EITHER_OPERAND.add(f)
         return fn
 
     return register
@@ -242,7 +248,7 @@ _RULES[torch.relu] = _RULES[F.relu]
 
 
 # ---------------------------------------------------------------- products
-@_rule(torch.mul, torch.Tensor.mul)
+@_rule(torch.mul, torch.Tensor.mul, either_operand=True)
 def _mul(func, args, kwargs):
     """(a b)_t = a_t b + a b_t, for ``a * b`` with either factor dual (broadcasting as the product does).
 
@@ -260,7 +266,7 @@ def _mul(func, args, kwargs):
     return _dual(yp, yt)
 
 
-@_rule(torch.add, torch.Tensor.add, torch.sub, torch.Tensor.sub)
+@_rule(torch.add, torch.Tensor.add, torch.sub, torch.Tensor.sub, either_operand=True)
 def _add(func, args, kwargs):
     """(a + alpha b)_t = a_t + alpha b_t (minus for sub), broadcast to the sum's shape. PyTorch's own rule
     for a sum with one plain operand runs through Python decompositions (about 0.2 ms a call on a CPU):
@@ -438,7 +444,7 @@ class FastTangents(TorchFunctionMode):
         rule = _RULES.get(func)
         if func is F.scaled_dot_product_attention:
             probe = _any_tangent(args, kwargs)
-        elif func in _EITHER_FACTOR:
+        elif func in _EITHER_OPERAND:
             probe = next((a for a in args[:2] if _has_tangent(a)), None)
         else:
             probe = args[0] if args else None
@@ -470,10 +476,6 @@ class SavedTensorHooksProbe(TorchFunctionMode):
 def saved_tensor_hooks():
     """The innermost active saved-tensor hooks (pack, unpack), or None."""
     return torch._C._autograd._top_saved_tensors_default_hooks(False)
-
-
-#: Ops whose rule applies when either of the first two arguments is dual (a * b or a + b with b dual).
-_EITHER_FACTOR = frozenset({torch.mul, torch.Tensor.mul, torch.add, torch.Tensor.add, torch.sub, torch.Tensor.sub})
 
 
 def _any_tangent(args, kwargs):

@@ -249,17 +249,6 @@ def test_backward_over_two_groups_of_inputs(monkeypatch):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
 
 
-@pytest.fixture
-def process_group(tmp_path):
-    import torch.distributed as dist
-
-    if not dist.is_available():
-        pytest.skip("torch.distributed is not available")
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
-
-
 def test_never_in_a_distributed_run_however_the_model_is_wrapped(process_group, monkeypatch):
     """A Lightning-style training module wrapped in DDP calls the objective with the bare backbone: the
     join cannot see the wrapper, so a process group alone switches it off."""

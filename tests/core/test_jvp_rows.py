@@ -419,15 +419,6 @@ def test_compiled_backbone():
         assert_same(out, ref_out, grads, ref_grads, 1e-5, 1e-6)
 
 
-@pytest.fixture
-def process_group(tmp_path):
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
-
-
 @pytest.mark.parametrize("share", [0.25, 0.75, 1.0])
 @pytest.mark.parametrize("find_unused", [False, True])
 @pytest.mark.parametrize("backend", ["forward_ad", "nograd"])
