@@ -119,6 +119,7 @@ def step_function(name: str, model, x, cond, args):
         optimizer.step()
 
     step.held = lambda: held_bytes(model, optimizer, x)
+    step.clear = lambda: optimizer.zero_grad(set_to_none=True)
     return step
 
 
@@ -147,6 +148,19 @@ def cpu_tensor_peak_mib(step) -> float:
     return (held + peak) / 2**20
 
 
+def cuda_tensor_peak_mib(step) -> float:
+    """Peak MiB of one ``step()`` on CUDA, counted as :func:`cpu_tensor_peak_mib` counts it: what is held
+    between steps plus the most allocated above that during the step (other configurations' tensors in
+    the same process are in both readings and cancel)."""
+    step.clear()
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    return (step.held() + torch.cuda.max_memory_allocated() - before) / 2**20
+
+
 def interleaved(names: list[str], args) -> list[dict]:
     """Every configuration in this one process, one step of each in turn, each on its own copy of the
     same initial network. On a CPU each step is timed by this thread's CPU time (``time.thread_time``),
@@ -170,8 +184,12 @@ def interleaved(names: list[str], args) -> list[dict]:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times[name].append(clock() - start)
-    peaks = {name: cpu_tensor_peak_mib(step) if device.type == "cpu" and not args.rss else float("nan")
-             for name, step in steps.items()}
+    def peak(step) -> float:
+        if device.type == "cuda":
+            return cuda_tensor_peak_mib(step)
+        return cpu_tensor_peak_mib(step) if device.type == "cpu" and not args.rss else float("nan")
+
+    peaks = {name: peak(step) for name, step in steps.items()}
     return [{"config": name, "median_ms": 1e3 * statistics.median(times[name]), "peak_mib": peaks[name]}
             for name in names]
 

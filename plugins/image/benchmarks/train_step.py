@@ -3,10 +3,14 @@
     OMP_NUM_THREADS=1 python plugins/image/benchmarks/train_step.py                     # small U-Net and DiT, CPU
     python plugins/image/benchmarks/train_step.py --device cuda --shape 3,32,32 --batch 128 \
         --unet '{}' --dit '{"preset": "B/4"}'                                          # paper sizes on a GPU
+    python plugins/image/benchmarks/train_step.py --device cuda --dtype bf16 --shape 4,32,32 --batch 256 \
+        --backbones dit --dit '{"preset": "B/4"}' --objectives forward_ad,forward_ad@all   # ImageNet latents
 
-A step is zero_grad + objective + backward + Adam step on one fixed batch. Reports the median seconds
-of ``--repeats`` steps (after ``--warmup``), the ratio to flow matching, and on CUDA the peak memory
-ratio. Backends: forward_ad (default), forward_ad_plain, nograd, finite_difference.
+A step is zero_grad + objective (under bf16 autocast with ``--dtype bf16``) + backward + Adam step on one
+fixed batch. Reports the median seconds of ``--repeats`` steps (after ``--warmup``), the ratio to flow
+matching, and on CUDA the peak memory ratio. MeanFlow objectives are named by JVP backend: forward_ad
+(default), forward_ad_plain, nograd, finite_difference; ``@all`` gives every row a JVP (``jvp_rows: all``,
+the cost before the JVP was restricted to the r != t rows).
 """
 from __future__ import annotations
 
@@ -25,8 +29,9 @@ from mfkit_image.backbones.unet import SPEC as UNET
 BACKENDS = ["forward_ad", "forward_ad_plain", "nograd", "finite_difference"]
 
 
-def step_time(model, objective, x, labels, repeats: int, warmup: int, device) -> tuple[float, float]:
+def step_time(model, objective, x, labels, repeats: int, warmup: int, device, dtype: str = "fp32") -> tuple[float, float]:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
     times = []
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -35,7 +40,9 @@ def step_time(model, objective, x, labels, repeats: int, warmup: int, device) ->
             torch.cuda.synchronize(device)
         began = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        objective(model, x, labels).loss.backward()
+        with autocast:
+            loss = objective(model, x, labels).loss
+        loss.backward()
         optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -55,6 +62,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--backbones", default="unet,dit", help="comma separated: unet, dit")
+    parser.add_argument("--objectives", default=",".join(BACKENDS),
+                        help="MeanFlow JVP backends, comma separated, each optionally with @all or @r_neq_t")
     args = parser.parse_args()
     device = torch.device(args.device)
     shape = tuple(int(v) for v in args.shape.split(","))
@@ -65,14 +76,20 @@ def main() -> None:
     memory = device.type == "cuda"
     print("| backbone | objective | s / step | x flow matching |" + (" peak MB | x flow matching |" if memory else "")
           + "\n|---|---|---|---|" + ("---|---|" if memory else ""))
+    chosen = args.backbones.split(",")
     for name, spec, params in (("unet", UNET, args.unet), ("dit", DIT, args.dit)):
+        if name not in chosen:
+            continue
         model = spec.build(spec.params_model(**json.loads(params)), info, None).to(device)
-        base, base_peak = step_time(model, mfkit.FlowMatching(), x, labels, args.repeats, args.warmup, device)
+        base, base_peak = step_time(model, mfkit.FlowMatching(), x, labels, args.repeats, args.warmup, device,
+                                    args.dtype)
         print(f"| {name} | flow matching | {base:.3f} | 1.00 |" + (f" {base_peak:.0f} | 1.00 |" if memory else ""),
               flush=True)
-        for backend in BACKENDS:
-            seconds, peak = step_time(model, mfkit.MeanFlow(jvp_backend=backend), x, labels, args.repeats,
-                                      args.warmup, device)
+        for backend in args.objectives.split(","):
+            backend, _, rows = backend.partition("@")
+            objective = mfkit.MeanFlow(jvp_backend=backend, **({"jvp_rows": rows} if rows else {}))
+            seconds, peak = step_time(model, objective, x, labels, args.repeats, args.warmup, device, args.dtype)
+            backend += f"@{rows}" if rows else ""
             print(f"| {name} | MeanFlow {backend} | {seconds:.3f} | {seconds / base:.2f} |"
                   + (f" {peak:.0f} | {peak / base_peak:.2f} |" if memory else ""), flush=True)
 

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Every CUDA check and GPU benchmark of mfkit in one run (about 5 minutes on one H100 / H200), for a
+# session that is lent a GPU for a short time. Run from the repository root on a CUDA machine with
+# mfkit and the plugins importable (pip install -e . -e plugins/image -e plugins/audio -e plugins/points):
+#
+#     bash benchmarks/gpu_session.sh OUTDIR          # logs: OUTDIR/<step>.log, summary on stdout
+#     QUICK=1 bash benchmarks/gpu_session.sh OUTDIR  # fewer steps per timing (a dry run of the script)
+#
+# Each step runs under `timeout` (LIMIT seconds, default 150) and the script goes on after a failure,
+# printing "== <step> rc N" for each, so one broken step costs one step's time, not the session.
+# Order: exactness first (cuda_check: every JVP backend, bf16, a bf16 training run with resume, every
+# attention-tangent path incl. the Triton kernel), then timings: the attention tangent on a DiT-B/4 block,
+# DiT-B/4 training steps on ImageNet-sized latents, the conv + attention net at 256 tokens, the 4 x 1024
+# MLP at the ImageNet r != t share and at every row, every shipped backbone, the CUDA kernel tests, and
+# torch.compile'd flow-matching and MeanFlow steps on the MLP.
+set -u
+out=${1:-gpu-results}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+steps=${QUICK:+3}
+steps=${steps:-20}
+run() {
+    local name=$1
+    shift
+    echo "== $name: $*"
+    timeout "${LIMIT:-150}" "$@" >"$out/$name.log" 2>&1
+    local rc=$?
+    grep -v "^USDT\|^\[W\|UserWarning\|warnings.warn" "$out/$name.log" | tail -n 60
+    echo "== $name rc $rc"
+}
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
+run cuda_check python3 benchmarks/cuda_check.py
+run attention_dit_b4 python3 benchmarks/attention_triton.py --repeats "$steps"
+run attention_1024 python3 benchmarks/attention_triton.py --batch 16 --tokens 1024 --repeats "$steps"
+run dit_b4_bf16 python3 plugins/image/benchmarks/train_step.py --device cuda --dtype bf16 --shape 4,32,32 \
+    --batch 256 --backbones dit --dit '{"preset": "B/4"}' --repeats "$steps" --warmup 3 \
+    --objectives forward_ad,forward_ad@all,forward_ad_plain,nograd
+run dit_b4_fp32 python3 plugins/image/benchmarks/train_step.py --device cuda --shape 4,32,32 \
+    --batch 256 --backbones dit --dit '{"preset": "B/4"}' --repeats "$steps" --warmup 3 \
+    --objectives forward_ad,forward_ad@all
+run unet_cifar_bf16 python3 plugins/image/benchmarks/train_step.py --device cuda --dtype bf16 --shape 3,32,32 \
+    --batch 128 --backbones unet --unet '{}' --repeats "$steps" --warmup 3 --objectives forward_ad,forward_ad@all
+run conv256 python3 benchmarks/train_step.py --device cuda --backbone conv --width 64 --depth 2 --batch 32 \
+    --image 16 --interleaved --steps "$steps" --configs flow_matching,forward_ad,forward_ad@all
+run mlp_share025 python3 benchmarks/train_step.py --device cuda --interleaved --steps "$steps" \
+    --configs flow_matching,forward_ad,forward_ad@all
+run mlp_share025_bf16 python3 benchmarks/train_step.py --device cuda --dtype bf16 --interleaved --steps "$steps" \
+    --configs flow_matching,forward_ad,forward_ad@all
+run shipped_bf16 python3 benchmarks/train_step.py --device cuda --dtype bf16 --shipped --interleaved \
+    --steps "$steps" --configs flow_matching,forward_ad,forward_ad@all
+run cuda_tests python3 -m pytest -q -p no:cacheprovider tests/core/test_attention_triton.py \
+    tests/core/test_attention_tangent.py
+run mlp_compile python3 benchmarks/train_step.py --device cuda --interleaved --steps "$steps" --compile \
+    --configs flow_matching,forward_ad
