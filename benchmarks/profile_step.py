@@ -1,0 +1,62 @@
+"""Profile one MeanFlow training step of an image backbone (top ops by device and CPU time).
+
+    python benchmarks/profile_step.py --device cuda --dtype bf16 --backbone dit --params '{"preset": "B/4"}' --shape 4,32,32 --batch 256
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import mfkit
+from mfkit.plugins import DataInfo
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32")
+    parser.add_argument("--backbone", default="dit")
+    parser.add_argument("--params", default='{"preset": "tiny/2"}')
+    parser.add_argument("--shape", default="1,8,8")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--objective", default="forward_ad@all")
+    parser.add_argument("--rows", type=int, default=25)
+    args = parser.parse_args()
+    from mfkit_image.backbones.dit import SPEC as DIT
+    from mfkit_image.backbones.unet import SPEC as UNET
+    spec = {"dit": DIT, "unet": UNET}[args.backbone]
+    device = torch.device(args.device)
+    shape = tuple(int(v) for v in args.shape.split(","))
+    model = spec.build(spec.params_model(**json.loads(args.params)), DataInfo(shape, 10), None).to(device)
+    x = torch.randn(args.batch, *shape, device=device)
+    labels = torch.randint(0, 10, (args.batch,), device=device)
+    if args.objective == "flow_matching":
+        objective = mfkit.FlowMatching()
+    else:
+        backend, _, rows = args.objective.partition("@")
+        objective = mfkit.MeanFlow(jvp_backend=backend, **({"jvp_rows": rows} if rows else {}))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
+
+    def step():
+        with autocast:
+            loss = objective(model, x, labels).loss
+        loss.backward()
+
+    for _ in range(3):
+        step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"{args.backbone} {args.params} {args.objective} {args.dtype} batch {args.batch}")
+    print(prof.key_averages().table(sort_by=key, row_limit=args.rows,
+                                    max_name_column_width=60))
+
+
+if __name__ == "__main__":
+    main()
