@@ -2,12 +2,14 @@
 
     python benchmarks/attention_triton.py                     # DiT-B/4 block: batch 64, 12 heads, 256 tokens, dim 64
     python benchmarks/attention_triton.py --batch 16 --tokens 1024 --dtype float16
+    python benchmarks/attention_triton.py --dtype float32 [--tf32]   # float32 (as jvp_precision fp32 / tf32 run it)
     python benchmarks/attention_triton.py --smoke             # no GPU: a tiny run in Triton's interpreter (CPU)
 
 DiT-B/4 on 256x256 images sees 32x32 latents in 4x4 patches: 256 tokens, 12 heads of 64. Rows (self-
 attention, tangents on q, k and v, as in a MeanFlow JVP):
 
-- ``flash primal``: ``F.scaled_dot_product_attention`` on the flash kernel, O alone, for scale;
+- ``flash primal``: ``F.scaled_dot_product_attention`` on the flash kernel (memory-efficient attention
+  for float32, which flash does not take), O alone, for scale;
 - ``triton O + O_t``: :func:`mfkit.core.attention_triton.triton_attention_jvp`, both from one launch;
 - ``flash O, triton O_t``: what mfkit's fast rule does per attention call on CUDA: the flash primal
   (it carries the gradient), then the kernel for the tangent given O;
@@ -71,7 +73,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="tiny interpreted run on CPU (checks the script)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="float32 products on TF32 tensor cores (torch.set_float32_matmul_precision('high'), "
+                             "which the kernel follows), as under jvp_precision tf32")
     args = parser.parse_args()
+    if args.tf32:
+        torch.set_float32_matmul_precision("high")
     if args.smoke and os.environ.get("TRITON_INTERPRET") != "1":
         env = {**os.environ, "TRITON_INTERPRET": "1"}  # must be set before triton is imported
         raise SystemExit(subprocess.run([sys.executable, *sys.argv], env=env).returncode)
@@ -96,8 +103,8 @@ def main() -> None:
     with torch.no_grad():
         reference = attention_tangent(*(x.double() for x in (q, k, v, qt, kt, vt)))
 
-    def flash() -> torch.Tensor:
-        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+    def flash() -> torch.Tensor:  # flash attention; memory-efficient attention for float32 (no flash kernel)
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
             return F.scaled_dot_product_attention(q, k, v)
 
     def triton_both() -> torch.Tensor:
@@ -117,7 +124,7 @@ def main() -> None:
             ("flash O, blockwise O_t", flash_then_blockwise), ("math jvp", math_jvp)]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU, Triton interpreter (smoke)"
     print(f"attention tangent, batch {args.batch}, {args.heads} heads, {args.tokens} tokens, head dim {args.dim}, "
-          f"{args.dtype}, {name}, median of {args.repeats}\n")
+          f"{args.dtype}{' (TF32 products)' if args.tf32 else ''}, {name}, median of {args.repeats}\n")
     print("| path | ms | x flash primal | peak MiB | O_t rel. error vs float64 |")
     print("|---|---|---|---|---|")
     flash_ms = None

@@ -10,7 +10,11 @@ Checks, printing one line each and exiting non-zero on the first failure:
    finite loss, and its checkpoint resumes;
 4. every attention-tangent path (math, blockwise and, on CUDA with triton installed, the fused Triton
    kernel) agrees with the math formula in float64, in fp32 and bf16, with a mask, causal masking and
-   grouped heads; and which path "auto" picks there.
+   grouped heads; and which path "auto" picks there;
+5. under bf16 autocast, the tangent's error against float64 with each jvp_precision (fp32, tf32,
+   autocast) on a wider conv + attention net, and PyTorch's float32 matmul precision restored after.
+
+``--checks precisions,attention`` runs a subset (names: attention, backends, bf16, training, precisions).
 """
 from __future__ import annotations
 
@@ -125,18 +129,51 @@ def check_attention_paths(device) -> None:
         attention.MODE = saved
 
 
+def check_precisions(device) -> None:
+    """Tangent error against float64 under bf16 autocast for each jvp_precision (limits: fp32 1e-4,
+    tf32 1e-2, autocast 5e-2), on a conv + attention net of width 64 (matrix products over 64-256 terms)."""
+    sys.path.insert(0, __file__.rsplit("/", 1)[0])
+    from train_step import ConvAttentionNet
+
+    torch.manual_seed(0)
+    model = ConvAttentionNet(width=64, blocks=2, heads=4).to(device)
+    g = torch.Generator(device).manual_seed(0)
+    z, v = (torch.randn(8, 3, 16, 16, device=device, generator=g) for _ in range(2))
+    t = torch.rand(8, device=device, generator=g) * 0.5 + 0.5
+    r = t * torch.rand(8, device=device, generator=g)
+    tangents = (v, torch.zeros_like(r), torch.ones_like(t))
+    double = ConvAttentionNet(width=64, blocks=2, heads=4).to(device).double()
+    double.load_state_dict(model.state_dict())
+    _, exact = mfkit.jvp(double, z.double(), r.double(), t.double(), tuple(x.double() for x in tangents))
+    saved = torch.get_float32_matmul_precision()
+    failed = False
+    for precision, limit in (("fp32", 1e-4), ("tf32", 1e-2), ("autocast", 5e-2)):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            _, du = mfkit.jvp(model, z, r, t, tangents, precision=precision)
+        error = ((du.double() - exact).abs().max() / exact.abs().max()).item()
+        ok = error < limit and torch.get_float32_matmul_precision() == saved
+        print(f"[{'ok' if ok else 'FAIL'}] {device.type} bf16 autocast, jvp_precision {precision}: tangent relative "
+              f"error {error:.2e} against float64 (limit {limit:g}), {du.dtype}")
+        failed = failed or not ok
+    if failed:
+        raise SystemExit(1)
+
+
+CHECKS = {"attention": check_attention_paths, "backends": check_backends, "bf16": check_bf16,
+          "training": check_training, "precisions": check_precisions}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--checks", default=",".join(CHECKS), help="comma separated: " + ", ".join(CHECKS))
     args = parser.parse_args()
     name = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
     device = torch.device(name)
     print(f"torch {torch.__version__}, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
-    check_attention_paths(device)
-    check_backends(device)
-    check_bf16(device)
-    check_training(device)
+    for name in args.checks.split(","):
+        CHECKS[name](device)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 #
 #     bash benchmarks/gpu_session.sh OUTDIR          # logs: OUTDIR/<step>.log, summary on stdout
 #     QUICK=1 bash benchmarks/gpu_session.sh OUTDIR  # fewer steps per timing (a dry run of the script)
+#     ONLY="dit_b4_precisions attention_fp32" bash benchmarks/gpu_session.sh OUTDIR   # some steps only
 #
 # Each step runs under `timeout` (LIMIT seconds, default 150) and the script goes on after a failure,
 # printing "== <step> rc N" for each, so one broken step costs one step's time, not the session.
@@ -22,6 +23,9 @@ steps=${steps:-20}
 run() {
     local name=$1
     shift
+    if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then
+        return
+    fi
     echo "== $name: $*"
     timeout "${LIMIT:-150}" "$@" >"$out/$name.log" 2>&1
     local rc=$?
@@ -31,11 +35,20 @@ run() {
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
 run cuda_check python3 benchmarks/cuda_check.py
+run precisions python3 benchmarks/cuda_check.py --checks precisions
 run attention_dit_b4 python3 benchmarks/attention_triton.py --repeats "$steps"
 run attention_1024 python3 benchmarks/attention_triton.py --batch 16 --tokens 1024 --repeats "$steps"
 run dit_b4_bf16 python3 plugins/image/benchmarks/train_step.py --device cuda --dtype bf16 --shape 4,32,32 \
     --batch 256 --backbones dit --dit '{"preset": "B/4"}' --repeats "$steps" --warmup 3 \
     --objectives forward_ad,forward_ad@all,forward_ad_plain,nograd
+run dit_b4_precisions python3 plugins/image/benchmarks/train_step.py --device cuda --dtype bf16 --shape 4,32,32 \
+    --batch 256 --backbones dit --dit '{"preset": "B/4"}' --repeats "$steps" --warmup 3 \
+    --objectives forward_ad,forward_ad@all --precisions fp32,tf32,autocast
+run attention_fp32 python3 benchmarks/attention_triton.py --batch 256 --dtype float32 --repeats "$steps"
+run attention_tf32 python3 benchmarks/attention_triton.py --batch 256 --dtype float32 --tf32 --repeats "$steps"
+run unet_precisions python3 plugins/image/benchmarks/train_step.py --device cuda --dtype bf16 --shape 3,32,32 \
+    --batch 128 --backbones unet --unet '{}' --repeats "$steps" --warmup 3 --objectives forward_ad \
+    --precisions fp32,tf32,autocast
 run dit_b4_fp32 python3 plugins/image/benchmarks/train_step.py --device cuda --shape 4,32,32 \
     --batch 256 --backbones dit --dit '{"preset": "B/4"}' --repeats "$steps" --warmup 3 \
     --objectives forward_ad,forward_ad@all

@@ -13,7 +13,9 @@ and head, and walks the keys in blocks of ``BLOCK_N``. Per query row it keeps, i
 rescaling all of them by exp(m_old - m_new) when a block raises the maximum. At the end
 O = a / l and O_t = b / l - O c / l. Rows whose keys are all masked (l = 0) get O = O_t = 0, as
 PyTorch's math kernel gives. The products q k^T, q_t k^T, q k_t^T, e v, (e d) v and e v_t are
-``tl.dot`` on tiles in the input dtype with float32 accumulation ("ieee": no TF32 for float32 inputs);
+``tl.dot`` on tiles in the input dtype with float32 accumulation; float32 inputs follow PyTorch's float32
+matmul precision (``torch.get_float32_matmul_precision()``): exact ("ieee") at its default "highest",
+on TF32 tensor cores otherwise (:func:`mfkit.core.attention.float32_on_tf32`; mfkit's ``jvp_precision: tf32`` sets "high");
 e and e d are rounded to the value dtype before their products, as flash attention does.
 
 Supported (anything else: :func:`unsupported_reason` says why, and :mod:`mfkit.core.attention`
@@ -47,6 +49,8 @@ import torch
 import triton
 import triton.language as tl
 
+from mfkit.core.attention import float32_on_tf32
+
 _LOG2E = 1.4426950408889634
 #: dtypes the kernel takes (all of q, k, v, their tangents and ``out`` must share one).
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -56,11 +60,14 @@ _MASK_NONE, _MASK_BOOL, _MASK_ADDITIVE = 0, 1, 2
 
 
 @triton.jit
-def _dot(a, b, UPCAST: tl.constexpr):
-    """a @ b with float32 accumulation; operands converted to float32 first when UPCAST (interpreter)."""
+def _dot(a, b, UPCAST: tl.constexpr, TF32: tl.constexpr):
+    """a @ b with float32 accumulation; operands converted to float32 first when UPCAST (interpreter);
+    float32 operands on TF32 tensor cores when TF32, else exactly ("ieee")."""
     if UPCAST:
         a = a.to(tl.float32)
         b = b.to(tl.float32)
+    if TF32:
+        return tl.dot(a, b, input_precision="tf32")
     return tl.dot(a, b, input_precision="ieee")
 
 
@@ -73,7 +80,7 @@ def _attention_jvp_kernel(
         s_mb, s_mh, s_ml, s_mn, s_ib, s_ih, s_il, s_id, s_ob, s_oh, s_ol, s_od,
         heads, group, length, source, dim, dim_v, scale, qk_scale,
         HAS_QT: tl.constexpr, HAS_KT: tl.constexpr, HAS_VT: tl.constexpr, HAS_OUT: tl.constexpr,
-        MASK_KIND: tl.constexpr, IS_CAUSAL: tl.constexpr, UPCAST_DOTS: tl.constexpr,
+        MASK_KIND: tl.constexpr, IS_CAUSAL: tl.constexpr, UPCAST_DOTS: tl.constexpr, TF32_DOTS: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr):
     """Program (query block, batch * head): O and O_t for BLOCK_M rows, one pass over the keys."""
     pid_m = tl.program_id(0)
@@ -113,7 +120,7 @@ def _attention_jvp_kernel(
                        mask=kt_mask, other=0.0)  # (BLOCK_D, BLOCK_N): k transposed
         v = tl.load(V + b * s_vb + hk * s_vh + keys[:, None] * s_vn + feats_v[None, :] * s_vd, mask=v_mask, other=0.0)
 
-        s = _dot(q, k_tr, UPCAST_DOTS) * qk_scale  # scale * log2(e) * q k^T
+        s = _dot(q, k_tr, UPCAST_DOTS, TF32_DOTS) * qk_scale  # scale * log2(e) * q k^T
         valid = (rows[:, None] >= 0) & key_ok[None, :]  # (BLOCK_M, BLOCK_N)
         if IS_CAUSAL:
             valid = valid & (keys[None, :] <= rows[:, None])
@@ -136,20 +143,20 @@ def _attention_jvp_kernel(
         if HAS_QT or HAS_KT:
             d = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
             if HAS_QT:
-                d += _dot(qt, k_tr, UPCAST_DOTS)
+                d += _dot(qt, k_tr, UPCAST_DOTS, TF32_DOTS)
             if HAS_KT:
                 kt_tr = tl.load(KT + b * s_ktb + hk * s_kth + keys[None, :] * s_ktn + feats[:, None] * s_ktd,
                                 mask=kt_mask, other=0.0)
-                d += _dot(q, kt_tr, UPCAST_DOTS)
+                d += _dot(q, kt_tr, UPCAST_DOTS, TF32_DOTS)
             ed = e * (d * scale)  # e_j d_j
             c_i = c_i * alpha + tl.sum(ed, 1)
-            acc_t += _dot(ed.to(v.dtype), v, UPCAST_DOTS)
+            acc_t += _dot(ed.to(v.dtype), v, UPCAST_DOTS, TF32_DOTS)
         if HAS_VT:
             vt = tl.load(VT + b * s_vtb + hk * s_vth + keys[:, None] * s_vtn + feats_v[None, :] * s_vtd,
                          mask=v_mask, other=0.0)
-            acc_t += _dot(e.to(vt.dtype), vt, UPCAST_DOTS)
+            acc_t += _dot(e.to(vt.dtype), vt, UPCAST_DOTS, TF32_DOTS)
         if not HAS_OUT:
-            acc_o = acc_o * alpha[:, None] + _dot(e.to(v.dtype), v, UPCAST_DOTS)
+            acc_o = acc_o * alpha[:, None] + _dot(e.to(v.dtype), v, UPCAST_DOTS, TF32_DOTS)
         m_i = m_new
 
     seen = l_i > 0  # l = 0: every key of the row masked
@@ -278,7 +285,7 @@ def triton_attention_jvp(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qt: 
             *mask_strides, *(out4 if out4 is not None else ot).stride(), *ot.stride(),
             heads, heads // kv_heads, length, source, dim, dim_v, scale, scale * _LOG2E,
             HAS_QT=qt is not None, HAS_KT=kt is not None, HAS_VT=vt is not None, HAS_OUT=out is not None,
-            MASK_KIND=mask_kind, IS_CAUSAL=bool(is_causal), UPCAST_DOTS=interpreting(),
+            MASK_KIND=mask_kind, IS_CAUSAL=bool(is_causal), UPCAST_DOTS=interpreting(), TF32_DOTS=float32_on_tf32(q),
             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DV=block_dv,
             num_warps=4 if max(block_m, block_n) <= 64 else 8, num_stages=2)
     if out is not None:

@@ -23,9 +23,13 @@ Backends (select by name):
 Precision (``precision=``): ``"fp32"`` (default) computes the JVP with autocast switched off, so under
 bf16/fp16 autocast the tangent (and, for finite differences, both outputs that are subtracted) are
 float32, while the forward that carries the loss's gradient still runs under autocast: one extra
-no-grad forward under autocast, none without it. ``"autocast"`` runs the JVP under the ambient autocast
-(one pass, faster, less exact: see docs/concepts.md for measured errors). Without autocast both are the
-same single pass in the dtype of the model and inputs.
+no-grad forward under autocast, none without it. ``"tf32"`` is ``"fp32"`` with the float32 matrix
+products of that pass on CUDA's TF32 tensor cores (PyTorch's float32 matmul precision ``"high"`` for the
+pass; convolutions follow ``torch.backends.cudnn.allow_tf32``, on by default): float32 tensors with a
+10-bit mantissa in the products, several times faster on a GPU, the same as ``"fp32"`` on a CPU.
+``"autocast"`` runs the JVP under the ambient autocast (one pass, faster, less exact: see
+docs/concepts.md for measured errors). Without autocast all three are the same single pass in the dtype
+of the model and inputs.
 
 ``torch.compile``: dual tensors do not survive compiled graphs (a compiled module returns a zero
 tangent), so the forward-mode passes run compiled code eagerly (``torch.compiler.set_stance``); the
@@ -62,7 +66,9 @@ from mfkit.core.tangent_rules import FastTangents, SavedTensorHooksProbe, math_a
 _JIT_WARNING = r"`torch\.jit\.script` is deprecated"
 
 JVP_BACKENDS = ("forward_ad", "forward_ad_plain", "nograd", "finite_difference")
-JVP_PRECISIONS = ("fp32", "autocast")
+JVP_PRECISIONS = ("fp32", "tf32", "autocast")
+#: Precisions that compute the JVP apart, in float32 with autocast off, when autocast is on.
+FLOAT32_JVP = ("fp32", "tf32")
 
 
 class JVPError(RuntimeError):
@@ -91,9 +97,9 @@ def jvp(
     pair, tangent_only = _BACKENDS[backend]
     args = (z, r, t, tuple(dx.to(x.dtype) for x, dx in zip((z, r, t), tangents)), cond, fd_step)
     with _explained(model, backend, lambda: pair(model, *args)), _quiet_jit_warning():
-        fp32_split = precision == "fp32" and torch.is_autocast_enabled(z.device.type)
+        fp32_split = precision in FLOAT32_JVP and torch.is_autocast_enabled(z.device.type)
         if fp32_split or (backend in _DUAL_BACKENDS and _ddp_sink(model)):
-            du = _tangent_apart(tangent_only, without_wrapper(model), args, fp32_split)
+            du = _tangent_apart(tangent_only, without_wrapper(model), args, fp32_split and precision)
             return call_model(model, z, r, t, cond), du
         return pair(model, *args)
 
@@ -153,7 +159,7 @@ def jvp_on_rows(
               fd_step)
     pair, tangent_only = _BACKENDS[backend]
     inner = without_wrapper(model)
-    fp32_split = precision == "fp32" and torch.is_autocast_enabled(z.device.type)
+    fp32_split = precision in FLOAT32_JVP and torch.is_autocast_enabled(z.device.type)
     forward_mode = backend in _DUAL_BACKENDS and not fp32_split
     with _explained(model, backend, lambda: pair(inner, *picked)), _quiet_jit_warning():
         if forward_mode and not _ddp_sink(model):
@@ -171,7 +177,7 @@ def jvp_on_rows(
                 shifted = _shifted(inner, *picked)
             u = call_model(model, z, r, t, cond)
             return u, (shifted - u.detach()[index]) / fd_step
-        du = _tangent_apart(tangent_only, inner, picked, fp32_split)
+        du = _tangent_apart(tangent_only, inner, picked, fp32_split and precision)
         return call_model(model, z, r, t, cond), du
 
 
@@ -279,6 +285,33 @@ def autocast_off(device: torch.device):
 
 
 @contextlib.contextmanager
+def tf32_matmul(device: torch.device):
+    """On CUDA, float32 matrix products on TF32 tensor cores (``torch.set_float32_matmul_precision("high")``)
+    for the duration, restoring the caller's setting after; elsewhere nothing changes."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high" if saved == "highest" else saved)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(saved)
+
+
+@contextlib.contextmanager
+def float32_pass(precision: str, device: torch.device):
+    """A no-grad network pass of the given JVP precision: autocast off for "fp32" and "tf32" (with TF32
+    matrix products on CUDA for "tf32"); the ambient autocast for "autocast"."""
+    with contextlib.ExitStack() as stack:
+        if precision in FLOAT32_JVP:
+            stack.enter_context(autocast_off(device))
+        if precision == "tf32":
+            stack.enter_context(tf32_matmul(device))
+        yield
+
+
+@contextlib.contextmanager
 def _jvp_safe() -> Iterator[None]:
     """Run compiled code eagerly (compiled graphs drop forward-mode tangents) and keep
     nn.MultiheadAttention / TransformerEncoder off their fused inference fast path (no forward AD)."""
@@ -327,14 +360,15 @@ def _is_forward_mode_failure(error: BaseException) -> bool:
     return any(hint in text for hint in _FORWARD_MODE_HINTS)
 
 
-def _tangent_apart(tangent_only, model, args: tuple, fp32_split: bool) -> torch.Tensor:
-    """The tangent from a no-grad pass that replays the gradient forward's randomness (in float32 with
-    autocast off when ``fp32_split``); the caller runs the ordinary forward for u."""
+def _tangent_apart(tangent_only, model, args: tuple, float32: str | bool) -> torch.Tensor:
+    """The tangent from a no-grad pass that replays the gradient forward's randomness; the caller runs
+    the ordinary forward for u. ``float32``: False (the ambient autocast), "fp32" (float32, autocast off)
+    or "tf32" (the same with TF32 matrix products on CUDA)."""
     device = args[0].device
     with contextlib.ExitStack() as stack:
         stack.enter_context(replayed_randomness(device))
-        if fp32_split:
-            stack.enter_context(autocast_off(device))
+        if float32:
+            stack.enter_context(float32_pass(float32, device))
         stack.enter_context(torch.no_grad())
         return tangent_only(model, *args)
 

@@ -42,7 +42,7 @@ from mfkit.core.broadcast import expand_like, sum_non_batch
 from mfkit.core.calling import call_model, without_wrapper
 from mfkit.core.conditions import ConditionOps, LabelConditions, batch_size_of
 from mfkit.core.coupling import COUPLINGS, SET_COUPLINGS, align_sets, couple
-from mfkit.core.jvp import JVP_BACKENDS, JVP_PRECISIONS, JVPError, autocast_off, jvp, jvp_on_rows
+from mfkit.core.jvp import JVP_BACKENDS, JVP_PRECISIONS, JVPError, autocast_off, float32_pass, jvp, jvp_on_rows
 from mfkit.core.path import conditional_velocity, interpolate
 from mfkit.core.rows import JVP_ROWS, RowPlanner, take_rows
 from mfkit.core.time_sampling import LogitNormal, TimePairSampler
@@ -269,7 +269,8 @@ class MeanFlow:
     only). ``r_neq_t_share`` is a flat shortcut for ``times.r_neq_t_share``.
 
     ``jvp_precision``: ``"fp32"`` (default) keeps the JVP, the guidance passes and the target in float32
-    under autocast; ``"autocast"`` opts into a JVP under the ambient autocast (see docs/concepts.md).
+    under autocast; ``"tf32"`` does too, with the float32 matrix products of those passes on CUDA's TF32
+    tensor cores; ``"autocast"`` opts into a JVP under the ambient autocast (see docs/concepts.md).
     ``jvp_guard``: on the first ``jvp_guard`` calls that have samples with r != t, stop with
     :class:`mfkit.core.jvp.JVPError` if the JVP is identically zero or not finite (0: off).
     ``jvp_rows``: ``"auto"`` (default) computes the JVP only for the rows with r != t (the others, whose
@@ -386,11 +387,10 @@ class MeanFlow:
         return u, target
 
     def _no_grad_forward(self, model, z, r, t, cond):
-        """u(z, r, t | cond) without gradient, the network in eval mode and, under jvp_precision fp32, in
-        float32 (autocast off), as the guidance terms are computed."""
+        """u(z, r, t | cond) without gradient, the network in eval mode and, under jvp_precision fp32 or
+        tf32, in float32 (autocast off), as the guidance terms are computed."""
         inner = without_wrapper(model)
-        precision = autocast_off(z.device) if self.jvp_precision == "fp32" else contextlib.nullcontext()
-        with torch.no_grad(), _eval_mode(inner), precision:
+        with torch.no_grad(), _eval_mode(inner), float32_pass(self.jvp_precision, z.device):
             return call_model(inner, z, r, t, cond)
 
     def _own_velocity(self, model, z, t, v, cond, moving):
@@ -525,7 +525,7 @@ class MeanFlow:
         """Drop labels to null and replace v by the guided velocity.
 
         The network terms u(z, t, t | c) and u(z, t, t | null) run without gradient, with the network in
-        eval mode (no dropout, no running-statistics updates) and, under jvp_precision fp32, with
+        eval mode (no dropout, no running-statistics updates) and, under jvp_precision fp32 or tf32, with
         autocast off; a term whose weight is zero is not computed.
         """
         guidance = self.guidance

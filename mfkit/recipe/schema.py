@@ -86,11 +86,13 @@ class ObjectiveSettings(Strict):
     jvp_backend: Literal["forward_ad", "forward_ad_plain", "nograd", "finite_difference"] = Field(
         "forward_ad", description="how d/dt u is computed")
     fd_step: float = Field(1e-3, gt=0, description="step h of the finite-difference backend")
-    jvp_precision: Literal["fp32", "autocast"] = Field(
+    jvp_precision: Literal["fp32", "tf32", "autocast"] = Field(
         "fp32", description="fp32: under bf16 autocast the JVP, the guidance passes, the target and the loss "
                             "reduction run in float32 (autocast off); only the forward that carries the gradient "
-                            "runs in bf16 (one extra no-grad forward). autocast: the JVP runs in bf16 too (one "
-                            "pass, about 1e-2 relative error); no effect without autocast")
+                            "runs in bf16 (one extra no-grad forward). tf32: the same with those passes' float32 "
+                            "matrix products on CUDA's TF32 tensor cores (several times faster on a GPU; same as "
+                            "fp32 on a CPU). autocast: the JVP runs in bf16 too (one pass, about 1e-2 relative "
+                            "error); no effect without autocast")
     jvp_guard: int = Field(3, ge=0, description="stop if the JVP is all zero or not finite on any of the first N "
                                                 "steps with r != t (0: off)")
     jvp_rows: Literal["auto", "all", "r_neq_t", "fastest"] = Field(

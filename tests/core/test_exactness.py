@@ -297,3 +297,67 @@ def test_guard_accepts_a_zero_initialised_output_layer():
     out.loss.backward()
     with pytest.raises(JVPError, match="exactly zero"):  # a real zero JVP is still caught afterwards
         mfkit.MeanFlow(r_neq_t_share=1.0)(Detached(), torch.randn(16, 4))
+
+
+# ---------------------------------------------------------------- jvp_precision tf32
+@pytest.mark.parametrize("backend", ["forward_ad", "nograd", "finite_difference"])
+def test_tf32_precision_is_the_fp32_split_on_a_cpu(backend):
+    """No TF32 on a CPU: "tf32" gives the "fp32" policy's tangent bit for bit (float32, autocast off)."""
+    torch.manual_seed(0)
+    model = RMSNormMLP()
+    z, r, t, v = inputs((8,), n=32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        u32, du32 = mfkit.jvp(model, z, r, t, tangent(r, t, v), backend=backend, precision="fp32")
+        u, du = mfkit.jvp(model, z, r, t, tangent(r, t, v), backend=backend, precision="tf32")
+    assert du.dtype == torch.float32 and u.dtype == torch.bfloat16
+    assert torch.equal(du, du32) and torch.equal(u, u32)
+
+
+def test_tf32_matmul_sets_high_on_cuda_only_and_restores_the_callers_setting():
+    from mfkit.core.jvp import float32_pass, tf32_matmul
+
+    saved = torch.get_float32_matmul_precision()
+    try:
+        with tf32_matmul(torch.device("cpu")):
+            assert torch.get_float32_matmul_precision() == saved
+        with tf32_matmul(torch.device("cuda")):  # only device.type is read: testable without a GPU
+            assert torch.get_float32_matmul_precision() == "high"
+        assert torch.get_float32_matmul_precision() == saved
+        torch.set_float32_matmul_precision("medium")  # a user's lower setting is kept, not raised
+        with tf32_matmul(torch.device("cuda")):
+            assert torch.get_float32_matmul_precision() == "medium"
+        assert torch.get_float32_matmul_precision() == "medium"
+        torch.set_float32_matmul_precision("highest")
+        with pytest.raises(KeyError), tf32_matmul(torch.device("cuda")):
+            raise KeyError("restored on errors too")
+        assert torch.get_float32_matmul_precision() == "highest"
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            with float32_pass("tf32", torch.device("cpu")):
+                assert not torch.is_autocast_enabled("cpu")
+            with float32_pass("autocast", torch.device("cpu")):
+                assert torch.is_autocast_enabled("cpu")
+    finally:
+        torch.set_float32_matmul_precision(saved)
+
+
+def test_tf32_is_a_recipe_and_objective_setting():
+    from mfkit.recipe.schema import ObjectiveSettings
+
+    assert ObjectiveSettings(jvp_precision="tf32").jvp_precision == "tf32"
+    assert mfkit.MeanFlow(jvp_precision="tf32").jvp_precision == "tf32"
+    with pytest.raises(ValueError, match="tf32"):
+        mfkit.MeanFlow(jvp_precision="tf16")
+
+
+def test_attention_kernel_follows_the_float32_matmul_precision():
+    from mfkit.core import attention
+
+    q32, q16 = torch.zeros(1, 1, 2, 4), torch.zeros(1, 1, 2, 4, dtype=torch.bfloat16)
+    saved = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert not attention.float32_on_tf32(q32) and not attention.float32_on_tf32(q16)
+        torch.set_float32_matmul_precision("high")
+        assert attention.float32_on_tf32(q32) and not attention.float32_on_tf32(q16)
+    finally:
+        torch.set_float32_matmul_precision(saved)

@@ -21,7 +21,7 @@ from mfkit.testing.networks import ConvAttentionNet
 
 BACKENDS = ["forward_ad", "forward_ad_plain", "nograd", "finite_difference"]
 #: (autocast on?, jvp_precision)
-PRECISIONS = [(False, "fp32"), (True, "fp32"), (True, "autocast")]
+PRECISIONS = [(False, "fp32"), (True, "fp32"), (True, "tf32"), (True, "autocast")]
 B = 24
 
 
@@ -74,7 +74,7 @@ def assert_same(a, b, grads_a, grads_b, rtol, atol):
 
 
 # ---------------------------------------------------------------- exactness against the whole batch
-@pytest.mark.parametrize("autocast,precision", PRECISIONS, ids=["fp32", "bf16-jvp_fp32", "bf16-jvp_autocast"])
+@pytest.mark.parametrize("autocast,precision", PRECISIONS, ids=["fp32", "bf16-jvp_fp32", "bf16-jvp_tf32", "bf16-jvp_autocast"])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind", ["mlp", "mlp_labels_guidance", "conv_attention_labels"])
 def test_auto_equals_the_whole_batch_jvp(kind, backend, autocast, precision):
@@ -102,7 +102,7 @@ def test_auto_equals_the_whole_batch_jvp(kind, backend, autocast, precision):
     out, grads = step(model, objective, x, cond, draw, autocast)
     guided = 2 if guidance is not None else 0  # u(z, t, t | c) and u(z, t, t | null), whole batch
     jvp_calls = sorted(sizes.sizes[guided:])
-    fp32_split = autocast and precision == "fp32"
+    fp32_split = autocast and precision in ("fp32", "tf32")
     # forward_ad: the r = t rows' plain forward and the r != t rows' dual pass; else the whole batch's
     # forward and the r != t rows' extra no-grad pass (two of them for float32 finite differences)
     if backend.startswith("forward_ad") and not fp32_split:

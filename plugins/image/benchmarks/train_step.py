@@ -15,6 +15,7 @@ the cost before the JVP was restricted to the r != t rows).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -64,6 +65,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--backbones", default="unet,dit", help="comma separated: unet, dit")
+    parser.add_argument("--precisions", default="fp32",
+                        help="MeanFlow jvp_precision values, comma separated (fp32, tf32, autocast; they differ "
+                             "only with --dtype bf16)")
     parser.add_argument("--objectives", default=",".join(BACKENDS),
                         help="MeanFlow JVP backends, comma separated, each optionally with @all or @r_neq_t")
     args = parser.parse_args()
@@ -85,11 +89,12 @@ def main() -> None:
                                     args.dtype)
         print(f"| {name} | flow matching | {base:.3f} | 1.00 |" + (f" {base_peak:.0f} | 1.00 |" if memory else ""),
               flush=True)
-        for backend in args.objectives.split(","):
-            backend, _, rows = backend.partition("@")
-            objective = mfkit.MeanFlow(jvp_backend=backend, **({"jvp_rows": rows} if rows else {}))
+        for name_rows, precision in itertools.product(args.objectives.split(","), args.precisions.split(",")):
+            backend, _, rows = name_rows.partition("@")
+            objective = mfkit.MeanFlow(jvp_backend=backend, jvp_precision=precision,
+                                       **({"jvp_rows": rows} if rows else {}))
             seconds, peak = step_time(model, objective, x, labels, args.repeats, args.warmup, device, args.dtype)
-            backend += f"@{rows}" if rows else ""
+            backend = name_rows + (f", jvp {precision}" if args.dtype == "bf16" else "")
             print(f"| {name} | MeanFlow {backend} | {seconds:.3f} | {seconds / base:.2f} |"
                   + (f" {peak:.0f} | {peak / base_peak:.2f} |" if memory else ""), flush=True)
 
