@@ -145,13 +145,15 @@ def check_precisions(device) -> None:
     double = ConvAttentionNet(width=64, blocks=2, heads=4).to(device).double()
     double.load_state_dict(model.state_dict())
     _, exact = mfkit.jvp(double, z.double(), r.double(), t.double(), tuple(x.double() for x in tangents))
-    saved = torch.get_float32_matmul_precision()
+    from mfkit.core.tf32 import settings
+
+    saved = settings()
     failed = False
     for precision, limit in (("fp32", 1e-4), ("tf32", 1e-2), ("autocast", 5e-2)):
         with torch.autocast(device.type, dtype=torch.bfloat16):
             _, du = mfkit.jvp(model, z, r, t, tangents, precision=precision)
         error = ((du.double() - exact).abs().max() / exact.abs().max()).item()
-        ok = error < limit and torch.get_float32_matmul_precision() == saved
+        ok = error < limit and settings() == saved
         print(f"[{'ok' if ok else 'FAIL'}] {device.type} bf16 autocast, jvp_precision {precision}: tangent relative "
               f"error {error:.2e} against float64 (limit {limit:g}), {du.dtype}")
         failed = failed or not ok

@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--shape", default="1,8,8")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--objective", default="forward_ad@all")
+    parser.add_argument("--precision", default="fp32", help="jvp_precision: fp32, tf32 or autocast")
     parser.add_argument("--rows", type=int, default=25)
     args = parser.parse_args()
     from mfkit_image.backbones.dit import SPEC as DIT
@@ -37,7 +38,8 @@ def main() -> None:
         objective = mfkit.FlowMatching()
     else:
         backend, _, rows = args.objective.partition("@")
-        objective = mfkit.MeanFlow(jvp_backend=backend, **({"jvp_rows": rows} if rows else {}))
+        objective = mfkit.MeanFlow(jvp_backend=backend, jvp_precision=args.precision,
+                                   **({"jvp_rows": rows} if rows else {}))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
 
     def step():
@@ -53,7 +55,7 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    print(f"{args.backbone} {args.params} {args.objective} {args.dtype} batch {args.batch}")
+    print(f"{args.backbone} {args.params} {args.objective} {args.dtype} jvp {args.precision} batch {args.batch}")
     print(prof.key_averages().table(sort_by=key, row_limit=args.rows,
                                     max_name_column_width=60))
 

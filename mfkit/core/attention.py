@@ -22,7 +22,8 @@ Selection (:func:`select_path`, used by :func:`attention_jvp` and so by the fast
 ``MODE = "auto"`` takes the fused Triton kernel (:mod:`mfkit.core.attention_triton`, output and
 tangent in one pass) for CUDA tensors when triton is installed, the inputs are ones the kernel takes
 (float16/bfloat16/float32, head dims <= 256, ...; masks, ``is_causal``, ``scale`` and ``enable_gqa``
-included) and its one-time self-check passed; otherwise, and always on CPU, the blockwise pass when
+included), they are 16-bit or float32 with TF32 products allowed (:func:`kernel_pays_off`) and its
+one-time self-check passed; otherwise, and always on CPU, the blockwise pass when
 the attention weights would hold at least :data:`AUTO_MIN_WEIGHTS` elements (L x S x batch x heads)
 and the math rule below that. ``"blockwise"``, ``"math"`` and ``"triton"`` force one path; a forced
 ``"triton"`` raises when triton is missing or the inputs are outside the kernel's set.
@@ -41,6 +42,8 @@ import os
 import warnings
 
 import torch
+
+from mfkit.core.tf32 import cuda_matmul_uses_tf32
 
 #: Keys per block of the blockwise pass; memory per batch element and head is about L x BLOCK_SIZE.
 BLOCK_SIZE: int = 64
@@ -90,9 +93,18 @@ def triton_available() -> bool:
 
 
 def float32_on_tf32(q: torch.Tensor) -> bool:
-    """Whether float32 attention products run on TF32 tensor cores: PyTorch's float32 matmul precision is
-    not "highest" (``jvp_precision: tf32`` sets "high" for its passes); the Triton kernel follows it."""
-    return q.dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest"
+    """Whether float32 attention products run on TF32 tensor cores: float32 inputs and PyTorch's CUDA
+    matmul setting allows TF32 (:func:`mfkit.core.tf32.cuda_matmul_uses_tf32`; ``jvp_precision: tf32``
+    turns it on for its passes); the Triton kernel follows it as cuBLAS does."""
+    return q.dtype == torch.float32 and cuda_matmul_uses_tf32()
+
+
+def kernel_pays_off(q: torch.Tensor) -> bool:
+    """Whether "auto" may take the Triton kernel for q's dtype: always for float16 / bfloat16; for float32
+    only on TF32 tensor cores. Exact float32 products ("highest") run on CUDA cores, where the kernel was
+    measured far behind the PyTorch paths (DiT-B/4 block, batch 256, H200: 199 ms against 11 ms for the
+    math rule; with TF32 2.2 ms against 9.0 ms; docs/benchmarks.md)."""
+    return q.dtype != torch.float32 or float32_on_tf32(q)
 
 
 def _auto_device(q: torch.Tensor) -> bool:
@@ -110,7 +122,7 @@ def select_path(q, k, v, qt=None, kt=None, vt=None, attn_mask=None, is_causal=Fa
         from mfkit.core import attention_triton
 
         if (attention_triton.unsupported_reason(q, k, v, qt, kt, vt, attn_mask, enable_gqa, out) is None
-                and _triton_passes_self_check(q, v, is_causal)):
+                and kernel_pays_off(q) and _triton_passes_self_check(q, v, is_causal)):
             return "triton"
     return "blockwise" if use_blockwise(q, k) else "math"
 

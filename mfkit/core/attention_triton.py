@@ -13,9 +13,9 @@ and head, and walks the keys in blocks of ``BLOCK_N``. Per query row it keeps, i
 rescaling all of them by exp(m_old - m_new) when a block raises the maximum. At the end
 O = a / l and O_t = b / l - O c / l. Rows whose keys are all masked (l = 0) get O = O_t = 0, as
 PyTorch's math kernel gives. The products q k^T, q_t k^T, q k_t^T, e v, (e d) v and e v_t are
-``tl.dot`` on tiles in the input dtype with float32 accumulation; float32 inputs follow PyTorch's float32
-matmul precision (``torch.get_float32_matmul_precision()``): exact ("ieee") at its default "highest",
-on TF32 tensor cores otherwise (:func:`mfkit.core.attention.float32_on_tf32`; mfkit's ``jvp_precision: tf32`` sets "high");
+``tl.dot`` on tiles in the input dtype with float32 accumulation; float32 inputs follow PyTorch's CUDA
+matmul setting: exact ("ieee") by default, on TF32 tensor cores when it allows TF32
+(:func:`mfkit.core.attention.float32_on_tf32`; mfkit's ``jvp_precision: tf32`` turns it on);
 e and e d are rounded to the value dtype before their products, as flash attention does.
 
 Supported (anything else: :func:`unsupported_reason` says why, and :mod:`mfkit.core.attention`

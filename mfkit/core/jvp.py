@@ -23,10 +23,11 @@ Backends (select by name):
 Precision (``precision=``): ``"fp32"`` (default) computes the JVP with autocast switched off, so under
 bf16/fp16 autocast the tangent (and, for finite differences, both outputs that are subtracted) are
 float32, while the forward that carries the loss's gradient still runs under autocast: one extra
-no-grad forward under autocast, none without it. ``"tf32"`` is ``"fp32"`` with the float32 matrix
-products of that pass on CUDA's TF32 tensor cores (PyTorch's float32 matmul precision ``"high"`` for the
-pass; convolutions follow ``torch.backends.cudnn.allow_tf32``, on by default): float32 tensors with a
-10-bit mantissa in the products, several times faster on a GPU, the same as ``"fp32"`` on a CPU.
+no-grad forward under autocast, none without it; on CUDA that pass's float32 matmuls and convolutions
+are exact (TF32 off for its duration, whatever the global settings: cuDNN's default is TF32).
+``"tf32"`` is ``"fp32"`` with those products on CUDA's TF32 tensor cores (:mod:`mfkit.core.tf32`):
+float32 tensors with a 10-bit mantissa in the products, several times faster on a GPU, the same as
+``"fp32"`` on a CPU.
 ``"autocast"`` runs the JVP under the ambient autocast (one pass, faster, less exact: see
 docs/concepts.md for measured errors). Without autocast all three are the same single pass in the dtype
 of the model and inputs.
@@ -58,6 +59,7 @@ from torch import nn
 from mfkit.core.branch_backward import detach_branch
 from mfkit.core.calling import Backbone, call_model, innermost, without_wrapper
 from mfkit.core.tangent_rules import FastTangents, SavedTensorHooksProbe, math_attention
+from mfkit.core.tf32 import cuda_float32_products
 
 # PyTorch loads its forward-AD decompositions through torch.jit.script on the first dual tensor and
 # warns about it; the warning concerns PyTorch internals, not the user's code. Filtered for that one
@@ -285,29 +287,14 @@ def autocast_off(device: torch.device):
 
 
 @contextlib.contextmanager
-def tf32_matmul(device: torch.device):
-    """On CUDA, float32 matrix products on TF32 tensor cores (``torch.set_float32_matmul_precision("high")``)
-    for the duration, restoring the caller's setting after; elsewhere nothing changes."""
-    if device.type != "cuda":
-        yield
-        return
-    saved = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("high" if saved == "highest" else saved)
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(saved)
-
-
-@contextlib.contextmanager
 def float32_pass(precision: str, device: torch.device):
-    """A no-grad network pass of the given JVP precision: autocast off for "fp32" and "tf32" (with TF32
-    matrix products on CUDA for "tf32"); the ambient autocast for "autocast"."""
+    """A no-grad network pass of the given JVP precision: autocast off for "fp32" and "tf32", with CUDA's
+    float32 matmuls and convolutions exact for "fp32" and on TF32 tensor cores for "tf32"; the ambient
+    autocast and settings for "autocast"."""
     with contextlib.ExitStack() as stack:
         if precision in FLOAT32_JVP:
             stack.enter_context(autocast_off(device))
-        if precision == "tf32":
-            stack.enter_context(tf32_matmul(device))
+            stack.enter_context(cuda_float32_products(device, tf32=precision == "tf32"))
         yield
 
 

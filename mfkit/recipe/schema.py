@@ -88,11 +88,12 @@ class ObjectiveSettings(Strict):
     fd_step: float = Field(1e-3, gt=0, description="step h of the finite-difference backend")
     jvp_precision: Literal["fp32", "tf32", "autocast"] = Field(
         "fp32", description="fp32: under bf16 autocast the JVP, the guidance passes, the target and the loss "
-                            "reduction run in float32 (autocast off); only the forward that carries the gradient "
-                            "runs in bf16 (one extra no-grad forward). tf32: the same with those passes' float32 "
-                            "matrix products on CUDA's TF32 tensor cores (several times faster on a GPU; same as "
-                            "fp32 on a CPU). autocast: the JVP runs in bf16 too (one pass, about 1e-2 relative "
-                            "error); no effect without autocast")
+                            "reduction run in float32 (autocast off; on CUDA with exact float32 products, TF32 off); "
+                            "only the forward that carries the gradient runs in bf16 (one extra no-grad forward). "
+                            "tf32: the same with those passes' float32 matmuls and convolutions on CUDA's TF32 "
+                            "tensor cores (about 4e-4 relative error, faster on a GPU; same as fp32 on a CPU). "
+                            "autocast: the JVP runs in bf16 too (one pass, about 1e-2 relative error); no effect "
+                            "without autocast")
     jvp_guard: int = Field(3, ge=0, description="stop if the JVP is all zero or not finite on any of the first N "
                                                 "steps with r != t (0: off)")
     jvp_rows: Literal["auto", "all", "r_neq_t", "fastest"] = Field(

@@ -25,6 +25,7 @@ import mfkit.core
 from mfkit.core import attention
 from mfkit.core.attention import blockwise_attention_jvp
 from mfkit.core.tangent_rules import attention_tangent, math_attention
+from mfkit.core.tf32 import cuda_float32_products
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
@@ -351,6 +352,23 @@ def test_auto_selects_the_kernel_where_the_device_qualifies(monkeypatch, generat
     assert calls == [False, True, True]  # checked once per device, dtype, head dims and causal flag
     attention.attention_jvp(q, k, v, qt, kt, vt, is_causal=True)
     assert calls == [False, True, True, False, False]
+
+
+def test_auto_takes_the_kernel_for_float32_only_on_tf32(monkeypatch, generator):
+    """Exact float32 products run on CUDA cores, where the kernel is far slower than the PyTorch paths:
+    "auto" takes it for float32 only when PyTorch's float32 matmul precision allows TF32."""
+    calls = _stand_in(monkeypatch, blockwise_attention_jvp)
+    monkeypatch.setattr(attention, "_auto_device", lambda q: True)
+    q, k, v, qt, kt, vt = (x.float() for x in _inputs(generator))
+    cuda = torch.device("cuda")  # the switches are plain flags: settable without a GPU
+    with cuda_float32_products(cuda, tf32=False):
+        assert attention.select_path(q, k, v, qt, kt, vt) in ("blockwise", "math")
+    assert calls == []
+    with cuda_float32_products(cuda, tf32=True):
+        assert attention.select_path(q, k, v, qt, kt, vt) == "triton"
+    assert calls == [False]  # the self-check, under the TF32 tolerance
+    with cuda_float32_products(cuda, tf32=False):  # 16-bit inputs: whatever the float32 setting
+        assert attention.select_path(*(x.bfloat16() for x in (q, k, v, qt, kt, vt))) == "triton"
 
 
 def test_auto_falls_back_when_the_kernel_declines_the_inputs(monkeypatch, generator):

@@ -313,33 +313,6 @@ def test_tf32_precision_is_the_fp32_split_on_a_cpu(backend):
     assert torch.equal(du, du32) and torch.equal(u, u32)
 
 
-def test_tf32_matmul_sets_high_on_cuda_only_and_restores_the_callers_setting():
-    from mfkit.core.jvp import float32_pass, tf32_matmul
-
-    saved = torch.get_float32_matmul_precision()
-    try:
-        with tf32_matmul(torch.device("cpu")):
-            assert torch.get_float32_matmul_precision() == saved
-        with tf32_matmul(torch.device("cuda")):  # only device.type is read: testable without a GPU
-            assert torch.get_float32_matmul_precision() == "high"
-        assert torch.get_float32_matmul_precision() == saved
-        torch.set_float32_matmul_precision("medium")  # a user's lower setting is kept, not raised
-        with tf32_matmul(torch.device("cuda")):
-            assert torch.get_float32_matmul_precision() == "medium"
-        assert torch.get_float32_matmul_precision() == "medium"
-        torch.set_float32_matmul_precision("highest")
-        with pytest.raises(KeyError), tf32_matmul(torch.device("cuda")):
-            raise KeyError("restored on errors too")
-        assert torch.get_float32_matmul_precision() == "highest"
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            with float32_pass("tf32", torch.device("cpu")):
-                assert not torch.is_autocast_enabled("cpu")
-            with float32_pass("autocast", torch.device("cpu")):
-                assert torch.is_autocast_enabled("cpu")
-    finally:
-        torch.set_float32_matmul_precision(saved)
-
-
 def test_tf32_is_a_recipe_and_objective_setting():
     from mfkit.recipe.schema import ObjectiveSettings
 
@@ -347,17 +320,3 @@ def test_tf32_is_a_recipe_and_objective_setting():
     assert mfkit.MeanFlow(jvp_precision="tf32").jvp_precision == "tf32"
     with pytest.raises(ValueError, match="tf32"):
         mfkit.MeanFlow(jvp_precision="tf16")
-
-
-def test_attention_kernel_follows_the_float32_matmul_precision():
-    from mfkit.core import attention
-
-    q32, q16 = torch.zeros(1, 1, 2, 4), torch.zeros(1, 1, 2, 4, dtype=torch.bfloat16)
-    saved = torch.get_float32_matmul_precision()
-    try:
-        torch.set_float32_matmul_precision("highest")
-        assert not attention.float32_on_tf32(q32) and not attention.float32_on_tf32(q16)
-        torch.set_float32_matmul_precision("high")
-        assert attention.float32_on_tf32(q32) and not attention.float32_on_tf32(q16)
-    finally:
-        torch.set_float32_matmul_precision(saved)
