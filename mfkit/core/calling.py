@@ -31,9 +31,36 @@ def innermost(model: Backbone) -> Backbone:
     return getattr(inner, "_orig_mod", inner)
 
 
+def walk_modules(root: nn.Module) -> list[nn.Module]:
+    """``list(root.modules())`` (pre-order, each module once) without building the dotted names that
+    ``named_modules`` builds on the way: checks that run on every training step walk the backbone."""
+    found: list[nn.Module] = []
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        found.append(module)
+        stack.extend(child for child in reversed(module._modules.values()) if child is not None)
+    return found
+
+
 def _takes_cond(model: Backbone) -> bool:
     inner = innermost(model)
-    forward = inner.forward if isinstance(inner, nn.Module) else inner
+    if isinstance(inner, nn.Module) and "forward" not in inner.__dict__:
+        cls = type(inner)  # the answer is the class's: read its signature once (0.1 ms a call otherwise)
+        if cls not in _CLASS_TAKES_COND:
+            _CLASS_TAKES_COND[cls] = _signature_takes_cond(inner.forward)
+        return _CLASS_TAKES_COND[cls]
+    return _signature_takes_cond(inner.forward if isinstance(inner, nn.Module) else inner)
+
+
+_CLASS_TAKES_COND: dict[type, bool] = {}
+
+
+def _signature_takes_cond(forward: Callable) -> bool:
     try:
         parameters = inspect.signature(forward).parameters.values()
     except (TypeError, ValueError):  # no signature to read: assume the documented convention

@@ -49,7 +49,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from mfkit.core.calling import call_model, innermost
+from mfkit.core.calling import call_model, innermost, walk_modules
 
 JVP_ROWS = ("auto", "all", "r_neq_t")
 
@@ -79,39 +79,68 @@ def _module_of(model: Any) -> Any:
     return owner if not isinstance(root, nn.Module) and isinstance(owner, nn.Module) else root
 
 
-def static_reason(model: Any) -> str | None:
+def static_reason(model: Any, modules: list[nn.Module] | None = None) -> str | None:
     """Why the backbone's rows cannot be computed apart, judged from its module types and their current
-    mode (rule 1 of the module docstring), or None."""
+    mode (rule 1 of the module docstring), or None. Runs on every call: one pass over the modules
+    (``modules``: the backbone's :func:`walk_modules` when the caller has it), the checks per class
+    worked out once, the culprit named only when there is one."""
     root = _module_of(model)
     if not isinstance(root, nn.Module):
         return None
-    for name, module in root.named_modules():
-        label = f"{name or 'the backbone'} ({type(module).__name__})"
-        if isinstance(module, _BatchNorm):
-            if module.training or module.running_mean is None or module.running_var is None:
-                return f"{label} normalises with the batch's statistics (training mode or no running statistics)"
-        elif isinstance(module, _InstanceNorm):
-            if module.training and module.track_running_stats:
-                return f"{label} updates running statistics in training mode"
-        if not module.training:
-            continue
-        if isinstance(module, _DropoutNd) and module.p > 0:
-            return f"{label} drops with p = {module.p} in training mode"
-        if isinstance(module, nn.RReLU):
-            return f"{label} draws random slopes in training mode"
-        for attribute in _RATE_ATTRIBUTES:
-            rate = getattr(module, attribute, None)
-            if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0:
-                return f"{label} has {attribute} = {rate} in training mode"
+    for module in modules if modules is not None else walk_modules(root):
+        reason = _module_reason(module)
+        if reason is not None:
+            name = next((n for n, m in root.named_modules() if m is module), "")
+            return f"{name or 'the backbone'} ({type(module).__name__}) {reason}"
     return None
 
 
-def signature(model: Any) -> tuple[bool, ...]:
+def _module_reason(module: nn.Module) -> str | None:
+    batch_norm, instance_norm, dropout, rrelu, class_rates = _class_kind(type(module))
+    if batch_norm:
+        if module.training or module.running_mean is None or module.running_var is None:
+            return "normalises with the batch's statistics (training mode or no running statistics)"
+    elif instance_norm:
+        if module.training and module.track_running_stats:
+            return "updates running statistics in training mode"
+    if not module.training:
+        return None
+    if dropout and module.p > 0:
+        return f"drops with p = {module.p} in training mode"
+    if rrelu:
+        return "draws random slopes in training mode"
+    own = module.__dict__.keys() & _RATE_SET
+    if own or class_rates:
+        for attribute in _RATE_ATTRIBUTES:
+            if attribute in own or attribute in class_rates:
+                rate = getattr(module, attribute, None)
+                if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0:
+                    return f"has {attribute} = {rate} in training mode"
+    return None
+
+
+_RATE_SET = frozenset(_RATE_ATTRIBUTES)
+_CLASS_KINDS: dict[type, tuple] = {}
+
+
+def _class_kind(cls: type) -> tuple:
+    """(BatchNorm?, InstanceNorm?, dropout?, RReLU?, rate attributes the class itself defines), per class.
+    Rates set on instances (``self.drop_prob = 0.1``) are looked up per module; what nn.Module's
+    ``__getattr__`` finds (parameters, buffers, submodules) is never a rate."""
+    kind = _CLASS_KINDS.get(cls)
+    if kind is None:
+        kind = (issubclass(cls, _BatchNorm), issubclass(cls, _InstanceNorm), issubclass(cls, _DropoutNd),
+                issubclass(cls, nn.RReLU), frozenset(a for a in _RATE_ATTRIBUTES if hasattr(cls, a)))
+        _CLASS_KINDS[cls] = kind
+    return kind
+
+
+def signature(model: Any, modules: list[nn.Module] | None = None) -> tuple[bool, ...]:
     """The train/eval pattern of the backbone's modules (a probe's verdict holds for one pattern)."""
     root = _module_of(model)
     if not isinstance(root, nn.Module):
         return ()
-    return tuple(module.training for module in root.modules())
+    return tuple(module.training for module in (modules if modules is not None else walk_modules(root)))
 
 
 class RowPlanner:
@@ -135,16 +164,18 @@ class RowPlanner:
 
     def separable(self, model: Any, z, r, t, cond, rows: torch.Tensor) -> bool:
         """True when ``model`` may be evaluated on ``rows`` (indices, 0 < len < B) apart from the rest."""
-        reason = static_reason(model)
+        root = _module_of(model)
+        modules = walk_modules(root) if isinstance(root, nn.Module) else None
+        reason = static_reason(model, modules)
         if reason is None:
-            reason = self._probed(model, z, r, t, cond, rows)
+            reason = self._probed(model, z, r, t, cond, rows, modules)
         self.last_reason = reason
         return reason is None
 
-    def _probed(self, model, z, r, t, cond, rows) -> str | None:
+    def _probed(self, model, z, r, t, cond, rows, modules=None) -> str | None:
         root = innermost(model)
         key = _module_of(model)  # a bound method lives as long as its module, not itself
-        key_signature = signature(model)
+        key_signature = signature(model, modules)
         try:
             verdicts = self._verdicts.setdefault(key, {})
             tries = self._inconclusive.setdefault(key, {})

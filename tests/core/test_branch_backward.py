@@ -201,8 +201,10 @@ def test_only_backbones_with_many_weights(monkeypatch):
     monkeypatch.setattr(branch_backward, "MIN_WEIGHTS", 1 << 22)
     small, large = nn.Linear(64, 64), nn.Linear(2048, 2048)
     assert not worthwhile(small) and worthwhile(large) and not worthwhile(lambda x: x)
+    frozen = nn.Linear(2048, 2048).requires_grad_(False)
+    assert not worthwhile(frozen)  # frozen weights get no gradient to add
     large.weight.requires_grad_(False)
-    assert not worthwhile(large)  # frozen weights get no gradient to add
+    assert worthwhile(large)  # remembered per module: only the speed depends on it, never the gradients
     out = small(torch.randn(2, 64))
     assert detach_branch(out, (), small) is out
     model, x, objective, draw = setup()  # 1.4k weights
