@@ -21,7 +21,8 @@ its tangent is wasted work: with the paper's ImageNet settings 75% of the rows. 
        ``dropout_p``, ``drop_prob``, ``attn_drop`` or ``proj_drop`` above 0 (``DropPath`` as timm
        writes it, attention modules storing their dropout rate);
     2. by a probe, once per backbone and train/eval pattern of its modules (side effects undone): one
-       forward of the whole batch without gradient and without autocast, that must draw no random number (from
+       forward of the whole batch without gradient, without autocast and (on CUDA) without TF32, so that
+       rounding cannot pass for coupling, that must draw no random number (from
        PyTorch's default CPU and CUDA generators) and leave every buffer untouched (no in-place update,
        no reassignment: running statistics, spectral norm's power iteration, ...); then a forward of the
        r != t rows alone, whose outputs must equal the same rows of the whole-batch forward (to
@@ -50,6 +51,7 @@ from torch.nn.modules.dropout import _DropoutNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
 from mfkit.core.calling import call_model, innermost, walk_modules
+from mfkit.core.tf32 import cuda_float32_products
 
 JVP_ROWS = ("auto", "all", "r_neq_t")
 
@@ -202,7 +204,7 @@ def probe(model: Any, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, cond: A
     device = z.device
     try:
         with _untouched(_module_of(model), device) as watch, torch.no_grad(), _eager(), \
-                torch.autocast(device_type=device.type, enabled=False):
+                torch.autocast(device_type=device.type, enabled=False), cuda_float32_products(device, tf32=False):
             whole = call_model(model, z, r, t, cond)
             changed = watch.changed()
             if changed:

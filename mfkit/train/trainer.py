@@ -130,6 +130,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self._stop = GracefulStop(self._on_signal)
+        self._row_plan_reasons: set[str] = set()
         self.evaluation: PeriodicEvaluation | None = None
 
     def _say(self, message: str, style: str | None = None) -> None:
@@ -139,6 +140,13 @@ class Trainer:
 
     def _warn(self, message: str) -> None:
         self._say(f"warning: {message}", style="yellow")
+
+    def _tell_row_plan(self) -> None:
+        """Say once per reason when ``jvp_rows: auto`` gave every row a JVP (slower, equally exact)."""
+        reason = getattr(self.objective, "jvp_rows_reason", None)
+        if reason is not None and reason not in self._row_plan_reasons:
+            self._row_plan_reasons.add(reason)
+            self._say(f"jvp_rows auto: this step gives every row a JVP, not only the r != t rows: {reason}")
 
     # ------------------------------------------------------------------ the run folder
     def _checkpoint_to_resume(self) -> Path:
@@ -466,6 +474,7 @@ class Trainer:
                                    generator=self.generator)[self.group.rank * share:(self.group.rank + 1) * share]
         with self._autocast():
             out = self.objective(self.train_model, x, cond, draw=draw, progress=self.step / train.steps)
+        self._tell_row_plan()
         if dist_utils.any_true(not math.isfinite(out.loss.item()), self.group, self.device):
             where = f"the last good checkpoint is {last_saved}" if last_saved else "no checkpoint was saved yet"
             raise TrainingDiverged(f"the loss became non-finite at step {self.step + 1}; {where}. "

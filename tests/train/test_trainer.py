@@ -279,3 +279,21 @@ def test_alpha_curriculum_follows_training_progress(tmp_path):
     alphas = {row["step"]: row["alpha"] for row in logged if "alpha" in row}
     # the logged value is the step's own (progress = steps done before it / steps)
     assert alphas[10] == 1.0 and alphas[20] == pytest.approx(1 - (19 / 40 - 0.25) / 0.5) and alphas[40] == 0.0
+
+
+def test_a_whole_batch_jvp_under_auto_is_said_once_per_reason(tmp_path, monkeypatch):
+    """jvp_rows auto falling back to every row is exact but slower: the run says why, once per reason."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    import mfkit.core.objectives as objectives
+
+    reasons = iter(["the backbone couples samples"] * 3 + [None] + ["a dropout layer"] * 2)
+    monkeypatch.setattr(objectives.MeanFlow, "jvp_rows_reason", property(lambda self: next(reasons, None)))
+    buffer = StringIO()
+    Trainer(parse_recipe(small_recipe(tmp_path, "rows", steps=6)), console=Console(file=buffer, width=400),
+            progress=False).fit()
+    said = buffer.getvalue()
+    assert said.count("jvp_rows auto: this step gives every row a JVP") == 2
+    assert said.count("the backbone couples samples") == 1 and said.count("a dropout layer") == 1
