@@ -120,6 +120,7 @@ def step_function(name: str, model, x, cond, args):
 
     step.held = lambda: held_bytes(model, optimizer, x)
     step.clear = lambda: optimizer.zero_grad(set_to_none=True)
+    step.objective = objective
     return step
 
 
@@ -190,8 +191,8 @@ def interleaved(names: list[str], args) -> list[dict]:
         return cpu_tensor_peak_mib(step) if device.type == "cpu" and not args.rss else float("nan")
 
     peaks = {name: peak(step) for name, step in steps.items()}
-    return [{"config": name, "median_ms": 1e3 * statistics.median(times[name]), "peak_mib": peaks[name]}
-            for name in names]
+    return [{"config": name, "median_ms": 1e3 * statistics.median(times[name]), "peak_mib": peaks[name],
+             "rows_reason": getattr(steps[name].objective, "jvp_rows_reason", None)} for name in names]
 
 
 def measure(name: str, args) -> dict:
@@ -219,7 +220,8 @@ def measure(name: str, args) -> dict:
         peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024
     else:
         peak_mib = cpu_tensor_peak_mib(step)
-    return {"config": config, "median_ms": 1e3 * statistics.median(times), "peak_mib": peak_mib}
+    return {"config": config, "median_ms": 1e3 * statistics.median(times), "peak_mib": peak_mib,
+            "rows_reason": getattr(step.objective, "jvp_rows_reason", None)}
 
 
 def main() -> None:
@@ -303,6 +305,8 @@ def report(args) -> None:
         compiled = f"{row['median_ms'] / compiled_fm['median_ms']:.2f}" if compiled_fm else "-"
         peak = "-" if row["peak_mib"] != row["peak_mib"] else f"{row['peak_mib']:.1f}"  # NaN: not measured
         print(f"{row['config']:<22}{row['median_ms']:>12.1f}{ratio:>8.2f}{compiled:>14}{peak:>12}")
+        if row.get("rows_reason"):  # jvp_rows auto fell back to the JVP of every row
+            print(f"{'':<22}(jvp_rows auto used every row: {row['rows_reason']})")
     print(flush=True)
 
 

@@ -97,6 +97,8 @@ def main() -> None:
             backend = name_rows + (f", jvp {precision}" if args.dtype == "bf16" else "")
             print(f"| {name} | MeanFlow {backend} | {seconds:.3f} | {seconds / base:.2f} |"
                   + (f" {peak:.0f} | {peak / base_peak:.2f} |" if memory else ""), flush=True)
+            if objective.jvp_rows_reason:  # auto fell back to the JVP of every row: say why
+                print(f"|  | (jvp_rows auto used every row: {objective.jvp_rows_reason}) | | |", flush=True)
 
 
 if __name__ == "__main__":
