@@ -34,7 +34,7 @@ run() {
 }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
-run cuda_check python3 benchmarks/cuda_check.py
+run cuda_check python3 benchmarks/cuda_check.py --checks attention,backends,bf16,training
 run precisions python3 benchmarks/cuda_check.py --checks precisions
 run attention_dit_b4 python3 benchmarks/attention_triton.py --repeats "$steps"
 run attention_1024 python3 benchmarks/attention_triton.py --batch 16 --tokens 1024 --repeats "$steps"

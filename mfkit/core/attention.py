@@ -101,10 +101,15 @@ def float32_on_tf32(q: torch.Tensor) -> bool:
 
 def kernel_pays_off(q: torch.Tensor) -> bool:
     """Whether "auto" may take the Triton kernel for q's dtype: always for float16 / bfloat16; for float32
-    only on TF32 tensor cores. Exact float32 products ("highest") run on CUDA cores, where the kernel was
+    only on TF32 tensor cores (TF32 allowed, and a GPU of compute capability 8.0 or later). Exact float32 products ("highest") run on CUDA cores, where the kernel was
     measured far behind the PyTorch paths (DiT-B/4 block, batch 256, H200: 199 ms against 11 ms for the
     math rule; with TF32 2.2 ms against 9.0 ms; docs/benchmarks.md)."""
-    return q.dtype != torch.float32 or float32_on_tf32(q)
+    return q.dtype != torch.float32 or (float32_on_tf32(q) and _has_tf32_cores(q.device))
+
+
+def _has_tf32_cores(device: torch.device) -> bool:
+    """TF32 tensor cores: CUDA compute capability 8.0 (Ampere) or later; before, TF32 dots run on CUDA cores."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def _auto_device(q: torch.Tensor) -> bool:

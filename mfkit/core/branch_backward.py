@@ -149,26 +149,25 @@ def _all_accumulated(accumulators: list[Any]) -> bool:
 def worthwhile(module: Any) -> bool:
     """Does ``module`` have at least :data:`MIN_WEIGHTS` trainable weights (only an ``nn.Module`` can say)?
 
-    Remembered per module: the answer only decides whether the join is used, and the join and the plain
+    The count is remembered per module: the answer only decides whether the join is used, and the join and the plain
     graph give the same gradients, so a stale answer (weights frozen or added later) costs speed, never
     exactness; counting on every step cost up to 0.3 ms on a 100-module backbone."""
     if not isinstance(module, torch.nn.Module):
         return False
     try:
-        return _WORTHWHILE[module]
-    except KeyError:
-        pass
+        count = _WEIGHTS.get(module)
     except TypeError:  # not weak-referenceable: count every time
         return _count(module) >= MIN_WEIGHTS
-    _WORTHWHILE[module] = answer = _count(module) >= MIN_WEIGHTS
-    return answer
+    if count is None:
+        _WEIGHTS[module] = count = _count(module)
+    return count >= MIN_WEIGHTS
 
 
 def _count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-_WORTHWHILE: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
+_WEIGHTS: "weakref.WeakKeyDictionary[torch.nn.Module, int]" = weakref.WeakKeyDictionary()
 
 
 def detach_branch(output: torch.Tensor, inputs: Any, module: Any = None) -> torch.Tensor:

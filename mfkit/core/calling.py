@@ -50,14 +50,14 @@ def walk_modules(root: nn.Module) -> list[nn.Module]:
 def _takes_cond(model: Backbone) -> bool:
     inner = innermost(model)
     if isinstance(inner, nn.Module) and "forward" not in inner.__dict__:
-        cls = type(inner)  # the answer is the class's: read its signature once (0.1 ms a call otherwise)
-        if cls not in _CLASS_TAKES_COND:
-            _CLASS_TAKES_COND[cls] = _signature_takes_cond(inner.forward)
-        return _CLASS_TAKES_COND[cls]
+        key = (type(inner), type(inner).forward)  # the class's forward: read its signature once (0.1 ms a call)
+        if key not in _CLASS_TAKES_COND:
+            _CLASS_TAKES_COND[key] = _signature_takes_cond(inner.forward)
+        return _CLASS_TAKES_COND[key]
     return _signature_takes_cond(inner.forward if isinstance(inner, nn.Module) else inner)
 
 
-_CLASS_TAKES_COND: dict[type, bool] = {}
+_CLASS_TAKES_COND: dict[tuple[type, Callable], bool] = {}
 
 
 def _signature_takes_cond(forward: Callable) -> bool:

@@ -387,10 +387,12 @@ class MeanFlow:
         return u, target
 
     def _no_grad_forward(self, model, z, r, t, cond):
-        """u(z, r, t | cond) without gradient, the network in eval mode and, under jvp_precision fp32 or
-        tf32, in float32 (autocast off), as the guidance terms are computed."""
+        """u(z, r, t | cond) without gradient, the network in eval mode and, under autocast with
+        jvp_precision fp32 or tf32, in float32 (autocast off), as the guidance terms are computed;
+        without autocast in the ambient settings, as the JVP."""
         inner = without_wrapper(model)
-        with torch.no_grad(), _eval_mode(inner), float32_pass(self.jvp_precision, z.device):
+        precision = self.jvp_precision if torch.is_autocast_enabled(z.device.type) else "autocast"  # as jvp()
+        with torch.no_grad(), _eval_mode(inner), float32_pass(precision, z.device):
             return call_model(inner, z, r, t, cond)
 
     def _own_velocity(self, model, z, t, v, cond, moving):

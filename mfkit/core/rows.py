@@ -84,21 +84,34 @@ def _module_of(model: Any) -> Any:
 def static_reason(model: Any, modules: list[nn.Module] | None = None) -> str | None:
     """Why the backbone's rows cannot be computed apart, judged from its module types and their current
     mode (rule 1 of the module docstring), or None. Runs on every call: one pass over the modules
-    (``modules``: the backbone's :func:`walk_modules` when the caller has it), the checks per class
-    worked out once, the culprit named only when there is one."""
+    (``modules``: the backbone's :func:`walk_modules` when the caller has it), without nn.Module's slow
+    attribute misses, the culprit named only when there is one."""
     root = _module_of(model)
     if not isinstance(root, nn.Module):
         return None
     for module in modules if modules is not None else walk_modules(root):
         reason = _module_reason(module)
         if reason is not None:
-            name = next((n for n, m in root.named_modules() if m is module), "")
-            return f"{name or 'the backbone'} ({type(module).__name__}) {reason}"
+            return f"{_name_in(root, module)} ({type(module).__name__}) {reason}"
     return None
 
 
+def _name_in(root: nn.Module, module: nn.Module) -> str:
+    """``module``'s dotted name in ``root`` for messages, remembered (a backbone in training mode with
+    dropout gives the same reason on every call)."""
+    names = _NAMES.get(root)
+    if names is None or id(module) not in names:
+        names = {id(m): n for n, m in root.named_modules()}
+        with contextlib.suppress(TypeError):  # not weak-referenceable: not remembered
+            _NAMES[root] = names
+    return names.get(id(module)) or "the backbone"
+
+
+_NAMES: "weakref.WeakKeyDictionary[nn.Module, dict[int, str]]" = weakref.WeakKeyDictionary()
+
+
 def _module_reason(module: nn.Module) -> str | None:
-    batch_norm, instance_norm, dropout, rrelu, class_rates = _class_kind(type(module))
+    batch_norm, instance_norm, dropout, rrelu = _class_kind(type(module))
     if batch_norm:
         if module.training or module.running_mean is None or module.running_var is None:
             return "normalises with the batch's statistics (training mode or no running statistics)"
@@ -111,28 +124,29 @@ def _module_reason(module: nn.Module) -> str | None:
         return f"drops with p = {module.p} in training mode"
     if rrelu:
         return "draws random slopes in training mode"
-    own = module.__dict__.keys() & _RATE_SET
-    if own or class_rates:
-        for attribute in _RATE_ATTRIBUTES:
-            if attribute in own or attribute in class_rates:
-                rate = getattr(module, attribute, None)
-                if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0:
-                    return f"has {attribute} = {rate} in training mode"
+    cls = type(module)
+    if cls.__getattr__ is not nn.Module.__getattr__:  # its own attribute lookup: ask it for every rate
+        candidates = _RATE_ATTRIBUTES
+    else:  # set on the instance, or defined by the class (read now: classes can gain attributes)
+        own = module.__dict__.keys() & _RATE_SET
+        candidates = [a for a in _RATE_ATTRIBUTES if a in own or hasattr(cls, a)]
+    for attribute in candidates:
+        rate = getattr(module, attribute, None)
+        if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0:
+            return f"has {attribute} = {rate} in training mode"
     return None
 
 
 _RATE_SET = frozenset(_RATE_ATTRIBUTES)
-_CLASS_KINDS: dict[type, tuple] = {}
+_CLASS_KINDS: dict[type, tuple[bool, bool, bool, bool]] = {}
 
 
-def _class_kind(cls: type) -> tuple:
-    """(BatchNorm?, InstanceNorm?, dropout?, RReLU?, rate attributes the class itself defines), per class.
-    Rates set on instances (``self.drop_prob = 0.1``) are looked up per module; what nn.Module's
-    ``__getattr__`` finds (parameters, buffers, submodules) is never a rate."""
+def _class_kind(cls: type) -> tuple[bool, bool, bool, bool]:
+    """(BatchNorm?, InstanceNorm?, dropout?, RReLU?) of a module class, worked out once per class."""
     kind = _CLASS_KINDS.get(cls)
     if kind is None:
         kind = (issubclass(cls, _BatchNorm), issubclass(cls, _InstanceNorm), issubclass(cls, _DropoutNd),
-                issubclass(cls, nn.RReLU), frozenset(a for a in _RATE_ATTRIBUTES if hasattr(cls, a)))
+                issubclass(cls, nn.RReLU))
         _CLASS_KINDS[cls] = kind
     return kind
 

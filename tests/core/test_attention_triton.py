@@ -359,6 +359,7 @@ def test_auto_takes_the_kernel_for_float32_only_on_tf32(monkeypatch, generator):
     "auto" takes it for float32 only when PyTorch's float32 matmul precision allows TF32."""
     calls = _stand_in(monkeypatch, blockwise_attention_jvp)
     monkeypatch.setattr(attention, "_auto_device", lambda q: True)
+    monkeypatch.setattr(attention, "_has_tf32_cores", lambda device: True)  # as on an Ampere or later GPU
     q, k, v, qt, kt, vt = (x.float() for x in _inputs(generator))
     cuda = torch.device("cuda")  # the switches are plain flags: settable without a GPU
     with cuda_float32_products(cuda, tf32=False):

@@ -31,3 +31,14 @@ def test_walk_modules_is_modules_without_names():
     shared = nn.Linear(2, 2)
     model = nn.Sequential(nn.Sequential(shared, nn.ReLU()), shared, nn.ModuleList([nn.Tanh(), nn.Identity()]))
     assert walk_modules(model) == list(model.modules())
+
+
+def test_a_class_forward_replaced_later_is_read_again():
+    class Later(nn.Module):
+        def forward(self, z, r, t):
+            return z
+
+    z, r, t = torch.ones(2, 3), torch.zeros(2), torch.ones(2)
+    assert torch.equal(call_model(Later(), z, r, t, cond=None), z)
+    Later.forward = lambda self, z, r, t, cond=None: z + 1
+    assert torch.equal(call_model(Later(), z, r, t, cond=None), z + 1)

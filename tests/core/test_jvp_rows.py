@@ -512,3 +512,26 @@ def test_settings_and_recipe_field():
     with pytest.raises(ValueError, match="jvp_rows"):
         ObjectiveSettings(kind="flow_matching", jvp_rows="all")
     assert build_objective(ObjectiveSettings(kind="flow_matching"), None).jvp_rows is None
+
+
+def test_rates_behind_a_custom_getattr_or_added_to_a_class_later_are_seen():
+    class Configured(nn.Module):  # reads its rates from a config object
+        def __init__(self):
+            super().__init__()
+            self.config = {"drop_prob": 0.2}
+
+        def __getattr__(self, name):
+            config = self.__dict__.get("config", {})
+            return config[name] if name in config else super().__getattr__(name)
+
+    class Late(nn.Module):
+        pass
+
+    assert "drop_prob = 0.2" in static_reason(nn.Sequential(Configured()))
+    late = nn.Sequential(Late())
+    assert static_reason(late) is None
+    Late.proj_drop = 0.4
+    try:
+        assert "proj_drop = 0.4" in static_reason(late)
+    finally:
+        del Late.proj_drop
