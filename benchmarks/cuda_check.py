@@ -121,10 +121,31 @@ def check_attention_paths(device) -> None:
                           f"{'causal' if causal else 'bool mask'}, GQA: relative error {error:.2e} (limit {limit:g})")
                     if not ok:
                         raise SystemExit(1)
+        if "triton" in paths:  # float32 on TF32 tensor cores (jvp_precision tf32): the kernel's TF32 dots
+            from mfkit.core.tf32 import cuda_float32_products
+
+            inputs = [x.float() for x in (q, k, v, qt, kt, vt)]
+            exact = attention_tangent(*(x.double() for x in inputs), mask, False, None, True)
+            attention.MODE = "triton"
+            with cuda_float32_products(device, tf32=True), torch.no_grad():
+                got = attention.attention_jvp(*inputs, mask, False, None, True)
+            error = ((got.double() - exact).abs().max() / exact.abs().max()).item()
+            ok = error <= 1e-2
+            print(f"[{'ok' if ok else 'FAIL'}] {device.type} attention tangent triton, float32 with TF32 dots: "
+                  f"relative error {error:.2e} (limit 0.01)")
+            if not ok:
+                raise SystemExit(1)
         attention.MODE = "auto"
         inputs = [x.to(torch.bfloat16) for x in (q, k, v, qt, kt, vt)]
         print(f"[ok] {device.type} bf16 attention tangent: 'auto' takes the "
               f"{attention.select_path(*inputs, mask, False, True)} path")
+        from mfkit.core.tf32 import cuda_float32_products
+
+        inputs = [x.float() for x in (q, k, v, qt, kt, vt)]
+        for tf32 in (False, True):
+            with cuda_float32_products(device, tf32=tf32):
+                print(f"[ok] {device.type} float32 attention tangent{' with TF32' if tf32 else ''}: 'auto' takes the "
+                      f"{attention.select_path(*inputs, mask, False, True)} path")
     finally:
         attention.MODE = saved
 

@@ -56,6 +56,9 @@ def main() -> None:
             torch.cuda.synchronize()
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(f"{args.backbone} {args.params} {args.objective} {args.dtype} jvp {args.precision} batch {args.batch}")
+    reason = getattr(objective, "jvp_rows_reason", None)
+    if reason:
+        print(f"jvp_rows auto used every row: {reason}")
     print(prof.key_averages().table(sort_by=key, row_limit=args.rows,
                                     max_name_column_width=60))
 
