@@ -240,6 +240,11 @@ def run_without_triton() -> dict:
     return result
 
 
+#: Triton 3.6's interpreter turns a loop bound into a Python int with int() of a one-element array,
+#: which NumPy 2.5 refuses (seen on a GPU machine with both); the compiled kernel is unaffected
+_OLD_INTERPRETER_BUG = "only 0-dimensional arrays can be converted to Python scalars"
+
+
 def _subprocess(kind: str, interpret: bool, timeout: float = 300) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MFKIT_ATTENTION_TANGENT": "auto"}
     env.pop("TRITON_INTERPRET", None)
@@ -247,6 +252,14 @@ def _subprocess(kind: str, interpret: bool, timeout: float = 300) -> dict:
         env["TRITON_INTERPRET"] = "1"
     done = subprocess.run([sys.executable, __file__, kind], capture_output=True, text=True, env=env,
                           timeout=timeout, cwd=Path(__file__).resolve().parents[2])
+    if interpret and done.returncode != 0 and _OLD_INTERPRETER_BUG in done.stderr:
+        import numpy
+        import triton
+
+        if tuple(int(p) for p in triton.__version__.split(".")[:2]) < (3, 8):
+            pytest.skip(f"Triton {triton.__version__}'s interpreter cannot take a tensor as a loop bound with "
+                        f"NumPy {numpy.__version__} ({_OLD_INTERPRETER_BUG}); Triton 3.8 can: upgrade triton "
+                        f"to run the interpreted kernel tests")
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
