@@ -22,8 +22,8 @@ Selection (:func:`select_path`, used by :func:`attention_jvp` and so by the fast
 ``MODE = "auto"`` takes the fused Triton kernel (:mod:`mfkit.core.attention_triton`, output and
 tangent in one pass) for CUDA tensors when triton is installed, the inputs are ones the kernel takes
 (float16/bfloat16/float32, head dims <= 256, ...; masks, ``is_causal``, ``scale`` and ``enable_gqa``
-included), they are 16-bit or float32 with TF32 products allowed (:func:`kernel_pays_off`) and its
-one-time self-check passed; otherwise, and always on CPU, the blockwise pass when
+included), they are 16-bit, or float32 with TF32 products allowed on a GPU with TF32 tensor cores
+(:func:`kernel_pays_off`), and its one-time self-check passed; otherwise, and always on CPU, the blockwise pass when
 the attention weights would hold at least :data:`AUTO_MIN_WEIGHTS` elements (L x S x batch x heads)
 and the math rule below that. ``"blockwise"``, ``"math"`` and ``"triton"`` force one path; a forced
 ``"triton"`` raises when triton is missing or the inputs are outside the kernel's set.
@@ -101,9 +101,10 @@ def float32_on_tf32(q: torch.Tensor) -> bool:
 
 def kernel_pays_off(q: torch.Tensor) -> bool:
     """Whether "auto" may take the Triton kernel for q's dtype: always for float16 / bfloat16; for float32
-    only on TF32 tensor cores (TF32 allowed, and a GPU of compute capability 8.0 or later). Exact float32 products ("highest") run on CUDA cores, where the kernel was
-    measured far behind the PyTorch paths (DiT-B/4 block, batch 256, H200: 199 ms against 11 ms for the
-    math rule; with TF32 2.2 ms against 9.0 ms; docs/benchmarks.md)."""
+    only on TF32 tensor cores (TF32 allowed, and a GPU of compute capability 8.0 or later). Exact float32
+    products run on CUDA cores, where the kernel was measured far behind the PyTorch paths (DiT-B/4
+    block, batch 256, H200: 199 ms against 11 ms for the math rule; with TF32 2.2 ms against 9.0 ms;
+    docs/benchmarks.md)."""
     return q.dtype != torch.float32 or (float32_on_tf32(q) and _has_tf32_cores(q.device))
 
 
