@@ -84,15 +84,21 @@ def test_autocast_is_off_in_float32_passes_only():
             assert torch.is_autocast_enabled("cpu")
 
 
-def test_finite_differences_keep_exact_products_under_tf32(monkeypatch):
-    """TF32 rounding divided by h is a large error: finite differences run their passes as fp32."""
+def record_passes(monkeypatch, module) -> list:
+    """The precisions of the float32_pass calls that ``module`` makes from now on."""
     seen = []
 
     def recording(precision, device):
         seen.append(precision)
         return float32_pass(precision, device)
 
-    monkeypatch.setattr(jvp_module, "float32_pass", recording)
+    monkeypatch.setattr(module, "float32_pass", recording)
+    return seen
+
+
+def test_finite_differences_keep_exact_products_under_tf32(monkeypatch):
+    """TF32 rounding divided by h is a large error: finite differences run their passes as fp32."""
+    seen = record_passes(monkeypatch, jvp_module)
     model = mfkit.nn.MLPBackbone(data_shape=(3,), width=16, depth=2)
     z, r, t = torch.randn(4, 3), torch.rand(4) * 0.5, torch.rand(4) * 0.5 + 0.5
     tangents = (torch.randn(4, 3), torch.zeros(4), torch.ones(4))
@@ -103,13 +109,7 @@ def test_finite_differences_keep_exact_products_under_tf32(monkeypatch):
 
 
 def test_guidance_passes_follow_the_ambient_settings_without_autocast(monkeypatch):
-    seen = []
-
-    def recording(precision, device):
-        seen.append(precision)
-        return float32_pass(precision, device)
-
-    monkeypatch.setattr(objectives_module, "float32_pass", recording)
+    seen = record_passes(monkeypatch, objectives_module)
     model = mfkit.nn.MLPBackbone(data_shape=(3,), width=16, depth=2, num_classes=3)
     objective = mfkit.MeanFlow(jvp_precision="tf32", guidance=mfkit.Guidance(w_cfg=1.0, kappa=0.5, null_label=3))
     x, labels = torch.randn(8, 3), torch.randint(0, 3, (8,))
