@@ -19,18 +19,16 @@ Checks, printing one line each and exiting non-zero on the first failure:
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 
 import torch
 
 import mfkit
+from mfkit.core.tf32 import cuda_float32_products, settings
+from mfkit.testing.networks import ConvAttentionNet
 
 
 def conv_attention_net(device):
-    sys.path.insert(0, __file__.rsplit("/", 1)[0])
-    from train_step import ConvAttentionNet
-
     torch.manual_seed(0)
     return ConvAttentionNet(width=32, blocks=1, heads=4).to(device)
 
@@ -122,8 +120,6 @@ def check_attention_paths(device) -> None:
                     if not ok:
                         raise SystemExit(1)
         if "triton" in paths:  # float32 on TF32 tensor cores (jvp_precision tf32): the kernel's TF32 dots
-            from mfkit.core.tf32 import cuda_float32_products
-
             inputs = [x.float() for x in (q, k, v, qt, kt, vt)]
             exact = attention_tangent(*(x.double() for x in inputs), mask, False, None, True)
             attention.MODE = "triton"
@@ -139,8 +135,6 @@ def check_attention_paths(device) -> None:
         inputs = [x.to(torch.bfloat16) for x in (q, k, v, qt, kt, vt)]
         print(f"[ok] {device.type} bf16 attention tangent: 'auto' takes the "
               f"{attention.select_path(*inputs, mask, False, True)} path")
-        from mfkit.core.tf32 import cuda_float32_products
-
         inputs = [x.float() for x in (q, k, v, qt, kt, vt)]
         for tf32 in (False, True):
             with cuda_float32_products(device, tf32=tf32):
@@ -153,9 +147,6 @@ def check_attention_paths(device) -> None:
 def check_precisions(device) -> None:
     """Tangent error against float64 under bf16 autocast for each jvp_precision (limits: fp32 1e-4,
     tf32 1e-2, autocast 5e-2), on a conv + attention net of width 64 (matrix products over 64-256 terms)."""
-    sys.path.insert(0, __file__.rsplit("/", 1)[0])
-    from train_step import ConvAttentionNet
-
     torch.manual_seed(0)
     model = ConvAttentionNet(width=64, blocks=2, heads=4).to(device)
     g = torch.Generator(device).manual_seed(0)
@@ -166,8 +157,6 @@ def check_precisions(device) -> None:
     double = ConvAttentionNet(width=64, blocks=2, heads=4).to(device).double()
     double.load_state_dict(model.state_dict())
     _, exact = mfkit.jvp(double, z.double(), r.double(), t.double(), tuple(x.double() for x in tangents))
-    from mfkit.core.tf32 import settings
-
     saved = settings()
     failed = False
     for precision, limit in (("fp32", 1e-4), ("tf32", 1e-2), ("autocast", 5e-2)):

@@ -62,7 +62,7 @@ run mlp_share025_bf16 python3 benchmarks/train_step.py --device cuda --dtype bf1
     --configs flow_matching,forward_ad,forward_ad@all
 run shipped_bf16 python3 benchmarks/train_step.py --device cuda --dtype bf16 --shipped --interleaved \
     --steps "$steps" --configs flow_matching,forward_ad,forward_ad@all
-run profile_autocast python3 benchmarks/profile_step.py --device cuda --dtype bf16 --backbone dit \
+run profile_autocast python3 plugins/image/benchmarks/profile_step.py --device cuda --dtype bf16 --backbone dit \
     --params '{"preset": "B/4"}' --shape 4,32,32 --batch 256 --objective forward_ad --precision autocast --rows 30
 run cuda_tests python3 -m pytest -q -p no:cacheprovider tests/core/test_attention_triton.py \
     tests/core/test_attention_tangent.py

@@ -39,7 +39,7 @@ import torch
 
 import mfkit
 from mfkit.nn import MLPBackbone
-from mfkit.testing.networks import ConvAttentionNet  # noqa: F401 - also imported by cuda_check.py
+from mfkit.testing.networks import ConvAttentionNet
 
 CONFIGS = ["flow_matching", "forward_ad", "forward_ad_plain", "nograd", "finite_difference"]
 

@@ -97,13 +97,12 @@ def jvp(
     ``cond`` is called as ``model(z, r, t)``.
     """
     _check_settings(backend, precision, fd_step)
-    precision = _pass_precision(backend, precision)
+    apart = apart_precision(_backend_precision(backend, precision), z.device)
     pair, tangent_only = _BACKENDS[backend]
     args = (z, r, t, tuple(dx.to(x.dtype) for x, dx in zip((z, r, t), tangents)), cond, fd_step)
     with _explained(model, backend, lambda: pair(model, *args)), _quiet_jit_warning():
-        fp32_split = precision in FLOAT32_JVP and torch.is_autocast_enabled(z.device.type)
-        if fp32_split or (backend in _DUAL_BACKENDS and _ddp_sink(model)):
-            du = _tangent_apart(tangent_only, without_wrapper(model), args, fp32_split and precision)
+        if apart != "autocast" or (backend in _DUAL_BACKENDS and _ddp_sink(model)):
+            du = _tangent_apart(tangent_only, without_wrapper(model), args, apart)
             return call_model(model, z, r, t, cond), du
         return pair(model, *args)
 
@@ -144,7 +143,7 @@ def jvp_on_rows(
       no-grad pass (``torch.func.jvp``, shifted forward, float32 tangent) runs on the k rows only.
     """
     _check_settings(backend, precision, fd_step)
-    precision = _pass_precision(backend, precision)
+    precision = _backend_precision(backend, precision)
     batch = z.shape[0]
     if rows is None:
         return jvp(model, z, r, t, tangents, cond, backend=backend, fd_step=fd_step, precision=precision)
@@ -164,7 +163,8 @@ def jvp_on_rows(
               fd_step)
     pair, tangent_only = _BACKENDS[backend]
     inner = without_wrapper(model)
-    fp32_split = precision in FLOAT32_JVP and torch.is_autocast_enabled(z.device.type)
+    apart = apart_precision(precision, z.device)
+    fp32_split = apart != "autocast"
     forward_mode = backend in _DUAL_BACKENDS and not fp32_split
     with _explained(model, backend, lambda: pair(inner, *picked)), _quiet_jit_warning():
         if forward_mode and not _ddp_sink(model):
@@ -182,7 +182,7 @@ def jvp_on_rows(
                 shifted = _shifted(inner, *picked)
             u = call_model(model, z, r, t, cond)
             return u, (shifted - u.detach()[index]) / fd_step
-        du = _tangent_apart(tangent_only, inner, picked, fp32_split and precision)
+        du = _tangent_apart(tangent_only, inner, picked, apart)
         return call_model(model, z, r, t, cond), du
 
 
@@ -289,6 +289,13 @@ def autocast_off(device: torch.device):
     return torch.autocast(device_type=device.type, enabled=False)
 
 
+def apart_precision(precision: str, device: torch.device) -> str:
+    """How the no-grad passes kept apart from the gradient forward (the JVP, guidance terms) run: in
+    ``precision`` ("fp32" or "tf32") under autocast, else "autocast": the ambient settings, as the
+    gradient forward (without autocast all precisions are that one pass)."""
+    return precision if precision in FLOAT32_JVP and torch.is_autocast_enabled(device.type) else "autocast"
+
+
 @contextlib.contextmanager
 def float32_pass(precision: str, device: torch.device):
     """A no-grad network pass of the given JVP precision: autocast off for "fp32" and "tf32", with CUDA's
@@ -350,20 +357,18 @@ def _is_forward_mode_failure(error: BaseException) -> bool:
     return any(hint in text for hint in _FORWARD_MODE_HINTS)
 
 
-def _tangent_apart(tangent_only, model, args: tuple, float32: str | bool) -> torch.Tensor:
-    """The tangent from a no-grad pass that replays the gradient forward's randomness; the caller runs
-    the ordinary forward for u. ``float32``: False (the ambient autocast), "fp32" (float32, autocast off)
-    or "tf32" (the same with TF32 matrix products on CUDA)."""
+def _tangent_apart(tangent_only, model, args: tuple, precision: str) -> torch.Tensor:
+    """The tangent from a no-grad pass that replays the gradient forward's randomness, in ``precision``
+    (:func:`apart_precision`); the caller runs the ordinary forward for u."""
     device = args[0].device
     with contextlib.ExitStack() as stack:
         stack.enter_context(replayed_randomness(device))
-        if float32:
-            stack.enter_context(float32_pass(float32, device))
+        stack.enter_context(float32_pass(precision, device))
         stack.enter_context(torch.no_grad())
         return tangent_only(model, *args)
 
 
-def _pass_precision(backend: str, precision: str) -> str:
+def _backend_precision(backend: str, precision: str) -> str:
     """The precision a backend's passes run in: finite differences divide the difference of two nearly
     equal outputs by h, which turns TF32's rounding (5e-4) into errors of about 30% at h = 1e-3, so under
     "tf32" they keep exact float32 products."""

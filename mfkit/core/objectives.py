@@ -42,7 +42,8 @@ from mfkit.core.broadcast import expand_like, sum_non_batch
 from mfkit.core.calling import call_model, without_wrapper
 from mfkit.core.conditions import ConditionOps, LabelConditions, batch_size_of
 from mfkit.core.coupling import COUPLINGS, SET_COUPLINGS, align_sets, couple
-from mfkit.core.jvp import JVP_BACKENDS, JVP_PRECISIONS, JVPError, autocast_off, float32_pass, jvp, jvp_on_rows
+from mfkit.core.jvp import (JVP_BACKENDS, JVP_PRECISIONS, JVPError, apart_precision, autocast_off, float32_pass, jvp,
+                             jvp_on_rows)
 from mfkit.core.path import conditional_velocity, interpolate
 from mfkit.core.rows import JVP_ROWS, RowPlanner, take_rows
 from mfkit.core.time_sampling import LogitNormal, TimePairSampler
@@ -391,8 +392,7 @@ class MeanFlow:
         jvp_precision fp32 or tf32, in float32 (autocast off), as the guidance terms are computed;
         without autocast in the ambient settings, as the JVP."""
         inner = without_wrapper(model)
-        precision = self.jvp_precision if torch.is_autocast_enabled(z.device.type) else "autocast"  # as jvp()
-        with torch.no_grad(), _eval_mode(inner), float32_pass(precision, z.device):
+        with torch.no_grad(), _eval_mode(inner), float32_pass(apart_precision(self.jvp_precision, z.device), z.device):
             return call_model(inner, z, r, t, cond)
 
     def _own_velocity(self, model, z, t, v, cond, moving):

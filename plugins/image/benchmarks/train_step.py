@@ -30,6 +30,23 @@ from mfkit_image.backbones.unet import SPEC as UNET
 BACKENDS = ["forward_ad", "forward_ad_plain", "nograd", "finite_difference"]
 
 
+BACKBONES = {"unet": UNET, "dit": DIT}
+
+
+def build_backbone(name: str, params: str, info: DataInfo, device: torch.device) -> torch.nn.Module:
+    """The plugin's ``unet`` or ``dit`` with JSON ``params`` for data of ``info``."""
+    spec = BACKBONES[name]
+    return spec.build(spec.params_model(**json.loads(params)), info, None).to(device)
+
+
+def objective_for(name: str, precision: str = "fp32"):
+    """``flow_matching``, or MeanFlow named by JVP backend, optionally ``@all`` / ``@r_neq_t`` (jvp_rows)."""
+    if name == "flow_matching":
+        return mfkit.FlowMatching()
+    backend, _, rows = name.partition("@")
+    return mfkit.MeanFlow(jvp_backend=backend, jvp_precision=precision, **({"jvp_rows": rows} if rows else {}))
+
+
 def step_time(model, objective, x, labels, repeats: int, warmup: int, device, dtype: str = "fp32") -> tuple[float, float]:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
@@ -81,18 +98,16 @@ def main() -> None:
     print("| backbone | objective | s / step | x flow matching |" + (" peak MB | x flow matching |" if memory else "")
           + "\n|---|---|---|---|" + ("---|---|" if memory else ""))
     chosen = args.backbones.split(",")
-    for name, spec, params in (("unet", UNET, args.unet), ("dit", DIT, args.dit)):
+    for name, params in (("unet", args.unet), ("dit", args.dit)):
         if name not in chosen:
             continue
-        model = spec.build(spec.params_model(**json.loads(params)), info, None).to(device)
+        model = build_backbone(name, params, info, device)
         base, base_peak = step_time(model, mfkit.FlowMatching(), x, labels, args.repeats, args.warmup, device,
                                     args.dtype)
         print(f"| {name} | flow matching | {base:.3f} | 1.00 |" + (f" {base_peak:.0f} | 1.00 |" if memory else ""),
               flush=True)
         for name_rows, precision in itertools.product(args.objectives.split(","), args.precisions.split(",")):
-            backend, _, rows = name_rows.partition("@")
-            objective = mfkit.MeanFlow(jvp_backend=backend, jvp_precision=precision,
-                                       **({"jvp_rows": rows} if rows else {}))
+            objective = objective_for(name_rows, precision)
             seconds, peak = step_time(model, objective, x, labels, args.repeats, args.warmup, device, args.dtype)
             backend = name_rows + (f", jvp {precision}" if args.dtype == "bf16" else "")
             print(f"| {name} | MeanFlow {backend} | {seconds:.3f} | {seconds / base:.2f} |"

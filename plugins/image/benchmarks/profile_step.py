@@ -1,16 +1,15 @@
 """Profile one MeanFlow training step of an image backbone (top ops by device and CPU time).
 
-    python benchmarks/profile_step.py --device cuda --dtype bf16 --backbone dit --params '{"preset": "B/4"}' --shape 4,32,32 --batch 256
+    python plugins/image/benchmarks/profile_step.py --device cuda --dtype bf16 --backbone dit --params '{"preset": "B/4"}' --shape 4,32,32 --batch 256
 """
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+from train_step import build_backbone, objective_for
 
-import mfkit
 from mfkit.plugins import DataInfo
 
 
@@ -26,20 +25,12 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", help="jvp_precision: fp32, tf32 or autocast")
     parser.add_argument("--rows", type=int, default=25)
     args = parser.parse_args()
-    from mfkit_image.backbones.dit import SPEC as DIT
-    from mfkit_image.backbones.unet import SPEC as UNET
-    spec = {"dit": DIT, "unet": UNET}[args.backbone]
     device = torch.device(args.device)
     shape = tuple(int(v) for v in args.shape.split(","))
-    model = spec.build(spec.params_model(**json.loads(args.params)), DataInfo(shape, 10), None).to(device)
+    model = build_backbone(args.backbone, args.params, DataInfo(shape, 10), device)
     x = torch.randn(args.batch, *shape, device=device)
     labels = torch.randint(0, 10, (args.batch,), device=device)
-    if args.objective == "flow_matching":
-        objective = mfkit.FlowMatching()
-    else:
-        backend, _, rows = args.objective.partition("@")
-        objective = mfkit.MeanFlow(jvp_backend=backend, jvp_precision=args.precision,
-                                   **({"jvp_rows": rows} if rows else {}))
+    objective = objective_for(args.objective, args.precision)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
 
     def step():
