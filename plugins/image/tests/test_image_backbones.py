@@ -85,3 +85,24 @@ def test_dit_clear_errors():
         DIT.build(DiTParams(preset="tiny/4"), DataInfo((1, 6, 6)), None)
     with pytest.raises(ValueError, match="takes images"):
         UNET.build(UNetParams(), DataInfo((16,)), None)
+
+
+@pytest.mark.parametrize("name", ["unet", "dit"])
+def test_time_scale_multiplies_the_times_before_the_sinusoid_and_keeps_the_contract(name):
+    """``time_scale`` (DiT/ADM's 1000) changes only what the embedding sees: the network at scale s and
+    times (r, t) is the network at scale 1 and times (s r, s t) with the same weights."""
+    info = info_for(CONDITIONS["class"], (1, 8, 8))
+    settings = {**SMALL[name], "zero_init": False, "dropout": 0.0,
+                **({"zero_output": False} if name == "dit" else {})}
+    check_backbone_spec(SPECS[name], info, {**settings, "time_scale": 1000.0})
+    torch.manual_seed(0)
+    scaled = SPECS[name].build(SPECS[name].params_model(**settings, time_scale=1000.0), info, None).eval()
+    plain = SPECS[name].build(SPECS[name].params_model(**settings), info, None).eval()
+    plain.load_state_dict(scaled.state_dict())
+    z, labels = torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 2])
+    r, t = torch.tensor([0.0, 0.2, 0.5]), torch.tensor([1.0, 0.7, 0.5])
+    with torch.no_grad():
+        assert torch.allclose(scaled(z, r, t, labels), plain(z, 1000 * r, 1000 * t, labels), atol=1e-5)
+        assert not torch.allclose(scaled(z, r, t, labels), plain(z, r, t, labels), atol=1e-3)
+    with pytest.raises(ValueError):
+        SPECS[name].params_model(**settings, time_scale=0.0)

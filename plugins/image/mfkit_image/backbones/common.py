@@ -11,13 +11,16 @@ from mfkit.plugins import ClassCondition, DataInfo, VectorCondition
 class Conditioning(nn.Module):
     """(r, t, cond) -> (B, dim): mfkit's (t, t - r) time embeddings plus the condition's embedding.
 
+    ``time_scale`` multiplies each time before the sinusoid (1: raw t in [0, 1], as the paper's code).
+
     Class labels (B,) use :class:`mfkit.nn.ConditionEmbedding` (label ``num_classes`` is the null
     condition); vector conditions (B, n) :class:`mfkit.nn.VectorConditionEmbedding` (a NaN row is null).
     """
 
-    def __init__(self, dim: int, info: DataInfo, time_inputs: str = "t,t-r", frequency_dim: int = 256) -> None:
+    def __init__(self, dim: int, info: DataInfo, time_inputs: str = "t,t-r", frequency_dim: int = 256,
+                 time_scale: float = 1.0) -> None:
         super().__init__()
-        self.time = TimePairEmbedding(dim, time_inputs, frequency_dim)
+        self.time = TimePairEmbedding(dim, time_inputs, frequency_dim, time_scale)
         condition = info.condition
         if isinstance(condition, VectorCondition):
             self.cond: nn.Module | None = VectorConditionEmbedding(condition.dim, dim)

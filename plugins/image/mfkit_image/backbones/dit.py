@@ -40,6 +40,9 @@ class DiTParams(BaseModel):
     mlp_ratio: float = Field(4.0, gt=0, description="MLP width / token width")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout after attention and in the MLP")
     time_inputs: Literal["t,t-r", "t,r", "t,r,t-r"] = Field("t,t-r", description="which times the network sees")
+    time_scale: float = Field(1.0, gt=0, description="multiplies t and t - r before the sinusoidal embedding: 1 "
+                                                      "feeds raw t in [0, 1] (the paper's code), 1000 the DiT/ADM "
+                                                      "convention (finer time resolution)")
     zero_init: bool = Field(True, description="adaLN-Zero: every modulation regressor starts at zero (blocks start "
                                               "as the identity)")
     zero_output: bool = Field(True, description="the output layer starts at zero too, as in DiT (the network "
@@ -134,7 +137,7 @@ class DiT(nn.Module):
         self.patch, self.channels, self.grid = patch, channels, (height // patch, width // patch)
         self.patchify = nn.Conv2d(channels, hidden, patch, stride=patch)
         self.register_buffer("positions", sincos_2d(hidden, *self.grid), persistent=False)
-        self.embed = Conditioning(hidden, info, params.time_inputs)
+        self.embed = Conditioning(hidden, info, params.time_inputs, time_scale=params.time_scale)
         self.blocks = nn.ModuleList(DiTBlock(hidden, heads, params.mlp_ratio, params.dropout, params.zero_init)
                                     for _ in range(depth))
         self.norm_out = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)

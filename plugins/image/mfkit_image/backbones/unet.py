@@ -35,6 +35,9 @@ class UNetParams(BaseModel):
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout inside residual blocks")
     emb_mult: int = Field(4, gt=0, description="embedding width = channels * emb_mult")
     time_inputs: Literal["t,t-r", "t,r", "t,r,t-r"] = Field("t,t-r", description="which times the network sees")
+    time_scale: float = Field(1.0, gt=0, description="multiplies t and t - r before the sinusoidal embedding: 1 "
+                                                      "feeds raw t in [0, 1] (the paper's code), 1000 the DiT/ADM "
+                                                      "convention (finer time resolution)")
     zero_init: bool = Field(True, description="start every residual branch (its last convolution) and attention "
                                               "output at zero, so each block starts as its skip path; the output "
                                               "layer keeps a normal init, so the first JVP is not identically zero")
@@ -114,7 +117,7 @@ class UNet(nn.Module):
         c_img, height, _ = info.sample_shape
         widths = [params.channels * m for m in params.channel_mult]
         emb_dim = params.channels * params.emb_mult
-        self.embed = Conditioning(emb_dim, info, params.time_inputs)
+        self.embed = Conditioning(emb_dim, info, params.time_inputs, time_scale=params.time_scale)
         self.conv_in = nn.Conv2d(c_img, widths[0], 3, padding=1)
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         skips, c, side, sides = [widths[0]], widths[0], height, []
