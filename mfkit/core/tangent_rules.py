@@ -21,6 +21,7 @@ Tangents produced here carry no gradient: use this only for stop-gradient JVPs.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Callable
 
@@ -57,14 +58,16 @@ def _split(x: Any) -> tuple[Any, torch.Tensor | None]:
     as much as the rest of a small op's rule, and it runs on every argument of every op in the pass."""
     if isinstance(x, torch.Tensor):
         level = fwAD._current_level
-        if level < 0:
-            return x, None
-        return tuple(torch._unpack_dual(x, level=level))
+        if level >= 0:
+            return torch._unpack_dual(x, level=level)  # a (primal, tangent) structseq
     return x, None
 
 
 def _has_tangent(x: Any) -> bool:
-    return _split(x)[1] is not None
+    if isinstance(x, torch.Tensor):
+        level = fwAD._current_level
+        return level >= 0 and torch._unpack_dual(x, level=level)[1] is not None
+    return False
 
 
 class _Fallback(Exception):
@@ -89,7 +92,18 @@ def _as_autocast_norm_input(x: torch.Tensor) -> torch.Tensor:
 
 
 def _dual(primal: torch.Tensor, tangent: torch.Tensor) -> torch.Tensor:
-    return fwAD.make_dual(primal, tangent.to(primal.dtype))
+    """``fwAD.make_dual(primal, tangent)`` at the current level, called one level down: the public
+    function's checks and export hooks cost about 20 microseconds a call, on every op of the pass."""
+    return torch._VF._make_dual(primal, tangent.to(primal.dtype), level=fwAD._current_level)
+
+
+_NO_CONTEXT = contextlib.nullcontext()
+
+
+def _tangent_grad_off():
+    """``torch.no_grad()`` for a tangent computation, or nothing where gradients are already off (the
+    no-grad JVP passes): entering and leaving no_grad costs a few microseconds on every op."""
+    return torch.no_grad() if torch.is_grad_enabled() else _NO_CONTEXT
 
 
 # ---------------------------------------------------------------- linear maps (tangent = op(x_t))
@@ -100,7 +114,7 @@ def _linear(func, args, kwargs):
         raise _Fallback
     xp, xt = _split(a["input"])
     yp = F.linear(xp, a["weight"], a["bias"])
-    with torch.no_grad():
+    with _tangent_grad_off():
         yt = F.linear(xt, a["weight"])
     return _dual(yp, yt)
 
@@ -131,7 +145,7 @@ def _interpolate(func, args, kwargs):
     a = _bind(args, kwargs, _INTERPOLATE_NAMES, {})
     xp, xt = _split(a.pop("input"))
     yp = func(xp, **a)
-    with torch.no_grad():
+    with _tangent_grad_off():
         yt = func(xt.to(xp.dtype), **a)
     return _dual(yp, yt)
 
@@ -143,7 +157,7 @@ def _linear_in_input(func, a: dict):
     xp, xt = _split(a.pop("input"))
     yp = func(xp, **a)
     a["bias"] = None
-    with torch.no_grad():
+    with _tangent_grad_off():
         yt = func(xt, **a)
     return _dual(yp, yt)
 
@@ -168,7 +182,7 @@ def _layer_norm(func, args, kwargs):
                              {"weight": None, "bias": None, "eps": 1e-5})
     shape = list(a["normalized_shape"])
     yp, mean, inv_std = torch.native_layer_norm(xp, shape, a["weight"], a["bias"], a["eps"])
-    with torch.no_grad():
+    with _tangent_grad_off():
         yt = torch.ops.aten.native_layer_norm_backward(
             xt.to(xp.dtype), xp, shape, mean, inv_std, None, None, [True, False, False])[0]
         if a["weight"] is not None:
@@ -183,7 +197,7 @@ def _group_norm(func, args, kwargs):
     n, c = xp.shape[:2]
     spatial, groups = xp[0, 0].numel(), a["num_groups"]
     yp, mean, inv_std = torch.native_group_norm(xp, a["weight"], a["bias"], n, c, spatial, groups, a["eps"])
-    with torch.no_grad():
+    with _tangent_grad_off():
         yt = torch.ops.aten.native_group_norm_backward(
             xt.to(xp.dtype).contiguous(), xp.contiguous(), mean, inv_std, None, n, c, spatial, groups,
             [True, False, False])[0]
@@ -199,7 +213,7 @@ def _rms_norm(func, args, kwargs):
         raise _Fallback
     xp, xt = _split(a["input"])
     yp = F.rms_norm(xp, a["normalized_shape"], a["weight"], a["eps"])
-    with torch.no_grad():
+    with _tangent_grad_off():
         dims = tuple(range(-len(a["normalized_shape"]), 0))
         x32, t32 = _wide(xp), _wide(xt)
         # PyTorch computes half-precision RMSNorm in float32 and takes eps=None from that dtype.
@@ -222,7 +236,7 @@ def _activation(primal_fn, backward):
             raise _Fallback
         xp, xt = _split(args[0])
         yp = primal_fn(xp, *args[1:], **kwargs)
-        with torch.no_grad():
+        with _tangent_grad_off():
             yt = backward(xt.to(xp.dtype), xp, *args[1:], **kwargs)
         return _dual(yp, yt)
 
@@ -259,7 +273,7 @@ def _mul(func, args, kwargs):
         raise _Fallback
     (ap, at), (bp, bt) = _split(args[0]), _split(args[1])
     yp = func(ap, bp)
-    with torch.no_grad():
+    with _tangent_grad_off():
         yt = at * bp if at is not None else None
         if bt is not None:
             yt = ap * bt if yt is None else yt + ap * bt
@@ -275,7 +289,7 @@ def _add(func, args, kwargs):
         raise _Fallback
     (ap, at), (bp, bt) = _split(args[0]), _split(args[1])
     yp = func(ap, bp, **kwargs)
-    with torch.no_grad():
+    with _tangent_grad_off():
         alpha = kwargs.get("alpha", 1) * (-1 if func in (torch.sub, torch.Tensor.sub) else 1)
         scaled = bt if bt is None or alpha == 1 else bt * alpha
         yt = scaled if at is None else at if bt is None else at + scaled
@@ -344,7 +358,7 @@ def _sdpa(func, args, kwargs):
         raise _Fallback
     (qp, qt), (kp, kt), (vp, vt) = _split(a["query"]), _split(a["key"]), _split(a["value"])
     yp = F.scaled_dot_product_attention(qp, kp, vp, **{n: a[n] for n in _SDPA_NAMES[3:]})
-    with torch.no_grad():  # blockwise (online softmax) or the math rule, by size: mfkit.core.attention.MODE
+    with _tangent_grad_off():  # blockwise (online softmax) or the math rule, by size: mfkit.core.attention.MODE
         yt = attention_jvp(qp, kp, vp, qt, kt, vt, a["attn_mask"], a["is_causal"], a["scale"],
                            a["enable_gqa"], out=yp.detach())
     return _dual(yp, yt)
