@@ -102,8 +102,9 @@ def jvp(
     args = (z, r, t, tuple(dx.to(x.dtype) for x, dx in zip((z, r, t), tangents)), cond, fd_step)
     with _explained(model, backend, lambda: pair(model, *args)), _quiet_jit_warning():
         if apart != "autocast" or (backend in _DUAL_BACKENDS and _ddp_sink(model)):
-            du = _tangent_apart(tangent_only, without_wrapper(model), args, apart)
-            return call_model(model, z, r, t, cond), du
+            return _forward_then_tangent(lambda: call_model(model, z, r, t, cond),
+                                         lambda: _tangent_apart(tangent_only, without_wrapper(model), args, apart),
+                                         z.device)
         return pair(model, *args)
 
 
@@ -178,12 +179,11 @@ def jvp_on_rows(
             order[torch.cat([index, rest])] = torch.arange(batch, device=z.device)
             return torch.cat([u_rows, u_rest]).index_select(0, order), du
         if backend == "finite_difference" and not fp32_split:
-            with replayed_randomness(z.device):
-                shifted = _shifted(inner, *picked)
-            u = call_model(model, z, r, t, cond)
+            u, shifted = _forward_then_tangent(lambda: call_model(model, z, r, t, cond),
+                                               lambda: _shifted(inner, *picked), z.device)
             return u, (shifted - u.detach()[index]) / fd_step
-        du = _tangent_apart(tangent_only, inner, picked, apart)
-        return call_model(model, z, r, t, cond), du
+        return _forward_then_tangent(lambda: call_model(model, z, r, t, cond),
+                                     lambda: _tangent_apart(tangent_only, inner, picked, apart), z.device)
 
 
 # ---------------------------------------------------------------- forward-mode AD (dual tensors)
@@ -236,9 +236,9 @@ def _func_jvp_tangent(inner, z, r, t, tangents, cond, h):
 
 
 def _nograd_pair(model, z, r, t, tangents, cond, h):
-    with replayed_randomness(z.device):
-        du = _func_jvp_tangent(without_wrapper(model), z, r, t, tangents, cond, h)
-    return call_model(model, z, r, t, cond), du
+    return _forward_then_tangent(lambda: call_model(model, z, r, t, cond),
+                                 lambda: _func_jvp_tangent(without_wrapper(model), z, r, t, tangents, cond, h),
+                                 z.device)
 
 
 # ---------------------------------------------------------------- finite differences
@@ -249,9 +249,9 @@ def _shifted(inner, z, r, t, tangents, cond, h):
 
 
 def _difference_pair(model, z, r, t, tangents, cond, h):
-    with replayed_randomness(z.device):
-        shifted = _shifted(without_wrapper(model), z, r, t, tangents, cond, h)
-    u = call_model(model, z, r, t, cond)
+    u, shifted = _forward_then_tangent(lambda: call_model(model, z, r, t, cond),
+                                       lambda: _shifted(without_wrapper(model), z, r, t, tangents, cond, h),
+                                       z.device)
     return u, (shifted - u.detach()) / h
 
 
@@ -358,14 +358,28 @@ def _is_forward_mode_failure(error: BaseException) -> bool:
 
 
 def _tangent_apart(tangent_only, model, args: tuple, precision: str) -> torch.Tensor:
-    """The tangent from a no-grad pass that replays the gradient forward's randomness, in ``precision``
-    (:func:`apart_precision`); the caller runs the ordinary forward for u."""
+    """The tangent from a no-grad pass in ``precision`` (:func:`apart_precision`); the caller runs the
+    ordinary forward for u and the two through :func:`_forward_then_tangent` (same random numbers)."""
     device = args[0].device
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(replayed_randomness(device))
-        stack.enter_context(float32_pass(precision, device))
-        stack.enter_context(torch.no_grad())
+    with float32_pass(precision, device), torch.no_grad():
         return tangent_only(model, *args)
+
+
+def _forward_then_tangent(forward: Callable[[], Any], tangent: Callable[[], Any], device: torch.device):
+    """(forward(), tangent()), the tangent's pass drawing the same random numbers as the forward (dropout
+    masks) and the generator left where the forward left it.
+
+    The gradient forward runs first: on a GPU its kernels are queued in a few milliseconds and run while
+    Python works through the no-grad tangent pass, whose per-op cost (a torch-function rule per op) can
+    exceed its GPU time; run the other way round the GPU idles through that pass."""
+    before = _rng_state(device)
+    u = forward()
+    after = _rng_state(device)
+    _set_rng_state(device, before)
+    try:
+        return u, tangent()
+    finally:
+        _set_rng_state(device, after)
 
 
 def _backend_precision(backend: str, precision: str) -> str:

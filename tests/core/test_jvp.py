@@ -148,6 +148,35 @@ def test_dropout_sees_one_mask_across_passes(backend):
     u, du = mfkit.jvp(model, z, r, t, tangents(r, t, v), backend=backend, fd_step=1e-7)
     # Where the output was dropped, its derivative must be zero too, and vice versa.
     assert torch.equal(u == 0, du == 0)
+    # u is the plain forward's (same mask), and the generator ends where that forward leaves it.
+    after = torch.get_rng_state()
+    torch.manual_seed(5)
+    assert torch.equal(u, model(z, r, t))
+    assert torch.equal(after, torch.get_rng_state())
+
+
+@pytest.mark.parametrize("backend", ["forward_ad", "nograd", "finite_difference"])
+def test_dropout_sees_one_mask_in_the_float32_pass_under_autocast(backend):
+    """With autocast on, the gradient forward (bf16) and the float32 tangent pass run apart, forward
+    first: the tangent pass replays the forward's random numbers and the generator ends where the
+    forward left it."""
+    torch.manual_seed(0)
+    linear = nn.Linear(8, 8)
+
+    def dropping(z, r, t, cond=None):
+        return F.dropout(linear(z) * t[:, None], p=0.5, training=True)
+
+    z, r, t, v = make_inputs((8,))
+    torch.manual_seed(5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        u, du = mfkit.jvp(dropping, z, r, t, tangents(r, t, v), backend=backend, fd_step=1e-2)
+    assert du.dtype == torch.float32
+    assert torch.equal(u == 0, du == 0)
+    after = torch.get_rng_state()
+    torch.manual_seed(5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(u, dropping(z, r, t))
+    assert torch.equal(after, torch.get_rng_state())
 
 
 def test_unknown_backend_is_a_clear_error():
