@@ -11,7 +11,7 @@
 # printing "== <step> rc N" for each, so one broken step costs one step's time, not the session.
 # Order: exactness first (cuda_check: every JVP backend, bf16, a bf16 training run with resume, every
 # attention-tangent path incl. the Triton kernel), then timings: the attention tangent on a DiT-B/4 block,
-# DiT-B/4 training steps on ImageNet-sized latents, the conv + attention net at 256 tokens, the 4 x 1024
+# DiT-B/4 training steps on ImageNet-sized latents, the share of a DiT-B/4 step the GPU is busy, the conv + attention net at 256 tokens, the 4 x 1024
 # MLP at the ImageNet r != t share and at every row, every shipped backbone, the CUDA kernel tests, and
 # torch.compile'd flow-matching and MeanFlow steps on the MLP.
 set -u
@@ -44,6 +44,11 @@ run dit_b4_bf16 python3 plugins/image/benchmarks/train_step.py --device cuda --d
 run dit_b4_precisions python3 plugins/image/benchmarks/train_step.py --device cuda --dtype bf16 --shape 4,32,32 \
     --batch 256 --backbones dit --dit '{"preset": "B/4"}' --repeats "$steps" --warmup 3 \
     --objectives forward_ad,forward_ad@all --precisions fp32,tf32,autocast
+for objective in flow_matching forward_ad; do  # GPU busy share of a step: is MeanFlow's step host-bound?
+    run "profile_${objective}_tf32" python3 plugins/image/benchmarks/profile_step.py --device cuda --dtype bf16 \
+        --backbone dit --params '{"preset": "B/4"}' --shape 4,32,32 --batch 256 --objective "$objective" \
+        --precision tf32 --rows 20
+done
 run attention_fp32 python3 benchmarks/attention_triton.py --batch 256 --dtype float32 --repeats "$steps"
 run attention_tf32 python3 benchmarks/attention_triton.py --batch 256 --dtype float32 --tf32 --repeats "$steps"
 run unet_precisions python3 plugins/image/benchmarks/train_step.py --device cuda --dtype bf16 --shape 3,32,32 \

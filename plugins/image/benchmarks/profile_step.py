@@ -1,10 +1,13 @@
-"""Profile one MeanFlow training step of an image backbone (top ops by device and CPU time).
+"""Profile one MeanFlow training step of an image backbone (top ops by device and CPU time), and on CUDA
+the share of the step the GPU is busy (kernel time / wall time: a share well under 100% means the step
+waits on the host, e.g. Python's per-op cost in the tangent pass).
 
     python plugins/image/benchmarks/profile_step.py --device cuda --dtype bf16 --backbone dit --params '{"preset": "B/4"}' --shape 4,32,32 --batch 256
 """
 from __future__ import annotations
 
 import argparse
+import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -40,6 +43,7 @@ def main() -> None:
 
     for _ in range(3):
         step()
+    wall = median_wall(step, device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         step()
@@ -52,6 +56,27 @@ def main() -> None:
         print(f"jvp_rows auto used every row: {reason}")
     print(prof.key_averages().table(sort_by=key, row_limit=args.rows,
                                     max_name_column_width=60))
+    if device.type == "cuda":
+        busy = sum(event.self_device_time_total for event in prof.key_averages()) / 1e3
+        print(f"step {wall * 1e3:.1f} ms (median of 10, unprofiled); kernels {busy:.1f} ms: the GPU is busy "
+              f"{100 * busy / (wall * 1e3):.0f}% of the step (well under 100%: the step waits on the host, "
+              f"Python's per-op cost or synchronisations)")
+    else:
+        print(f"step {wall * 1e3:.1f} ms (median of 10, unprofiled)")
+
+
+def median_wall(step, device: torch.device, repeats: int = 10) -> float:
+    """Median wall seconds of ``step``, synchronised on CUDA."""
+    walls = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        began = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        walls.append(time.perf_counter() - began)
+    return sorted(walls)[len(walls) // 2]
 
 
 if __name__ == "__main__":
