@@ -260,6 +260,11 @@ _RULES[F.gelu] = _activation(F.gelu, _gelu_tangent)
 _RULES[F.relu] = _activation(lambda x, inplace=False: F.relu(x), _relu_tangent)
 _RULES[torch.relu] = _RULES[F.relu]
 
+#: Ops whose PyTorch forward-mode rule, without gradients, is the same backward kernel applied to the
+#: tangent as the rule above, for less host time (the rule's Python costs 15-20 microseconds a call);
+#: with gradients the rules above keep the tangent out of the autograd graph.
+_NATIVE_WITHOUT_GRAD: set[Callable] = {F.silu, F.gelu, F.relu, torch.relu}
+
 
 # ---------------------------------------------------------------- products
 @_rule(torch.mul, torch.Tensor.mul, either_operand=True)
@@ -459,7 +464,12 @@ class FastTangents(TorchFunctionMode):
         if func is F.scaled_dot_product_attention:
             probe = _any_tangent(args, kwargs)
         elif func in _EITHER_OPERAND:
-            probe = next((a for a in args[:2] if _has_tangent(a)), None)
+            duals = [a for a in args[:2] if _has_tangent(a)]
+            if len(duals) == 2:  # PyTorch's own rule for two dual operands is cheaper than this one
+                return func(*args, **kwargs)
+            probe = duals[0] if duals else None
+        elif func in _NATIVE_WITHOUT_GRAD and not torch.is_grad_enabled():
+            return func(*args, **kwargs)
         else:
             probe = args[0] if args else None
         if rule is not None and _has_tangent(probe):

@@ -324,3 +324,20 @@ def test_elementwise_rules_match_pytorch_forward_mode(case):
         else:
             assert g_.dtype == w_.dtype
             torch.testing.assert_close(g_, w_)
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_fast_dual_pass_matches_pytorch_forward_mode_with_and_without_gradients(grad):
+    """Without gradients (the float32 tangent pass) activations and products of two dual tensors go to
+    PyTorch's own rules, with gradients to mfkit's: either way the pass equals PyTorch's forward mode."""
+    from mfkit.core.jvp import _dual_pass
+
+    torch.manual_seed(0)
+    model = KitchenSink().double()
+    z, r, t, v = [x.double() for x in make_inputs((4, 4, 4))]
+    with torch.set_grad_enabled(grad):
+        fast = _dual_pass(model, z, r, t, tangents(r, t, v), None, True)
+        plain = _dual_pass(model, z, r, t, tangents(r, t, v), None, False)
+    for got, want in zip(fast, plain):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    assert fast[0].requires_grad == grad
