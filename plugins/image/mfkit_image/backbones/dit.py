@@ -13,7 +13,6 @@ math formula, at the memory of one (tokens x tokens) map per head; 256 tokens fo
 """
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
