@@ -40,8 +40,9 @@ class DiTParams(BaseModel):
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout after attention and in the MLP")
     time_inputs: Literal["t,t-r", "t,r", "t,r,t-r"] = Field("t,t-r", description="which times the network sees")
     time_scale: float = Field(1.0, gt=0, description="multiplies t and t - r before the sinusoidal embedding: 1 "
-                                                      "feeds raw t in [0, 1] (the paper's code), 1000 the DiT/ADM "
-                                                      "convention (finer time resolution)")
+                                                      "feeds raw t in [0, 1] (the paper's code); MeanFlow's target "
+                                                      "differentiates through the embedding, and 1000 (the DiT/ADM "
+                                                      "convention) made MNIST's one step 3.4x worse (FD 8.2 vs 2.4)")
     zero_init: bool = Field(True, description="adaLN-Zero: every modulation regressor starts at zero (blocks start "
                                               "as the identity)")
     zero_output: bool = Field(True, description="the output layer starts at zero too, as in DiT (the network "

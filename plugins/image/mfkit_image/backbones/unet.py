@@ -36,8 +36,9 @@ class UNetParams(BaseModel):
     emb_mult: int = Field(4, gt=0, description="embedding width = channels * emb_mult")
     time_inputs: Literal["t,t-r", "t,r", "t,r,t-r"] = Field("t,t-r", description="which times the network sees")
     time_scale: float = Field(1.0, gt=0, description="multiplies t and t - r before the sinusoidal embedding: 1 "
-                                                      "feeds raw t in [0, 1] (the paper's code), 1000 the DiT/ADM "
-                                                      "convention (finer time resolution)")
+                                                      "feeds raw t in [0, 1] (the paper's code); MeanFlow's target "
+                                                      "differentiates through the embedding, and 1000 (the DiT/ADM "
+                                                      "convention) made MNIST's one step 3.4x worse (FD 8.2 vs 2.4)")
     zero_init: bool = Field(True, description="start every residual branch (its last convolution) and attention "
                                               "output at zero, so each block starts as its skip path; the output "
                                               "layer keeps a normal init, so the first JVP is not identically zero")
