@@ -371,7 +371,9 @@ def _forward_then_tangent(forward: Callable[[], Any], tangent: Callable[[], Any]
 
     The gradient forward runs first: on a GPU its kernels are queued in a few milliseconds and run while
     Python works through the no-grad tangent pass, whose per-op cost (a torch-function rule per op) can
-    exceed its GPU time; run the other way round the GPU idles through that pass."""
+    exceed its GPU time; run the other way round the GPU idles through that pass. Memory: the forward's
+    saved activations are alive during the tangent pass, so the peak is their sum with the pass's own
+    working memory (before, the larger of the two)."""
     before = _rng_state(device)
     u = forward()
     after = _rng_state(device)

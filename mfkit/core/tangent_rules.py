@@ -36,8 +36,8 @@ Rule = Callable[..., Any]
 _RULES: dict[Callable, Rule] = {}
 
 
-#: Ops whose rule applies when one of the first two arguments is dual (a * b or a + b with b dual); with both
-#: dual, PyTorch's own forward-mode rule is cheaper (no Python decomposition) and FastTangents uses it.
+#: Ops whose rule applies when either of the first two arguments is dual (a * b or a + b with b dual); with
+#: both dual and gradients off, PyTorch's own forward-mode rule is cheaper and FastTangents uses it.
 _EITHER_OPERAND: set[Callable] = set()
 
 
@@ -466,7 +466,9 @@ class FastTangents(TorchFunctionMode):
             probe = _any_tangent(args, kwargs)
         elif func in _EITHER_OPERAND:
             duals = [a for a in args[:2] if _has_tangent(a)]
-            if len(duals) == 2:  # PyTorch's own rule for two dual operands is cheaper than this one
+            if len(duals) == 2 and not torch.is_grad_enabled():
+                # PyTorch's own rule for two dual operands is cheaper than this one; with gradients on it
+                # would record the tangent in the autograd graph, so the rule below keeps it out
                 return func(*args, **kwargs)
             probe = duals[0] if duals else None
         elif func in _NATIVE_WITHOUT_GRAD and not torch.is_grad_enabled():

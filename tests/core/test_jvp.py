@@ -164,7 +164,7 @@ def test_dropout_sees_one_mask_in_the_float32_pass_under_autocast(backend):
     linear = nn.Linear(8, 8)
 
     def dropping(z, r, t, cond=None):
-        return F.dropout(linear(z) * t[:, None], p=0.5, training=True)
+        return F.dropout(linear(z), p=0.5, training=True) * t[:, None]  # dropout on bf16 in the forward
 
     z, r, t, v = make_inputs((8,))
     torch.manual_seed(5)
@@ -341,3 +341,19 @@ def test_fast_dual_pass_matches_pytorch_forward_mode_with_and_without_gradients(
     for got, want in zip(fast, plain):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
     assert fast[0].requires_grad == grad
+
+
+def test_fast_tangents_keep_tangents_out_of_the_graph_with_gradients_on():
+    """FastTangents' promise: tangents carry no gradient, also for a product of two dual tensors (whose
+    PyTorch rule, used only without gradients, would record the tangent in the graph)."""
+    import torch.autograd.forward_ad as fwAD
+    from mfkit.core.tangent_rules import FastTangents
+
+    torch.manual_seed(0)
+    linear = nn.Linear(4, 4)
+    z, t = torch.randn(3, 4), torch.rand(3, 1)
+    with fwAD.dual_level(), FastTangents():
+        out = linear(fwAD.make_dual(z, torch.randn(3, 4))) * fwAD.make_dual(t, torch.ones(3, 1))
+        out = out + linear(fwAD.make_dual(z, torch.randn(3, 4)))
+        primal, tangent = fwAD.unpack_dual(out)
+    assert primal.requires_grad and not tangent.requires_grad

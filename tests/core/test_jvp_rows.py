@@ -535,3 +535,34 @@ def test_rates_behind_a_custom_getattr_or_added_to_a_class_later_are_seen():
         assert "proj_drop = 0.4" in static_reason(late)
     finally:
         del Late.proj_drop
+
+
+@pytest.mark.parametrize("backend, autocast", [("nograd", False), ("finite_difference", False),
+                                               ("forward_ad", True)])
+def test_split_passes_leave_the_generator_where_the_full_forward_leaves_it(backend, autocast):
+    """jvp_on_rows with k < B rows: the gradient forward draws for B rows, the no-grad tangent pass for k;
+    afterwards the generator must stand where one plain forward of the whole batch leaves it (the next
+    step's randomness does not depend on how the JVP was taken), and u is that forward's output."""
+    torch.manual_seed(0)
+    linear = nn.Linear(6, 6)
+
+    def dropping(z, r, t, cond=None):
+        return nn.functional.dropout(linear(z), p=0.3, training=True) * t[:, None]
+
+    g = torch.Generator().manual_seed(1)
+    z, v = torch.randn(B, 6, generator=g), torch.randn(B, 6, generator=g)
+    t = torch.rand(B, generator=g)
+    r = t.clone()
+    r[: B // 2] = t[: B // 2] * 0.5
+    rows = r != t
+    assert 0 < int(rows.sum()) < B
+    context = torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast)
+    torch.manual_seed(7)
+    with context:
+        u, _ = jvp_on_rows(dropping, z, r, t, (v, torch.zeros(B), torch.ones(B)), rows=rows, backend=backend)
+    after = torch.get_rng_state()
+    torch.manual_seed(7)
+    with context:
+        plain = dropping(z, r, t)
+    assert torch.equal(after, torch.get_rng_state())
+    assert torch.equal(u, plain)
