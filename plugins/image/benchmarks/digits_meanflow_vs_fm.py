@@ -48,6 +48,11 @@ FM_OVERRIDES = ["objective.kind=flow_matching", "objective.adaptive_p=0.0"] + [
     for name in MEANFLOW_ONLY]
 
 
+#: The `image` evaluator trains its feature network with the run's train.seed: every run (any training seed,
+#: --set train.seed=N) is scored in the feature space of seed 0, so figures compare across training seeds.
+FEATURE_SPACE = ["train.seed=0"]
+
+
 def child_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -183,7 +188,7 @@ def score_pair(args, mf_run, fm_run, mf_cpu, fm_cpu, startup, mf_step_cpu, fm_st
         for key in keys:
             weights.select_weights = lambda ckpt, use_ema=True, key=key: (f"ema-{key}", ckpt.ema[key])
             scored[key] = [evaluate_checkpoint(checkpoint, steps=mf_steps, euler=euler, count=args.count, seed=seed,
-                                               device="cpu") for seed in args.seeds]
+                                               device="cpu", overrides=FEATURE_SPACE) for seed in args.seeds]
             print(f"  {run.name} EMA {key}: " + ", ".join(
                 f"{row['steps']} -> FD {row['metrics']['fd']:.3f}" for row in mean_rows(scored[key])), flush=True)
         best = min(keys, key=lambda k: min(row["metrics"]["fd"] for row in mean_rows(scored[k])

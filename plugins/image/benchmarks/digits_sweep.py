@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from digits_meanflow_vs_fm import FM_OVERRIDES  # noqa: E402 - the benchmark's flow-matching twin, one definition
+from digits_meanflow_vs_fm import FEATURE_SPACE, FM_OVERRIDES  # noqa: E402 - one definition each
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -65,7 +65,7 @@ def score(run: Path, seeds: list[int], count: int) -> list[dict]:
             for seed in seeds:
                 report = evaluate_checkpoint(checkpoint, steps=() if flow_matching else (1, 2),
                                              euler=(1, 2, 4, 8, 32) if flow_matching else (), count=count,
-                                             seed=seed, device="cpu", overrides=["train.seed=0"])
+                                             seed=seed, device="cpu", overrides=FEATURE_SPACE)
                 for row in report.rows:
                     results.append({"ema": key, "seed": seed, "sampler": row.sampler, "nfe": row.steps,
                                     **row.metrics})
