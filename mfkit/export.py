@@ -28,7 +28,7 @@ from mfkit.recipe.build import build_backbone, build_modality, plugin_context
 from mfkit.recipe.loading import parse_recipe
 from mfkit.recipe.schema import Recipe
 from mfkit.train.checkpoint import CheckpointError, load_checkpoint, load_weights
-from mfkit.train.weights import recipe_from_checkpoint, select_weights
+from mfkit.train.weights import recipe_from_checkpoint, select_weights, weights_tag
 
 FORMAT = "mfkit-export-1"
 STATE_PREFIX = "modality/"  # the modality's fitted state beside the weights (no weight name has a '/')
@@ -62,10 +62,11 @@ def _free_file(folder: Path, stem: str) -> Path:
 
 
 def export_checkpoint(checkpoint_path: Path, out: Path | None = None, *, use_ema: bool = True,
-                      overwrite: bool = False) -> tuple[Path, str]:
+                      overwrite: bool = False, ema: float | str | None = None) -> tuple[Path, str]:
     """Write the weights of an mfkit checkpoint and its recipe to a safetensors file (and a .yaml beside it).
 
-    Returns the file written and which weights it holds ('ema-<decay>' or 'raw').
+    Returns the file written and which weights it holds ('ema-<decay>' or 'raw'). ``ema``: the decay of a
+    kept EMA to export (default: the recipe's first; see :func:`mfkit.train.weights.select_weights`).
 
     ``out``: a file (``.safetensors`` added if missing) or an existing folder; default under
     ``<run>/exports/``. An existing file is only replaced with ``overwrite``.
@@ -73,8 +74,8 @@ def export_checkpoint(checkpoint_path: Path, out: Path | None = None, *, use_ema
     checkpoint_path = Path(checkpoint_path)
     checkpoint = load_checkpoint(checkpoint_path, weights_only=True)
     recipe = recipe_from_checkpoint(checkpoint)
-    label, weights = select_weights(checkpoint, use_ema)
-    stem = f"{recipe.name}-step-{checkpoint.step:07d}-{label.split('-')[0]}"
+    label, weights = select_weights(checkpoint, use_ema, ema)
+    stem = f"{recipe.name}-step-{checkpoint.step:07d}-{weights_tag(label, ema is not None)}"
     if out is None:
         out = _free_file(checkpoint_path.parent.parent / "exports", stem)
     else:

@@ -15,7 +15,7 @@ from mfkit.plugins.spec import ClassCondition, Modality, save_samples
 from mfkit.recipe.build import build_backbone, build_modality, plugin_context
 from mfkit.recipe.schema import Recipe
 from mfkit.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_weights
-from mfkit.train.weights import recipe_from_checkpoint, select_weights
+from mfkit.train.weights import recipe_from_checkpoint, select_weights, weights_tag
 
 #: Called after each batch of samples with (samples drawn so far, samples wanted).
 Progress = Callable[[int, int], None]
@@ -125,8 +125,9 @@ def load_modality_state(modality: Modality, state: dict[str, torch.Tensor], sour
 
 def samples_folder(run_dir: Path, step: int, steps: int, count: int, seed: int, weights: str,
                    cond: str | None) -> Path:
-    """A new folder under ``<run>/samples/`` named by what was drawn; numbered when that name is taken."""
-    name = f"step-{step:07d}-{steps}step-n{count}-seed{seed}-{weights.split('-')[0]}"
+    """A new folder under ``<run>/samples/`` named by what was drawn; numbered when that name is taken.
+    ``weights``: the short name of the weights ('ema', 'raw', 'ema0.9995'; see :func:`weights_tag`)."""
+    name = f"step-{step:07d}-{steps}step-n{count}-seed{seed}-{weights}"
     if cond is not None:
         name += f"-{cond}"
     return numbered(run_dir / "samples" / name)
@@ -135,14 +136,15 @@ def samples_folder(run_dir: Path, step: int, steps: int, count: int, seed: int, 
 def sample_checkpoint(path: Path, *, steps: int | None = None, count: int | None = None, out_dir: Path | None = None,
                       cond: str | None = None, seed: int = 0, use_ema: bool = True, device: str = "auto",
                       overrides: Sequence[str] = (), euler: bool | None = None,
-                      progress: Progress | None = None) -> SampleResult:
+                      progress: Progress | None = None, ema: float | str | None = None) -> SampleResult:
     """Load a checkpoint (weights and recipe only), draw samples, save them with the modality's writer.
 
     ``steps`` defaults to the recipe's ``sample.steps``. ``overrides`` (key.path=value) apply to the
     recipe stored in the checkpoint, e.g. sample.batch_size=64. ``euler``: step with the instantaneous
     velocity u(z, t, t) (flow-matching Euler); by default this is used exactly when the run trained flow
     matching, which never learns r != t. ``out_dir`` must be absent or empty; by default a new folder
-    under ``<run>/samples/`` named by step, steps, count, seed, weights (ema/raw) and condition.
+    under ``<run>/samples/`` named by step, steps, count, seed, weights (ema/raw) and condition. ``ema``: the
+    decay of a kept EMA to sample with (default: the recipe's first; see :func:`select_weights`).
     """
     if out_dir is not None:
         require_new_folder(out_dir, "--out")
@@ -153,14 +155,15 @@ def sample_checkpoint(path: Path, *, steps: int | None = None, count: int | None
                                                              purpose="sample"))
     load_modality_state(modality, checkpoint.modality_state, path)
     model = build_backbone(recipe, modality).to(target)
-    weights_label, weights = select_weights(checkpoint, use_ema)
+    weights_label, weights = select_weights(checkpoint, use_ema, ema)
     load_weights(model, weights, path, "sample without backbone overrides (the stored recipe builds the model the run trained)")
     model.eval()
     count = count or recipe.sample.count
     steps = steps or recipe.sample.steps
     conditions = conditions_for(modality, cond, count)  # a bad --cond fails before any folder is made
     if out_dir is None:
-        out_dir = samples_folder(Path(path).parent.parent, checkpoint.step, steps, count, seed, weights_label, cond)
+        out_dir = samples_folder(Path(path).parent.parent, checkpoint.step, steps, count, seed,
+                                 weights_tag(weights_label, ema is not None), cond)
         ensure_writable_dir(out_dir, "samples folder")
     samples, conditions = draw_samples(model, recipe, modality, count, steps=steps, seed=seed, cond=conditions,
                                        euler=euler, progress=progress)

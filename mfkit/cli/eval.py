@@ -80,6 +80,8 @@ def evaluate(
     reference: Optional[int] = typer.Option(None, "--reference", min=2, help="at most this many real val items "
                                             "(default: all)"),
     no_ema: bool = typer.Option(False, "--no-ema", help="use the raw weights instead of the EMA"),
+    ema: Optional[str] = typer.Option(None, "--ema", metavar="DECAY", help="use the EMA with this decay, e.g. "
+                                      "0.9995 (one of the recipe's train.ema_decays; default: the first)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
 ) -> None:
     """Score samples of a trained run with each number of steps against held-out real data.
@@ -97,6 +99,8 @@ def evaluate(
       mfkit eval --run runs/toy2d_guided --cond north --n 2000
 
       mfkit eval --run runs/points_shapes --param per_class=true
+
+      mfkit eval --run runs/toy2d --ema 0.999 --steps 1
     """
     from mfkit.evaluation import evaluate_checkpoint, parse_counts
     from mfkit.evaluation.loading import parse_params
@@ -112,7 +116,7 @@ def evaluate(
     with eval_progress() as progress:
         report = evaluate_checkpoint(path, steps=mf_counts, euler=euler_counts, count=n, cond=cond, seed=seed,
                                      evaluator=evaluator, evaluator_params=parse_params(param or []),
-                                     use_ema=not no_ema, device=device,
+                                     use_ema=not no_ema, ema=ema, device=device,
                                      overrides=overrides or [], reference_limit=reference, progress=progress)
     table = report_table(report)
     needed = Measurement.get(out, out.options.update_width(10_000), table).maximum

@@ -14,9 +14,12 @@ from mfkit.cli.errors import handle_errors
 def export(
     run: Optional[Path] = typer.Argument(None, help="run folder (default: the latest run under runs/)"),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="a checkpoint file (wins over RUN)"),
-    ema: bool = typer.Option(True, "--ema/--raw", help="export the first EMA of the recipe, or the raw weights"),
+    raw: bool = typer.Option(False, "--raw", help="export the raw weights instead of an EMA"),
+    ema: Optional[str] = typer.Option(None, "--ema", metavar="DECAY", help="export the EMA with this decay, e.g. "
+                                      "0.9995 (one of the recipe's train.ema_decays; default: the first)"),
     out_path: Optional[Path] = typer.Option(None, "--out", help="file or folder to write (default: a new file "
-                                            "<run>/exports/<name>-step-N-ema.safetensors, or -raw)"),
+                                            "<run>/exports/<name>-step-N-ema.safetensors, -raw or "
+                                            "-ema0.9995)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the --out file if it exists"),
 ) -> None:
     """Write a run's weights (weights only) and its resolved recipe to one safetensors file.
@@ -29,12 +32,14 @@ def export(
       mfkit export runs/toy2d
 
       mfkit export runs/toy2d --raw --out toy2d.safetensors
+
+      mfkit export runs/toy2d --ema 0.999
     """
     from mfkit.export import export_checkpoint
     from mfkit.runs import resolve_checkpoint
 
     source = resolve_checkpoint(run, checkpoint)
-    path, weights = export_checkpoint(source, out_path, use_ema=ema, overwrite=overwrite)
+    path, weights = export_checkpoint(source, out_path, use_ema=not raw, ema=ema, overwrite=overwrite)
     err.print(f"exported the {weights} weights of {source}; load with mfkit.load_exported({str(path)!r})",
               markup=False, highlight=False)
     out.print(str(path), markup=False, highlight=False)

@@ -49,6 +49,8 @@ def sample(
     cond: Optional[str] = typer.Option(None, "--cond", help="class name or number to condition on"),
     seed: int = typer.Option(0, "--seed", help="noise seed"),
     no_ema: bool = typer.Option(False, "--no-ema", help="use the raw weights instead of the EMA"),
+    ema: Optional[str] = typer.Option(None, "--ema", metavar="DECAY", help="use the EMA with this decay, e.g. "
+                                      "0.9995 (one of the recipe's train.ema_decays; default: the first)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
     euler: Optional[bool] = typer.Option(None, "--euler/--meanflow", help="step with u(z, t, t) (flow-matching "
                                          "Euler) or u(z, r, t) (MeanFlow); default: what the run trained"),
@@ -64,13 +66,15 @@ def sample(
       mfkit sample --run runs/toy2d --steps 2 --n 5000 --out my-samples
 
       mfkit sample --cond north --seed 3
+
+      mfkit sample --run runs/toy2d --ema 0.999
     """
     from mfkit.runs import resolve_checkpoint, sample_checkpoint
 
     path = resolve_checkpoint(run, checkpoint)
     with sampling_progress() as progress:
         result = sample_checkpoint(path, steps=steps, count=n, out_dir=out_dir, cond=cond, seed=seed,
-                                   use_ema=not no_ema, device=device, overrides=overrides or [], euler=euler,
+                                   use_ema=not no_ema, ema=ema, device=device, overrides=overrides or [], euler=euler,
                                    progress=progress)
     err.print(f"sampled {result.count} with {result.steps} step(s) from {result.checkpoint} (step {result.step})",
               markup=False, highlight=False)

@@ -78,13 +78,14 @@ def evaluate_checkpoint(path: Path, *, steps: Sequence[int] | None = None, euler
                         evaluator: str | None = None, evaluator_params: dict[str, Any] | None = None,
                         use_ema: bool = True, device: str = "auto",
                         overrides: Sequence[str] = (), reference_limit: int | None = None,
-                        progress: ProgressFn = _quiet) -> EvalReport:
+                        progress: ProgressFn = _quiet, ema: float | str | None = None) -> EvalReport:
     """Evaluate the network of a checkpoint (what `mfkit eval` does) and return the report.
 
     Defaults: a MeanFlow run is scored with MeanFlow steps 1, 2, 4; a flow-matching run with Euler steps
     1, 2, 4, 8, 32, 100 (it never learned r != t). ``count`` defaults to the recipe's ``sample.count``;
     samples are drawn in batches of ``sample.batch_size``. The modality is built with purpose "eval" and
-    gets the state stored in the checkpoint; the evaluator is found with :func:`find_evaluator`.
+    gets the state stored in the checkpoint; the evaluator is found with :func:`find_evaluator`. ``ema``: the
+    decay of a kept EMA to score (default: the recipe's first; ``use_ema=False``: the raw weights).
     """
     from mfkit.recipe.build import build_backbone, build_modality, plugin_context
     from mfkit.runs import load_modality_state, pick_device
@@ -101,7 +102,7 @@ def evaluate_checkpoint(path: Path, *, steps: Sequence[int] | None = None, euler
     modality = build_modality(recipe, context=context)
     load_modality_state(modality, checkpoint.modality_state, path)
     model = build_backbone(recipe, modality, context=context).to(target)
-    weights_label, weights = select_weights(checkpoint, use_ema)
+    weights_label, weights = select_weights(checkpoint, use_ema, ema)
     load_weights(model, weights, path, "evaluate without backbone overrides (the stored recipe builds the model "
                                        "the run trained)")
     model.eval()

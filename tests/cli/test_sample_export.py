@@ -104,3 +104,46 @@ def test_loading_something_else_is_a_clear_error(meanflow_run):
 
     with pytest.raises(CheckpointError, match="is not an mfkit export"):
         load_exported(meanflow_run / "checkpoints" / "step-0000010.safetensors")
+
+
+def test_any_kept_ema_can_be_chosen_by_decay(meanflow_run, tmp_path):
+    """--ema DECAY picks one of the recipe's EMAs (0.9 and 0.99 here) in sample, eval and export; the files
+    say which, and a decay the run did not keep is one line naming the kept ones."""
+    import json
+
+    import mfkit.export
+    from mfkit.train.checkpoint import latest_checkpoint, load_checkpoint
+
+    checkpoint = load_checkpoint(latest_checkpoint(meanflow_run / "checkpoints"))
+    first = run("sample", "--run", meanflow_run, "--n", "20", "--seed", "9")
+    chosen = run("sample", "--run", meanflow_run, "--n", "20", "--seed", "9", "--ema", "0.99")
+    assert first.exit_code == chosen.exit_code == 0, chosen.output
+    default_folder = meanflow_run / "samples" / "step-0000010-1step-n20-seed9-ema"
+    chosen_folder = meanflow_run / "samples" / "step-0000010-1step-n20-seed9-ema0.99"
+    assert str(chosen_folder / "samples.npy") in chosen.output
+    assert not np.array_equal(np.load(default_folder / "samples.npy"), np.load(chosen_folder / "samples.npy"))
+    again = run("sample", "--run", meanflow_run, "--n", "20", "--seed", "9", "--ema", "0.9")
+    assert np.array_equal(np.load(default_folder / "samples.npy"),
+                          np.load(chosen_folder.with_name(default_folder.name + "0.9") / "samples.npy")), again.output
+
+    figures = tmp_path / "eval.json"
+    result = run("eval", "--run", meanflow_run, "--ema", "0.99", "--steps", "1", "--n", "50", "--reference", "100",
+                 "--json", figures)
+    assert result.exit_code == 0, result.output
+    assert json.loads(figures.read_text())["info"]["weights"] == "ema-0.99"
+
+    result = run("export", meanflow_run, "--ema", "0.99")
+    assert result.exit_code == 0, result.output
+    path = meanflow_run / "exports" / "tiny-step-0000010-ema0.99.safetensors"
+    exported = mfkit.export.load_exported(path)
+    assert exported.weights == "ema-0.99"
+    for key, value in exported.model.state_dict().items():
+        assert torch.equal(value, checkpoint.ema["0.99"][key]), key
+
+    for command in (["sample", "--run", meanflow_run], ["eval", "--run", meanflow_run, "--n", "50"],
+                    ["export", meanflow_run]):
+        missing = run(*command, "--ema", "0.5")
+        assert missing.exit_code == 2 and "Traceback" not in missing.output, missing.output
+        assert "no EMA with decay 0.5; it keeps 0.9, 0.99" in " ".join(missing.output.split())
+    both = run("export", meanflow_run, "--raw", "--ema", "0.9")
+    assert both.exit_code == 2 and "not both" in both.output

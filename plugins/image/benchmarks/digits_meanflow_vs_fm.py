@@ -176,7 +176,6 @@ def train_pair(args, parser, steps: list[str]):
 
 def score_pair(args, mf_run, fm_run, mf_cpu, fm_cpu, startup, mf_step_cpu, fm_step_cpu, mf_steps, fm_steps) -> None:
     """Score both runs on every evaluation seed; write table.md and results.json to --out."""
-    import mfkit.train.weights as weights
     from mfkit.train.checkpoint import load_checkpoint
 
     def score(run: Path, mf_steps: tuple, euler: tuple) -> tuple[str, list]:
@@ -186,9 +185,8 @@ def score_pair(args, mf_run, fm_run, mf_cpu, fm_cpu, startup, mf_step_cpu, fm_st
         keys = [args.ema] if args.ema else list(load_checkpoint(checkpoint, weights_only=True).ema)
         scored = {}
         for key in keys:
-            weights.select_weights = lambda ckpt, use_ema=True, key=key: (f"ema-{key}", ckpt.ema[key])
             scored[key] = [evaluate_checkpoint(checkpoint, steps=mf_steps, euler=euler, count=args.count, seed=seed,
-                                               device="cpu", overrides=FEATURE_SPACE) for seed in args.seeds]
+                                               device="cpu", overrides=FEATURE_SPACE, ema=key) for seed in args.seeds]
             print(f"  {run.name} EMA {key}: " + ", ".join(
                 f"{row['steps']} -> FD {row['metrics']['fd']:.3f}" for row in mean_rows(scored[key])), flush=True)
         best = min(keys, key=lambda k: min(row["metrics"]["fd"] for row in mean_rows(scored[k])

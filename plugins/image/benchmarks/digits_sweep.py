@@ -50,29 +50,22 @@ def train(recipe: str, out: Path, name: str, overrides: list[str]) -> dict:
 
 
 def score(run: Path, seeds: list[int], count: int) -> list[dict]:
-    import mfkit.train.weights as weights
     from mfkit.evaluation import evaluate_checkpoint
     from mfkit.train.checkpoint import load_checkpoint
 
     checkpoint = sorted((run / "checkpoints").glob("step-*.safetensors"))[-1]
     keys = list(load_checkpoint(checkpoint, weights_only=True).ema)
     flow_matching = is_flow_matching(run)
-    original = weights.select_weights
     results = []
-    try:
-        for key in keys:
-            weights.select_weights = lambda ckpt, use_ema=True, key=key: (f"ema-{key}", ckpt.ema[key])
-            for seed in seeds:
-                report = evaluate_checkpoint(checkpoint, steps=() if flow_matching else (1, 2),
-                                             euler=(1, 2, 4, 8, 32) if flow_matching else (), count=count,
-                                             seed=seed, device="cpu", overrides=FEATURE_SPACE)
-                for row in report.rows:
-                    results.append({"ema": key, "seed": seed, "sampler": row.sampler, "nfe": row.steps,
-                                    **row.metrics})
-                    print(f"  ema {key} seed {seed} {row.sampler} {row.steps}: fd {row.metrics['fd']:.3f} "
-                          f"acc {row.metrics['accuracy']:.4f}", flush=True)
-    finally:
-        weights.select_weights = original
+    for key in keys:
+        for seed in seeds:
+            report = evaluate_checkpoint(checkpoint, steps=() if flow_matching else (1, 2),
+                                         euler=(1, 2, 4, 8, 32) if flow_matching else (), count=count,
+                                         seed=seed, device="cpu", overrides=FEATURE_SPACE, ema=key)
+            for row in report.rows:
+                results.append({"ema": key, "seed": seed, "sampler": row.sampler, "nfe": row.steps, **row.metrics})
+                print(f"  ema {key} seed {seed} {row.sampler} {row.steps}: fd {row.metrics['fd']:.3f} "
+                      f"acc {row.metrics['accuracy']:.4f}", flush=True)
     return results
 
 
