@@ -40,7 +40,8 @@ def select_weights(checkpoint: Checkpoint, use_ema: bool = True,
     else the recipe's first EMA if kept and wanted ('ema-0.999'), else the raw weights ('raw')."""
     if ema is not None:
         if not use_ema:
-            raise ValueError("choose one set of weights, an EMA (--ema DECAY) or the raw weights (--no-ema, --raw), not both")
+            raise ValueError("choose one set of weights, an EMA (--ema DECAY) or the raw weights (--no-ema, --raw), "
+                             "not both")
         key = kept_ema_key(checkpoint, ema)
         return f"ema-{key}", checkpoint.ema[key]
     if use_ema and checkpoint.ema:
