@@ -4,7 +4,8 @@ Public API (the core knows only tensors of shape (batch, ...)):
 
 - objectives: :class:`MeanFlow`, :class:`FlowMatching`, :func:`meanflow_target`, :class:`Guidance`
 - JVPs: :func:`jvp` with backends ``JVP_BACKENDS``; :class:`FastTangents` for any backbone
-- samplers: :func:`sample` (MeanFlow), :func:`euler_sample` (flow-matching baseline), :func:`time_grid`
+- samplers: :func:`sample` (MeanFlow), :func:`euler_sample` (flow-matching baseline), :func:`time_grid`,
+  :func:`guided_model` (classifier-free guidance at sampling time)
 - times: :class:`TimePairSampler`, :class:`LogitNormal`, :class:`Uniform`, :func:`cifar10_v1_sampler`
 - exported models: :func:`load_exported` (files written by ``mfkit export``)
 - building blocks: :mod:`mfkit.nn` (embeddings, MLP backbone)
@@ -39,7 +40,8 @@ _EXPORTS = {
     "adaptive_weight": "mfkit.core.objectives", "guided_velocity": "mfkit.core.objectives",
     "meanflow_target": "mfkit.core.objectives",
     "conditional_velocity": "mfkit.core.path", "interpolate": "mfkit.core.path",
-    "SamplerStep": "mfkit.core.sampling", "euler_sample": "mfkit.core.sampling", "sample": "mfkit.core.sampling",
+    "SamplerStep": "mfkit.core.sampling", "euler_sample": "mfkit.core.sampling", "guided_model": "mfkit.core.sampling",
+    "sample": "mfkit.core.sampling",
     "time_grid": "mfkit.core.sampling",
     "FastTangents": "mfkit.core.tangent_rules",
     "LogitNormal": "mfkit.core.time_sampling", "TimePairSampler": "mfkit.core.time_sampling",
@@ -50,7 +52,7 @@ _EXPORTS = {
 __all__ = [
     "AlphaCurriculum", "Draw", "Exported", "FastTangents", "FlowMatching", "Guidance", "JVP_BACKENDS", "LogitNormal", "MeanFlow",
     "ObjectiveOutput", "SamplerStep", "TimePairSampler", "Uniform", "adaptive_weight", "align_sets", "cifar10_v1_sampler",
-    "conditional_velocity", "euler_sample", "expand_like", "guided_velocity", "interpolate", "jvp",
+    "conditional_velocity", "euler_sample", "expand_like", "guided_model", "guided_velocity", "interpolate", "jvp",
     "load_exported", "meanflow_target", "ot_permutation", "sample", "set_ot_order", "sum_non_batch", "time_grid",
     "__version__",
 ]
@@ -77,7 +79,7 @@ if TYPE_CHECKING:
         AlphaCurriculum, Draw, FlowMatching, Guidance, MeanFlow, ObjectiveOutput, adaptive_weight, guided_velocity, meanflow_target,
     )
     from mfkit.core.path import conditional_velocity, interpolate
-    from mfkit.core.sampling import SamplerStep, euler_sample, sample, time_grid
+    from mfkit.core.sampling import SamplerStep, euler_sample, guided_model, sample, time_grid
     from mfkit.core.tangent_rules import FastTangents
     from mfkit.core.time_sampling import LogitNormal, TimePairSampler, Uniform, cifar10_v1_sampler
     from mfkit.export import Exported, load_exported

@@ -44,12 +44,15 @@ class Exported:
     step: int
     weights: str
 
-    def sample(self, count: int, *, steps: int | None = None, seed: int = 0, cond: str | None = None) -> torch.Tensor:
-        """``count`` samples (model tensors, on the CPU) with the sampler and number of steps the recipe names."""
+    def sample(self, count: int, *, steps: int | None = None, seed: int = 0, cond: str | None = None,
+               guidance: float = 1.0) -> torch.Tensor:
+        """``count`` samples (model tensors, on the CPU) with the sampler and number of steps the recipe names;
+        ``guidance``: classifier-free guidance scale at sampling time (1: none; see :func:`mfkit.runs.guide`)."""
         from mfkit.runs import conditions_for, draw_samples
 
         conditions = conditions_for(self.modality, cond, count)
-        return draw_samples(self.model, self.recipe, self.modality, count, steps=steps, seed=seed, cond=conditions)[0]
+        return draw_samples(self.model, self.recipe, self.modality, count, steps=steps, seed=seed, cond=conditions,
+                            guidance=guidance)[0]
 
 
 def _free_file(folder: Path, stem: str) -> Path:

@@ -64,6 +64,27 @@ def sampler_for(recipe: Recipe, euler: bool | None = None):
     return mfkit.euler_sample if euler else mfkit.sample
 
 
+def guide(model: nn.Module, recipe: Recipe, modality: Modality, scale: float) -> Any:
+    """``model`` with classifier-free guidance of ``scale`` at sampling time (:func:`mfkit.guided_model`);
+    ``model`` itself for scale 1. Refused, with what to do, where guided samples would be silently wrong:
+    an unconditional modality, or a run that never learned the null condition (trained without class dropout)."""
+    if scale == 1:
+        return model
+    if not scale >= 0 or scale == float("inf"):
+        raise ValueError(f"--guidance must be a finite scale >= 0 (1: no guidance), got {scale}")
+    condition = modality.condition()
+    if condition is None:
+        raise ValueError(f"--guidance {scale:g}: this modality offers no conditions, so there is nothing to guide; "
+                         f"sample without --guidance")
+    settings = recipe.objective.guidance
+    if settings is None or settings.class_dropout == 0:
+        raise ValueError(f"--guidance {scale:g}: run {recipe.name!r} was trained without class dropout, so it never "
+                         f"learned the null condition and guided samples would be wrong. Sample without --guidance, "
+                         f"or train with objective.guidance: {{w_cfg: 1.0, kappa: 0.0, class_dropout: 0.1}} "
+                         f"(class dropout only; guidance then comes at sampling time)")
+    return mfkit.guided_model(model, scale, condition.ops)
+
+
 def pick_device(device: str) -> torch.device:
     """'auto' (CUDA when available), 'cpu' or 'cuda'; a clear ValueError otherwise."""
     if device not in ("auto", "cpu", "cuda"):
@@ -92,22 +113,24 @@ def conditions_for(modality: Modality, text: str | None, count: int) -> Any:
 @torch.no_grad()
 def draw_samples(model: nn.Module, recipe: Recipe, modality: Modality, count: int, *, steps: int | None = None,
                  seed: int = 0, cond: Any = None, euler: bool | None = None,
-                 progress: Progress | None = None) -> tuple[torch.Tensor, Any]:
+                 progress: Progress | None = None, guidance: float = 1.0) -> tuple[torch.Tensor, Any]:
     """``count`` samples (on the CPU) in batches of ``recipe.sample.batch_size``, and their conditions.
 
     ``steps`` defaults to the recipe's ``sample.steps``. ``cond``: the conditions of all ``count``
-    samples (see :func:`conditions_for`), or None.
+    samples (see :func:`conditions_for`), or None. ``guidance``: classifier-free guidance scale at
+    sampling time (1: none; see :func:`guide`).
     """
     steps = steps or recipe.sample.steps
     device = next(model.parameters()).device
     sampler = sampler_for(recipe, euler)
+    network = guide(model, recipe, modality, guidance)
     generator = torch.Generator(device).manual_seed(seed)
     chunks = []
     for start in range(0, count, recipe.sample.batch_size):
         n = min(recipe.sample.batch_size, count - start)
         noise = torch.randn((n, *modality.sample_shape), device=device, generator=generator)
         chunk_cond = move_condition(slice_condition(cond, slice(start, start + n)), device)
-        chunks.append(sampler(model, noise, steps=steps, cond=chunk_cond).cpu())
+        chunks.append(sampler(network, noise, steps=steps, cond=chunk_cond).cpu())
         if progress is not None:
             progress(start + n, count)
     return torch.cat(chunks), cond
@@ -124,10 +147,12 @@ def load_modality_state(modality: Modality, state: dict[str, torch.Tensor], sour
 
 
 def samples_folder(run_dir: Path, step: int, steps: int, count: int, seed: int, weights: str,
-                   cond: str | None) -> Path:
+                   cond: str | None, guidance: float = 1.0) -> Path:
     """A new folder under ``<run>/samples/`` named by what was drawn; numbered when that name is taken.
     ``weights``: the short name of the weights ('ema', 'raw', 'ema0.9995'; see :func:`weights_tag`)."""
     name = f"step-{step:07d}-{steps}step-n{count}-seed{seed}-{weights}"
+    if guidance != 1:
+        name += f"-cfg{guidance:g}"
     if cond is not None:
         name += f"-{cond}"
     return numbered(run_dir / "samples" / name)
@@ -136,7 +161,8 @@ def samples_folder(run_dir: Path, step: int, steps: int, count: int, seed: int, 
 def sample_checkpoint(path: Path, *, steps: int | None = None, count: int | None = None, out_dir: Path | None = None,
                       cond: str | None = None, seed: int = 0, use_ema: bool = True, device: str = "auto",
                       overrides: Sequence[str] = (), euler: bool | None = None,
-                      progress: Progress | None = None, ema: float | str | None = None) -> SampleResult:
+                      progress: Progress | None = None, ema: float | str | None = None,
+                      guidance: float = 1.0) -> SampleResult:
     """Load a checkpoint (weights and recipe only), draw samples, save them with the modality's writer.
 
     ``steps`` defaults to the recipe's ``sample.steps``. ``overrides`` (key.path=value) apply to the
@@ -145,6 +171,8 @@ def sample_checkpoint(path: Path, *, steps: int | None = None, count: int | None
     matching, which never learns r != t. ``out_dir`` must be absent or empty; by default a new folder
     under ``<run>/samples/`` named by step, steps, count, seed, weights (ema/raw) and condition. ``ema``: the
     decay of a kept EMA to sample with (default: the recipe's first; see :func:`select_weights`).
+    ``guidance``: classifier-free guidance scale at sampling time (1: none; two network calls per step
+    otherwise; the run must have trained with class dropout, see :func:`guide`).
     """
     if out_dir is not None:
         require_new_folder(out_dir, "--out")
@@ -161,12 +189,13 @@ def sample_checkpoint(path: Path, *, steps: int | None = None, count: int | None
     count = count or recipe.sample.count
     steps = steps or recipe.sample.steps
     conditions = conditions_for(modality, cond, count)  # a bad --cond fails before any folder is made
+    guide(model, recipe, modality, guidance)  # so does guidance the run cannot take
     if out_dir is None:
         out_dir = samples_folder(Path(path).parent.parent, checkpoint.step, steps, count, seed,
-                                 weights_tag(weights_label, ema is not None), cond)
+                                 weights_tag(weights_label, ema is not None), cond, guidance)
         ensure_writable_dir(out_dir, "samples folder")
     samples, conditions = draw_samples(model, recipe, modality, count, steps=steps, seed=seed, cond=conditions,
-                                       euler=euler, progress=progress)
+                                       euler=euler, progress=progress, guidance=guidance)
     try:
         files = save_samples(modality, samples, out_dir, conditions, kind="samples")
     except OSError as error:

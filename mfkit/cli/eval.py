@@ -39,6 +39,8 @@ def report_table(report) -> Table:
     info = report.info
     title = (f"{info.get('run', '')} step {info.get('step', '?')} ({info.get('weights', '')}), {report.count} samples "
              f"vs {report.reference_count} real (val); floor: {report.floor_count} real (train) vs the same")
+    if "guidance" in info:
+        title += f"; guidance {info['guidance']:g} at sampling time (2 network calls a step)"
     table = Table(title=title, title_justify="left")
     table.add_column("sampler")
     table.add_column("steps", justify="right")
@@ -83,6 +85,9 @@ def evaluate(
     ema: Optional[str] = typer.Option(None, "--ema", metavar="DECAY", help="use the EMA with this decay, e.g. "
                                       "0.9995 (one of the recipe's train.ema_decays; default: the first)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+    guidance: float = typer.Option(1.0, "--guidance", min=0.0, help="classifier-free guidance scale at sampling "
+                                   "time (1: none; else 2 network calls a step; needs a run trained with "
+                                   "class dropout)"),
 ) -> None:
     """Score samples of a trained run with each number of steps against held-out real data.
 
@@ -101,6 +106,8 @@ def evaluate(
       mfkit eval --run runs/points_shapes --param per_class=true
 
       mfkit eval --run runs/toy2d --ema 0.999 --steps 1
+
+      mfkit eval --run runs/toy2d_guided --cond north --steps 1,2 --guidance 1.5
     """
     from mfkit.evaluation import evaluate_checkpoint, parse_counts
     from mfkit.evaluation.loading import parse_params
@@ -117,7 +124,8 @@ def evaluate(
         report = evaluate_checkpoint(path, steps=mf_counts, euler=euler_counts, count=n, cond=cond, seed=seed,
                                      evaluator=evaluator, evaluator_params=parse_params(param or []),
                                      use_ema=not no_ema, ema=ema, device=device,
-                                     overrides=overrides or [], reference_limit=reference, progress=progress)
+                                     overrides=overrides or [], reference_limit=reference, progress=progress,
+                                     guidance=guidance)
     table = report_table(report)
     needed = Measurement.get(out, out.options.update_width(10_000), table).maximum
     # never cut a figure short: a pipe or a narrow terminal gets the table at its full width

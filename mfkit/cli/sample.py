@@ -54,6 +54,9 @@ def sample(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
     euler: Optional[bool] = typer.Option(None, "--euler/--meanflow", help="step with u(z, t, t) (flow-matching "
                                          "Euler) or u(z, r, t) (MeanFlow); default: what the run trained"),
+    guidance: float = typer.Option(1.0, "--guidance", min=0.0, help="classifier-free guidance scale at sampling "
+                                   "time (1: none; else 2 network calls a step; needs a run trained with "
+                                   "class dropout)"),
 ) -> None:
     """Draw samples from a trained run (reads the recipe stored in the checkpoint).
 
@@ -68,6 +71,8 @@ def sample(
       mfkit sample --cond north --seed 3
 
       mfkit sample --run runs/toy2d --ema 0.999
+
+      mfkit sample --run runs/toy2d_guided --cond north --guidance 1.5
     """
     from mfkit.runs import resolve_checkpoint, sample_checkpoint
 
@@ -75,7 +80,7 @@ def sample(
     with sampling_progress() as progress:
         result = sample_checkpoint(path, steps=steps, count=n, out_dir=out_dir, cond=cond, seed=seed,
                                    use_ema=not no_ema, ema=ema, device=device, overrides=overrides or [], euler=euler,
-                                   progress=progress)
+                                   progress=progress, guidance=guidance)
     err.print(f"sampled {result.count} with {result.steps} step(s) from {result.checkpoint} (step {result.step})",
               markup=False, highlight=False)
     for file in result.files:

@@ -4,6 +4,7 @@ MeanFlow steps over an interval [r, t] with the average velocity: z_r = z_t - (t
 One step from t = 1 to r = 0 is x = e - u(e, 0, 1): one network call. Flow-matching Euler is the
 special case that uses the instantaneous velocity u(z_t, t, t) on each interval.
 Samplers hold no state: each call walks the grid it is given, and an optional callback sees each step.
+:func:`guided_model` adds classifier-free guidance at sampling time to any model, for either sampler.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 
 from mfkit.core.broadcast import expand_like
 from mfkit.core.calling import call_model
+from mfkit.core.conditions import ConditionOps
 
 
 @dataclass
@@ -95,3 +97,29 @@ def euler_sample(
 ) -> torch.Tensor:
     """Flow-matching Euler over the same grid: z_r = z_t - (t - r) u(z_t, t, t). The many-step baseline."""
     return _walk(lambda z, r, t: call_model(model, z, t, t, cond), noise, steps, grid, callback)
+
+
+def guided_model(model: Any, scale: float, ops: ConditionOps) -> Callable[..., torch.Tensor]:
+    """Classifier-free guidance at sampling time, as a model the samplers call like any other:
+
+        u_s(z, r, t | c) = u(z, r, t | null) + scale (u(z, r, t | c) - u(z, r, t | null)),
+
+    two network calls per step (z (B, ...), r and t (B,), c any condition structure; ``ops.null_like``
+    gives its null). ``scale`` 1 is the model itself. The model must have learned the null condition
+    (trained with class dropout, e.g. ``Guidance(w_cfg=1, kappa=0, class_dropout=0.1)``), else the null
+    term is noise. With :func:`euler_sample` this is the usual guided flow; with MeanFlow steps (r < t)
+    it mixes average velocities, which equals the average velocity of the guided flow only as t - r -> 0
+    (MeanFlow's own guidance is folded into training: :class:`mfkit.Guidance`).
+    """
+    if scale == 1:
+        return model
+
+    def guided(z: torch.Tensor, r: torch.Tensor, t: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        if cond is None:
+            raise ValueError("classifier-free guidance needs conditions to guide towards; sample with cond")
+        u_cond = call_model(model, z, r, t, cond)
+        u_null = call_model(model, z, r, t, ops.null_like(cond))
+        return u_null + scale * (u_cond - u_null)
+
+    return guided
+

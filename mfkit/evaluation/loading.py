@@ -78,7 +78,8 @@ def evaluate_checkpoint(path: Path, *, steps: Sequence[int] | None = None, euler
                         evaluator: str | None = None, evaluator_params: dict[str, Any] | None = None,
                         use_ema: bool = True, device: str = "auto",
                         overrides: Sequence[str] = (), reference_limit: int | None = None,
-                        progress: ProgressFn = _quiet, ema: float | str | None = None) -> EvalReport:
+                        progress: ProgressFn = _quiet, ema: float | str | None = None,
+                        guidance: float = 1.0) -> EvalReport:
     """Evaluate the network of a checkpoint (what `mfkit eval` does) and return the report.
 
     Defaults: a MeanFlow run is scored with MeanFlow steps 1, 2, 4; a flow-matching run with Euler steps
@@ -86,9 +87,11 @@ def evaluate_checkpoint(path: Path, *, steps: Sequence[int] | None = None, euler
     samples are drawn in batches of ``sample.batch_size``. The modality is built with purpose "eval" and
     gets the state stored in the checkpoint; the evaluator is found with :func:`find_evaluator`. ``ema``: the
     decay of a kept EMA to score (default: the recipe's first; ``use_ema=False``: the raw weights).
+    ``guidance``: classifier-free guidance scale at sampling time (1: none; refused for a run trained without
+    class dropout, see :func:`mfkit.runs.guide`); each step then costs two network calls.
     """
     from mfkit.recipe.build import build_backbone, build_modality, plugin_context
-    from mfkit.runs import load_modality_state, pick_device
+    from mfkit.runs import guide, load_modality_state, pick_device
     from mfkit.train.checkpoint import load_checkpoint, load_weights
     from mfkit.train.weights import recipe_from_checkpoint, select_weights
 
@@ -106,6 +109,7 @@ def evaluate_checkpoint(path: Path, *, steps: Sequence[int] | None = None, euler
     load_weights(model, weights, path, "evaluate without backbone overrides (the stored recipe builds the model "
                                        "the run trained)")
     model.eval()
+    guide(model, recipe, modality, guidance)  # refuses guidance the run cannot take, before any work
     flow_matching = recipe.objective.kind == "flow_matching"
     if steps is None and euler is None:
         steps, euler = ((), (1, 2, 4, 8, 32, 100)) if flow_matching else ((1, 2, 4), ())
@@ -119,6 +123,6 @@ def evaluate_checkpoint(path: Path, *, steps: Sequence[int] | None = None, euler
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
             "modality_state": sorted(checkpoint.modality_state)}
     report = evaluation.run(model, steps=steps or (), euler=euler or (), batch_size=recipe.sample.batch_size,
-                            progress=progress, info=info)
+                            progress=progress, info=info, guidance=guidance)
     report.seconds["total"] = time.perf_counter() - began
     return report

@@ -13,7 +13,8 @@ SAMPLERS = {"meanflow": "MeanFlow", "euler": "Euler"}
 
 @dataclass
 class Row:
-    """Scores of ``count`` samples drawn with ``steps`` network calls each by ``sampler`` ("meanflow":
+    """Scores of ``count`` samples drawn with ``steps`` steps each (one network call a step, two with guidance
+    at sampling time: the report's ``info["guidance"]``) by ``sampler`` ("meanflow":
     z_r = z_t - (t - r) u(z_t, r, t); "euler": u(z_t, t, t)), and the wall time per sample in milliseconds
     of the network (all steps) and of the modality's decoding, measured apart."""
 

@@ -60,16 +60,24 @@ def score(evaluator: Evaluator, samples: torch.Tensor, cond: Any, real: RealData
 @torch.no_grad()
 def draw(model: nn.Module, modality: Modality, count: int, steps: int, *, euler: bool, cond: Any = None,
          seed: int = 0, batch_size: int = 1000, progress: ProgressFn = _quiet,
-         task: str = "sampling") -> tuple[torch.Tensor, float, float]:
-    """``count`` samples (CPU) with ``steps`` network calls each, and the seconds spent in the network
+         task: str = "sampling", guidance: float = 1.0) -> tuple[torch.Tensor, float, float]:
+    """``count`` samples (CPU) with ``steps`` steps each, and the seconds spent in the network and
     in ``modality.render`` (decoding to what a person perceives; timed on the first batch only, scaled to
     ``count``).
 
     Noise comes from a generator seeded with ``seed``, so every call with the same seed, count and batch
     size starts from the same noise. ``cond``: conditions for the ``count`` samples, or None.
+    ``guidance``: classifier-free guidance scale at sampling time (1: none, one network call a step; else
+    two, see :func:`mfkit.guided_model`).
     """
     device = next(model.parameters()).device
     sampler = mfkit.euler_sample if euler else mfkit.sample
+    network_model = model
+    if guidance != 1:
+        condition = modality.condition()
+        if condition is None or cond is None:
+            raise ValueError("classifier-free guidance needs a conditional modality and conditions to guide towards")
+        network_model = mfkit.guided_model(model, guidance, condition.ops)
     generator = torch.Generator(device).manual_seed(seed)
     chunks, network, decode_per_sample = [], 0.0, 0.0
     for start in range(0, count, batch_size):
@@ -78,7 +86,7 @@ def draw(model: nn.Module, modality: Modality, count: int, steps: int, *, euler:
         chunk_cond = None if cond is None else move_condition(slice_condition(cond, slice(start, start + n)), device)
         _synchronize(device)
         began = time.perf_counter()
-        samples = sampler(model, noise, steps=steps, cond=chunk_cond)
+        samples = sampler(network_model, noise, steps=steps, cond=chunk_cond)
         _synchronize(device)
         network += time.perf_counter() - began
         if start == 0:
@@ -160,8 +168,9 @@ class Evaluation:
         return _repeat(self.reference, self.count)
 
     def run(self, model: nn.Module, *, steps: Sequence[int] = (1,), euler: Sequence[int] = (), batch_size: int = 1000,
-            progress: ProgressFn = _quiet, info: dict[str, Any] | None = None) -> EvalReport:
-        """Score ``model`` (put in eval mode) with MeanFlow ``steps`` and Euler ``euler`` step counts."""
+            progress: ProgressFn = _quiet, info: dict[str, Any] | None = None, guidance: float = 1.0) -> EvalReport:
+        """Score ``model`` (put in eval mode) with MeanFlow ``steps`` and Euler ``euler`` step counts;
+        ``guidance``: classifier-free guidance scale at sampling time (1: none), recorded in the report's info."""
         if not steps and not euler:
             raise ValueError("nothing to evaluate: give at least one MeanFlow (--steps) or Euler (--euler) step count")
         if any(s < 1 for s in (*steps, *euler)):
@@ -172,17 +181,20 @@ class Evaluation:
         report = EvalReport(self.evaluator_name, dict(self.evaluator.metrics), self.count, self.seed,
                             len(self.reference), floor=self.floor, floor_count=self.floor_count,
                             cond=self.cond_text, info=dict(info or {}), seconds=dict(self.seconds))
+        if guidance != 1:
+            report.info["guidance"] = guidance
         began = time.perf_counter()
         try:
             # warm-up (untimed): the first call pays for allocations and kernel selection
             draw(model, self.modality, 2, 1, euler=bool(euler and not steps), seed=self.seed,
-                 cond=None if cond is None else slice_condition(cond, slice(0, 2)))
+                 cond=None if cond is None else slice_condition(cond, slice(0, 2)), guidance=guidance)
             for sampler, counts in (("meanflow", steps), ("euler", euler)):
                 for count in counts:
                     label = f"{'MeanFlow' if sampler == 'meanflow' else 'Euler'} {count} step{'s' * (count > 1)}"
                     samples, network, decode = draw(model, self.modality, self.count, count, euler=sampler == "euler",
                                                     cond=cond, seed=self.seed, batch_size=batch_size,
-                                                    progress=progress, task=f"sampling: {label}")
+                                                    progress=progress, task=f"sampling: {label}",
+                                                    guidance=guidance)
                     progress(f"scoring: {label}", 0, 1)
                     metrics = score(self.evaluator, samples, cond, self.reference, self.seed, self.device)
                     progress(f"scoring: {label}", 1, 1)

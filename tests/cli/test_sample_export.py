@@ -147,3 +147,39 @@ def test_any_kept_ema_can_be_chosen_by_decay(meanflow_run, tmp_path):
         assert "no EMA with decay 0.5; it keeps 0.9, 0.99" in " ".join(missing.output.split())
     both = run("export", meanflow_run, "--raw", "--ema", "0.9")
     assert both.exit_code == 2 and "not both" in both.output
+
+
+def _conditional_run(tmp_path, name, guidance):
+    data = small_recipe(tmp_path, name, steps=10, checkpoint_every=10)
+    data["modality"] = {"name": "toy2d", "params": {"distribution": "eight_gaussians", "conditional": True}}
+    data["objective"] = {"kind": "flow_matching", **({"guidance": guidance} if guidance else {})}
+    assert run("train", write_recipe(tmp_path / f"{name}.yaml", data)).exit_code == 0
+    return tmp_path / "runs" / name
+
+
+def test_guidance_at_sampling_time_needs_a_run_that_learned_the_null_condition(meanflow_run, tmp_path):
+    """--guidance S draws with u_null + S (u_c - u_null) (sample and eval); refused in one line, before any folder
+    is made, for an unconditional modality or a run trained without class dropout."""
+    import json
+
+    dropout = _conditional_run(tmp_path, "dropout", {"w_cfg": 1.0, "kappa": 0.0, "class_dropout": 0.1})
+    plain = _conditional_run(tmp_path, "plain", None)
+    for run_dir, message in ((meanflow_run, "offers no conditions"), (plain, "trained without class dropout")):
+        before = sorted((run_dir / "samples").glob("*")) if (run_dir / "samples").exists() else []
+        for command in (("sample", "--n", "20"), ("eval", "--euler", "2", "--n", "20", "--reference", "40")):
+            result = run(*command, "--run", run_dir, "--guidance", "1.5")
+            assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+        after = sorted((run_dir / "samples").glob("*")) if (run_dir / "samples").exists() else []
+        assert before == after
+    guided = run("sample", "--run", dropout, "--n", "20", "--steps", "2", "--guidance", "1.5")
+    unguided = run("sample", "--run", dropout, "--n", "20", "--steps", "2")
+    assert guided.exit_code == unguided.exit_code == 0, guided.output
+    folder = dropout / "samples" / "step-0000010-2step-n20-seed0-ema-cfg1.5"
+    assert str(folder / "samples.npy") in guided.output
+    assert not np.allclose(np.load(folder / "samples.npy"),
+                           np.load(folder.with_name("step-0000010-2step-n20-seed0-ema") / "samples.npy"))
+    figures = tmp_path / "guided.json"
+    result = run("eval", "--run", dropout, "--euler", "2", "--n", "20", "--reference", "40", "--guidance", "1.5",
+                 "--json", figures)
+    assert result.exit_code == 0 and "guidance 1.5 at sampling time" in result.output, result.output
+    assert json.loads(figures.read_text())["info"]["guidance"] == 1.5

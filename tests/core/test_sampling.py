@@ -74,3 +74,49 @@ def test_sampler_is_stateless_and_runs_without_grad():
 
 def test_time_grid():
     torch.testing.assert_close(mfkit.time_grid(2), torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64))
+
+
+class LabelLinear(torch.nn.Module):
+    """u(z, r, t | c) = a_c z + b_c t + r: a different field per label (3 labels and the null label 3),
+    recording the labels of every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.tensor([0.5, -1.0, 2.0, 0.25])
+        self.b = torch.tensor([1.0, 3.0, -2.0, 0.5])
+        self.labels = []
+
+    def forward(self, z, r, t, cond=None):
+        self.labels.append(cond.tolist())
+        shape = (-1,) + (1,) * (z.dim() - 1)
+        return self.a[cond].view(shape) * z + (self.b[cond] * t + r).view(shape)
+
+
+@pytest.mark.parametrize("sampler", ["sample", "euler_sample"])
+@pytest.mark.parametrize("shape", [(6, 2), (6, 2, 3)])
+@pytest.mark.parametrize("scale", [0.0, 1.5, 3.0])
+def test_guided_model_steps_with_the_guided_combination(sampler, shape, scale):
+    """Each step uses u_null + s (u_c - u_null) (two calls: the labels, then the null label), checked against
+    the same walk written out by hand."""
+    from mfkit.core.conditions import LabelConditions
+
+    model, noise = LabelLinear(), torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    cond = torch.tensor([0, 1, 2, 0, 1, 2])
+    guided = mfkit.guided_model(model, scale, LabelConditions(3))
+    x = getattr(mfkit, sampler)(guided, noise, steps=3, cond=cond)
+    assert model.labels == [cond.tolist(), [3] * 6] * 3
+    z, grid = noise, mfkit.time_grid(3)
+    for t, r in zip(grid[:-1].tolist(), grid[1:].tolist()):
+        t_vec, r_vec = torch.full((6,), t), torch.full((6,), t if sampler == "euler_sample" else r)
+        u_c, u_null = model(z, r_vec, t_vec, cond), model(z, r_vec, t_vec, torch.full_like(cond, 3))
+        z = z - (t - r) * (u_null + scale * (u_c - u_null))
+    torch.testing.assert_close(x, z)
+
+
+def test_guided_model_at_scale_one_is_the_model_and_needs_conditions():
+    from mfkit.core.conditions import LabelConditions
+
+    model = LabelLinear()
+    assert mfkit.guided_model(model, 1.0, LabelConditions(3)) is model
+    with pytest.raises(ValueError, match="needs conditions"):
+        mfkit.sample(mfkit.guided_model(model, 2.0, LabelConditions(3)), torch.zeros(2, 2))

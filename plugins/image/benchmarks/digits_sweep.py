@@ -7,8 +7,9 @@
 flow-matching overrides of digits_meanflow_vs_fm.py), records the child process's CPU time (user +
 system, from getrusage, so a busy machine does not distort it) and the trainer's CPU seconds per step,
 then scores the run. `score` (re)scores a finished run. Scoring uses the `image` evaluator with each
-kept EMA (MeanFlow: 1 and 2 steps; flow matching: Euler 1, 2, 4, 8, 32), 2000 samples, evaluation
-seeds from --seeds. The `image` evaluator's feature network is seeded by the recipe's train.seed, so
+kept EMA (MeanFlow: 1 and 2 steps; flow matching: Euler 1, 2, 4, 8, 32, or --euler), 2000 samples, evaluation
+seeds from --seeds; --guidance S scores with classifier-free guidance at sampling time (nfe counts both
+calls). The `image` evaluator's feature network is seeded by the recipe's train.seed, so
 scoring always sets train.seed=0: runs trained with other seeds are scored in the same feature space.
 Every result is appended as one JSON line to --log.
 """
@@ -49,21 +50,23 @@ def train(recipe: str, out: Path, name: str, overrides: list[str]) -> dict:
     return {"cpu_s": child_cpu() - cpu, "wall_s": time.perf_counter() - wall}
 
 
-def score(run: Path, seeds: list[int], count: int) -> list[dict]:
+def score(run: Path, seeds: list[int], count: int, guidance: float = 1.0, euler: tuple[int, ...] = (1, 2, 4, 8, 32),
+          emas: list[str] | None = None) -> list[dict]:
     from mfkit.evaluation import evaluate_checkpoint
     from mfkit.train.checkpoint import load_checkpoint
 
     checkpoint = sorted((run / "checkpoints").glob("step-*.safetensors"))[-1]
-    keys = list(load_checkpoint(checkpoint, weights_only=True).ema)
+    keys = emas or list(load_checkpoint(checkpoint, weights_only=True).ema)
     flow_matching = is_flow_matching(run)
     results = []
     for key in keys:
         for seed in seeds:
             report = evaluate_checkpoint(checkpoint, steps=() if flow_matching else (1, 2),
-                                         euler=(1, 2, 4, 8, 32) if flow_matching else (), count=count,
-                                         seed=seed, device="cpu", overrides=FEATURE_SPACE, ema=key)
+                                         euler=euler if flow_matching else (), count=count, seed=seed,
+                                         device="cpu", overrides=FEATURE_SPACE, ema=key, guidance=guidance)
             for row in report.rows:
-                results.append({"ema": key, "seed": seed, "sampler": row.sampler, "nfe": row.steps, **row.metrics})
+                results.append({"ema": key, "seed": seed, "sampler": row.sampler, "nfe": row.steps * (1 + (guidance != 1)),
+                                **({"guidance": guidance} if guidance != 1 else {}), **row.metrics})
                 print(f"  ema {key} seed {seed} {row.sampler} {row.steps}: fd {row.metrics['fd']:.3f} "
                       f"acc {row.metrics['accuracy']:.4f}", flush=True)
     return results
@@ -80,6 +83,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--log", type=Path, default=RESULTS / "digits_sweep.jsonl")
+    parser.add_argument("--guidance", type=float, default=1.0,
+                        help="score with classifier-free guidance at sampling time (needs class dropout in training)")
+    parser.add_argument("--euler", type=int, nargs="+", default=[1, 2, 4, 8, 32], help="Euler step counts scored")
+    parser.add_argument("--emas", nargs="+", help="score only these kept EMAs (default: all)")
     args = parser.parse_args()
     entry: dict = {"name": args.name, "recipe": args.recipe, "objective": "flow_matching" if args.fm else "meanflow",
                    "overrides": args.overrides}
@@ -94,7 +101,7 @@ def main() -> None:
     else:
         run = Path(args.name)
         entry["objective"] = "flow_matching" if is_flow_matching(run) else "meanflow"
-    entry["scores"] = score(run, args.seeds, args.count)
+    entry["scores"] = score(run, args.seeds, args.count, args.guidance, tuple(args.euler), args.emas)
     args.log.parent.mkdir(parents=True, exist_ok=True)
     with args.log.open("a") as log:
         log.write(json.dumps(entry) + "\n")
