@@ -48,9 +48,10 @@ class Exported:
                guidance: float = 1.0) -> torch.Tensor:
         """``count`` samples (model tensors, on the CPU) with the sampler and number of steps the recipe names;
         ``guidance``: classifier-free guidance scale at sampling time (1: none; see :func:`mfkit.runs.guide`)."""
-        from mfkit.runs import conditions_for, draw_samples
+        from mfkit.runs import conditions_for, draw_samples, guide
 
         conditions = conditions_for(self.modality, cond, count)
+        guide(self.model, self.recipe, self.modality, guidance, cond)  # refuses guidance this run cannot take
         return draw_samples(self.model, self.recipe, self.modality, count, steps=steps, seed=seed, cond=conditions,
                             guidance=guidance)[0]
 

@@ -64,24 +64,36 @@ def sampler_for(recipe: Recipe, euler: bool | None = None):
     return mfkit.euler_sample if euler else mfkit.sample
 
 
-def guide(model: nn.Module, recipe: Recipe, modality: Modality, scale: float) -> Any:
+def guide(model: nn.Module, recipe: Recipe, modality: Modality, scale: float, cond: str | None = None) -> Any:
     """``model`` with classifier-free guidance of ``scale`` at sampling time (:func:`mfkit.guided_model`);
-    ``model`` itself for scale 1. Refused, with what to do, where guided samples would be silently wrong:
-    an unconditional modality, or a run that never learned the null condition (trained without class dropout)."""
+    ``model`` itself for scale 1. Refused, with what to do, where guided samples would be silently wrong or
+    not what was asked: an unconditional modality, a run that never learned the null condition (trained
+    without class dropout), a run whose training already folds guidance in (its conditional velocity is
+    guided: a second scale would multiply the first), or ``cond == "null"`` (nothing to guide towards)."""
     if scale == 1:
         return model
     if not scale >= 0 or scale == float("inf"):
-        raise ValueError(f"--guidance must be a finite scale >= 0 (1: no guidance), got {scale}")
+        raise ValueError(f"guidance must be a finite scale >= 0 (1: no guidance), got {scale}")
     condition = modality.condition()
     if condition is None:
-        raise ValueError(f"--guidance {scale:g}: this modality offers no conditions, so there is nothing to guide; "
+        raise ValueError(f"guidance {scale:g}: this modality offers no conditions, so there is nothing to guide; "
                          f"sample without --guidance")
+    if cond == "null" and not (isinstance(condition, ClassCondition) and "null" in condition.names):
+        raise ValueError(f"guidance {scale:g} with --cond null: unconditional samples have nothing to guide towards "
+                         f"(u_null + s (u_null - u_null) = u_null); drop one of the two")
     settings = recipe.objective.guidance
     if settings is None or settings.class_dropout == 0:
-        raise ValueError(f"--guidance {scale:g}: run {recipe.name!r} was trained without class dropout, so it never "
+        raise ValueError(f"guidance {scale:g}: run {recipe.name!r} was trained without class dropout, so it never "
                          f"learned the null condition and guided samples would be wrong. Sample without --guidance, "
                          f"or train with objective.guidance: {{w_cfg: 1.0, kappa: 0.0, class_dropout: 0.1}} "
                          f"(class dropout only; guidance then comes at sampling time)")
+    if settings.w_cfg != 1 or settings.kappa != 0:
+        folded = settings.w_cfg / (1 - settings.kappa)
+        raise ValueError(f"guidance {scale:g}: run {recipe.name!r} folds guidance into training (w_cfg "
+                         f"{settings.w_cfg:g}, kappa {settings.kappa:g}: scale {folded:g} in [{settings.t_min:g}, "
+                         f"{settings.t_max:g}]), so its samples are guided already and --guidance would multiply "
+                         f"that scale. Sample without --guidance; guidance at sampling time is for runs trained "
+                         f"with objective.guidance: {{w_cfg: 1.0, kappa: 0.0, class_dropout: 0.1}}")
     return mfkit.guided_model(model, scale, condition.ops)
 
 
@@ -189,7 +201,7 @@ def sample_checkpoint(path: Path, *, steps: int | None = None, count: int | None
     count = count or recipe.sample.count
     steps = steps or recipe.sample.steps
     conditions = conditions_for(modality, cond, count)  # a bad --cond fails before any folder is made
-    guide(model, recipe, modality, guidance)  # so does guidance the run cannot take
+    guide(model, recipe, modality, guidance, cond)  # so does guidance the run cannot take
     if out_dir is None:
         out_dir = samples_folder(Path(path).parent.parent, checkpoint.step, steps, count, seed,
                                  weights_tag(weights_label, ema is not None), cond, guidance)

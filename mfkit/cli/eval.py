@@ -107,7 +107,7 @@ def evaluate(
 
       mfkit eval --run runs/toy2d --ema 0.999 --steps 1
 
-      mfkit eval --run runs/toy2d_guided --cond north --steps 1,2 --guidance 1.5
+      mfkit eval --run runs/toy2d_cfg --euler 8,32 --guidance 2
     """
     from mfkit.evaluation import evaluate_checkpoint, parse_counts
     from mfkit.evaluation.loading import parse_params

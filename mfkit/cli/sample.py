@@ -72,7 +72,7 @@ def sample(
 
       mfkit sample --run runs/toy2d --ema 0.999
 
-      mfkit sample --run runs/toy2d_guided --cond north --guidance 1.5
+      mfkit sample --run runs/toy2d_cfg --cond north --guidance 2
     """
     from mfkit.runs import resolve_checkpoint, sample_checkpoint
 

@@ -109,7 +109,7 @@ def evaluate_checkpoint(path: Path, *, steps: Sequence[int] | None = None, euler
     load_weights(model, weights, path, "evaluate without backbone overrides (the stored recipe builds the model "
                                        "the run trained)")
     model.eval()
-    guide(model, recipe, modality, guidance)  # refuses guidance the run cannot take, before any work
+    guide(model, recipe, modality, guidance, cond)  # refuses guidance the run cannot take, before any work
     flow_matching = recipe.objective.kind == "flow_matching"
     if steps is None and euler is None:
         steps, euler = ((), (1, 2, 4, 8, 32, 100)) if flow_matching else ((1, 2, 4), ())

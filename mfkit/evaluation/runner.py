@@ -170,7 +170,8 @@ class Evaluation:
     def run(self, model: nn.Module, *, steps: Sequence[int] = (1,), euler: Sequence[int] = (), batch_size: int = 1000,
             progress: ProgressFn = _quiet, info: dict[str, Any] | None = None, guidance: float = 1.0) -> EvalReport:
         """Score ``model`` (put in eval mode) with MeanFlow ``steps`` and Euler ``euler`` step counts;
-        ``guidance``: classifier-free guidance scale at sampling time (1: none), recorded in the report's info."""
+        ``guidance``: classifier-free guidance scale at sampling time (1: none), recorded in the report's info;
+        whether the model learned the null condition is the caller's to check (:func:`mfkit.runs.guide`)."""
         if not steps and not euler:
             raise ValueError("nothing to evaluate: give at least one MeanFlow (--steps) or Euler (--euler) step count")
         if any(s < 1 for s in (*steps, *euler)):

@@ -159,16 +159,22 @@ def _conditional_run(tmp_path, name, guidance):
 
 def test_guidance_at_sampling_time_needs_a_run_that_learned_the_null_condition(meanflow_run, tmp_path):
     """--guidance S draws with u_null + S (u_c - u_null) (sample and eval); refused in one line, before any folder
-    is made, for an unconditional modality or a run trained without class dropout."""
+    is made, for an unconditional modality, a run trained without class dropout, a run that folds guidance into
+    training, and --cond null."""
     import json
 
     dropout = _conditional_run(tmp_path, "dropout", {"w_cfg": 1.0, "kappa": 0.0, "class_dropout": 0.1})
     plain = _conditional_run(tmp_path, "plain", None)
-    for run_dir, message in ((meanflow_run, "offers no conditions"), (plain, "trained without class dropout")):
+    folded = _conditional_run(tmp_path, "folded", {"w_cfg": 1.0, "kappa": 0.5, "class_dropout": 0.1})
+    for run_dir, extra, message in ((meanflow_run, (), "offers no conditions"),
+                                    (plain, (), "trained without class dropout"),
+                                    (folded, (), "folds guidance into training (w_cfg 1, kappa 0.5: scale 2"),
+                                    (dropout, ("--cond", "null"), "nothing to guide towards")):
         before = sorted((run_dir / "samples").glob("*")) if (run_dir / "samples").exists() else []
         for command in (("sample", "--n", "20"), ("eval", "--euler", "2", "--n", "20", "--reference", "40")):
-            result = run(*command, "--run", run_dir, "--guidance", "1.5")
-            assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+            result = run(*command, *extra, "--run", run_dir, "--guidance", "1.5")
+            assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+            assert "Traceback" not in result.output
         after = sorted((run_dir / "samples").glob("*")) if (run_dir / "samples").exists() else []
         assert before == after
     guided = run("sample", "--run", dropout, "--n", "20", "--steps", "2", "--guidance", "1.5")
@@ -178,8 +184,13 @@ def test_guidance_at_sampling_time_needs_a_run_that_learned_the_null_condition(m
     assert str(folder / "samples.npy") in guided.output
     assert not np.allclose(np.load(folder / "samples.npy"),
                            np.load(folder.with_name("step-0000010-2step-n20-seed0-ema") / "samples.npy"))
-    figures = tmp_path / "guided.json"
-    result = run("eval", "--run", dropout, "--euler", "2", "--n", "20", "--reference", "40", "--guidance", "1.5",
-                 "--json", figures)
-    assert result.exit_code == 0 and "guidance 1.5 at sampling time" in result.output, result.output
-    assert json.loads(figures.read_text())["info"]["guidance"] == 1.5
+    figures = {}
+    for scale in ("1", "1.5"):
+        figures[scale] = tmp_path / f"eval-{scale}.json"
+        result = run("eval", "--run", dropout, "--euler", "2", "--n", "20", "--reference", "40", "--guidance", scale,
+                     "--json", figures[scale])
+        assert result.exit_code == 0, result.output
+        assert ("guidance 1.5 at sampling time" in result.output) == (scale == "1.5")
+    guided, unguided = (json.loads(figures[scale].read_text()) for scale in ("1.5", "1"))
+    assert guided["info"]["guidance"] == 1.5 and "guidance" not in unguided["info"]
+    assert guided["rows"][0]["metrics"] != unguided["rows"][0]["metrics"]  # the samples were guided

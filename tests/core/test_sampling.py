@@ -120,3 +120,22 @@ def test_guided_model_at_scale_one_is_the_model_and_needs_conditions():
     assert mfkit.guided_model(model, 1.0, LabelConditions(3)) is model
     with pytest.raises(ValueError, match="needs conditions"):
         mfkit.sample(mfkit.guided_model(model, 2.0, LabelConditions(3)), torch.zeros(2, 2))
+
+
+def test_guided_model_nulls_vector_conditions_with_their_own_null():
+    """A vector condition (B, 2) whose null is NaN: the null call sees NaN rows, and the combination holds."""
+    from mfkit.core.conditions import TensorConditions
+
+    seen = []
+
+    def model(z, r, t, cond=None):
+        seen.append(cond.clone())
+        known = torch.nan_to_num(cond, nan=-3.0)
+        return z * known[:, :1] + known[:, 1:]
+
+    cond, z = torch.tensor([[1.0, 2.0], [0.5, -1.0]]), torch.randn(2, 1)
+    guided = mfkit.guided_model(model, 2.5, TensorConditions(torch.full((2,), float("nan"))))
+    out = guided(z, torch.zeros(2), torch.ones(2), cond)
+    assert torch.equal(seen[0], cond) and bool(seen[1].isnan().all())
+    u_c, u_null = z * cond[:, :1] + cond[:, 1:], z * -3.0 - 3.0
+    torch.testing.assert_close(out, u_null + 2.5 * (u_c - u_null))
