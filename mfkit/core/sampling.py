@@ -122,4 +122,3 @@ def guided_model(model: Any, scale: float, ops: ConditionOps) -> Callable[..., t
         return u_null + scale * (u_cond - u_null)
 
     return guided
-

@@ -87,8 +87,9 @@ def evaluate_checkpoint(path: Path, *, steps: Sequence[int] | None = None, euler
     samples are drawn in batches of ``sample.batch_size``. The modality is built with purpose "eval" and
     gets the state stored in the checkpoint; the evaluator is found with :func:`find_evaluator`. ``ema``: the
     decay of a kept EMA to score (default: the recipe's first; ``use_ema=False``: the raw weights).
-    ``guidance``: classifier-free guidance scale at sampling time (1: none; refused for a run trained without
-    class dropout, see :func:`mfkit.runs.guide`); each step then costs two network calls.
+    ``guidance``: classifier-free guidance scale at sampling time (1: none; refused where it would be wrong,
+    e.g. for a run trained without class dropout, see :func:`mfkit.runs.guide`); each step then costs two
+    network calls.
     """
     from mfkit.recipe.build import build_backbone, build_modality, plugin_context
     from mfkit.runs import guide, load_modality_state, pick_device
