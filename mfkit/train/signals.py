@@ -6,9 +6,10 @@ second one stops at once (KeyboardInterrupt for SIGINT, :class:`Terminated` for 
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
-from typing import Callable
+from typing import IO, Callable
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -26,6 +27,21 @@ def exit_code(signum: int) -> int:
 
 def signal_label(signum: int) -> str:
     return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
+def write_to_descriptor(file: IO[str], text: str) -> bool:
+    """``text`` written with one ``os.write`` to ``file``'s descriptor, past Python's buffers and any library:
+    safe inside a signal handler, which may have interrupted a half-done print or import. False when ``file``
+    has no descriptor (captured output, e.g. in tests); the caller then says it later, outside the handler."""
+    try:
+        descriptor = file.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    try:
+        os.write(descriptor, text.encode("utf-8", "replace"))
+    except OSError:
+        pass  # a closed terminal or pipe: nobody to tell
+    return True
 
 
 def _main_thread() -> bool:
@@ -47,8 +63,10 @@ def raise_on_sigterm() -> None:
 class GracefulStop:
     """While active (a context manager), the first SIGINT or SIGTERM sets :attr:`received`.
 
-    ``on_signal(signum)`` is called then (e.g. to print what happens next). Handlers are only installed
-    from the main thread (Python's rule); elsewhere the loop simply runs to its end.
+    ``on_signal(signum)`` is called then, inside the handler: the signal may have interrupted anything (a
+    rich print, a lazy import), so it must not print through rich or import; it may use
+    :func:`write_to_descriptor` or leave a note for the loop. Handlers are only installed from the main
+    thread (Python's rule); elsewhere the loop simply runs to its end.
     """
 
     def __init__(self, on_signal: Callable[[int], None] | None = None) -> None:

@@ -39,7 +39,7 @@ from mfkit.train.preflight import first_batch, preflight
 from mfkit.train.resume import check_resume_recipe, saved_recipe
 from mfkit.train.row_plan import has_two_plans, time_row_plans
 from mfkit.train.run_folder import RunFolderError, open_run_folder, run_dir_of
-from mfkit.train.signals import GracefulStop, signal_label
+from mfkit.train.signals import GracefulStop, signal_label, write_to_descriptor
 from mfkit.train.weights import ema_weights, recipe_from_checkpoint, select_weights
 
 __all__ = ["RunFolderError", "TrainResult", "Trainer", "TrainingDiverged", "ema_weights", "lr_factor",
@@ -130,6 +130,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self._stop = GracefulStop(self._on_signal)
+        self._pending_notice: str | None = None
         self._row_plan_reasons: set[str] = set()
         self.evaluation: PeriodicEvaluation | None = None
 
@@ -454,8 +455,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def _on_signal(self, signum: int) -> None:
-        self._say(f"{signal_label(signum)}: finishing this step, saving a checkpoint (send it again to stop at once)",
-                  style="yellow")
+        """Runs inside the signal handler, which may have interrupted rich mid-print or a lazy import (printing
+        through rich there crashed a run): the notice goes straight to the console's file descriptor, or,
+        where there is none (captured output), the loop prints it after the step."""
+        notice = f"{signal_label(signum)}: finishing this step, saving a checkpoint (send it again to stop at once)"
+        if self.group.is_main and not write_to_descriptor(self.console.file, notice + "\n"):
+            self._pending_notice = notice
+
+    def _say_pending_notice(self) -> None:
+        if self._pending_notice is not None:
+            notice, self._pending_notice = self._pending_notice, None
+            self._say(notice, style="yellow")
 
     def _autocast(self):
         if self.recipe.train.precision == "bf16" and self.device.type == "cuda":
@@ -533,6 +543,7 @@ class Trainer:
                     self.preview()
                 if train.eval_every and (self.step % train.eval_every == 0 or self.step == train.steps):
                     self.evaluate(log, progress)
+                self._say_pending_notice()
                 stopped_by = dist_utils.max_over_processes(self._stop.received or 0, self.group, self.device) or None
                 if stopped_by is not None:
                     break
