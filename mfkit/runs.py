@@ -11,7 +11,7 @@ from torch import nn
 import mfkit
 from mfkit.folders import OutputError, ensure_writable_dir, numbered, require_new_folder
 from mfkit.core.conditions import move_condition, slice_condition
-from mfkit.plugins.spec import ClassCondition, Modality, save_samples
+from mfkit.plugins.spec import Modality, asks_for_null, save_samples
 from mfkit.recipe.build import build_backbone, build_modality, plugin_context
 from mfkit.recipe.schema import Recipe
 from mfkit.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_weights
@@ -78,7 +78,7 @@ def guide(model: nn.Module, recipe: Recipe, modality: Modality, scale: float, co
     if condition is None:
         raise ValueError(f"guidance {scale:g}: this modality offers no conditions, so there is nothing to guide; "
                          f"sample without --guidance")
-    if cond == "null" and not (isinstance(condition, ClassCondition) and "null" in condition.names):
+    if asks_for_null(condition, cond):
         raise ValueError(f"guidance {scale:g} with --cond null: unconditional samples have nothing to guide towards "
                          f"(u_null + s (u_null - u_null) = u_null); drop one of the two")
     settings = recipe.objective.guidance
@@ -117,7 +117,7 @@ def conditions_for(modality: Modality, text: str | None, count: int) -> Any:
         return None
     if text is None:
         return condition.preview(count)
-    if text == "null" and not (isinstance(condition, ClassCondition) and "null" in condition.names):
+    if asks_for_null(condition, text):
         return condition.null(count)
     return condition.parse(text, count)
 

@@ -20,7 +20,7 @@ import mfkit
 from mfkit.core.conditions import move_condition, slice_condition
 from mfkit.evaluation.data import RealData, load_split, select_condition
 from mfkit.evaluation.report import EvalReport, Row
-from mfkit.plugins.spec import ClassCondition, Evaluator, Modality
+from mfkit.plugins.spec import Evaluator, Modality, asks_for_null
 
 #: Called as progress(task, done, total): task names what runs ("MeanFlow 2 steps", "scoring", ...).
 ProgressFn = Callable[[str, int, int], None]
@@ -130,8 +130,7 @@ class Evaluation:
         self.reference = load_split(modality, "val", reference_limit, seed)
         condition = modality.condition()
         self.target = None
-        self.null = cond == "null" and condition is not None and not (
-            isinstance(condition, ClassCondition) and "null" in condition.names)
+        self.null = asks_for_null(condition, cond)
         if cond is not None:
             if condition is None:
                 raise ValueError(f"--cond {cond!r}: this modality offers no conditions")

@@ -128,6 +128,13 @@ class ClassCondition(ConditionSpec):
         return self.names[label] if label < len(self.names) else "null"
 
 
+def asks_for_null(condition: ConditionSpec | None, text: str | None) -> bool:
+    """Whether ``--cond text`` asks for the null condition (unconditional samples of a conditional model):
+    the text "null", unless the modality has no conditions or a class of that name."""
+    return (text == "null" and condition is not None
+            and not (isinstance(condition, ClassCondition) and "null" in condition.names))
+
+
 class VectorCondition(ConditionSpec):
     """A continuous vector (B, dim) per sample, with a null vector (default: all NaN, which no real
     condition can equal; :class:`mfkit.nn.VectorConditionEmbedding` turns it into a learned embedding).
