@@ -87,7 +87,7 @@ def evaluate(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
     guidance: float = typer.Option(1.0, "--guidance", min=0.0, help="classifier-free guidance scale at sampling "
                                    "time (1: none; else 2 network calls a step; needs a run trained with "
-                                   "class dropout)"),
+                                   "class dropout and no guidance folded in: w_cfg 1, kappa 0)"),
 ) -> None:
     """Score samples of a trained run with each number of steps against held-out real data.
 

@@ -69,7 +69,7 @@ def validate(
 
       mfkit validate recipes/toy2d.yaml train.lr=3e-4 --show
 
-      mfkit validate recipes/*.yaml
+      mfkit validate recipes/*.yaml --no-check
     """
     recipes, overrides = split_recipes_and_overrides(arguments)
     if not recipes:

@@ -35,7 +35,7 @@ def _usage(command, name: str) -> list[str]:
     if options:
         lines += ["| option | default | meaning |", "|---|---|---|"]
         for p in options:
-            flags = ", ".join(f"`{o}`" for o in p.opts)
+            flags = ", ".join(f"`{o}`" for o in [*p.opts, *p.secondary_opts])
             default = "" if p.is_flag or p.default is None else f"`{p.default}`"
             lines.append(f"| {flags} | {default} | {p.help or ''} |")
         lines.append("")

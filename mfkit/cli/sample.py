@@ -56,7 +56,7 @@ def sample(
                                          "Euler) or u(z, r, t) (MeanFlow); default: what the run trained"),
     guidance: float = typer.Option(1.0, "--guidance", min=0.0, help="classifier-free guidance scale at sampling "
                                    "time (1: none; else 2 network calls a step; needs a run trained with "
-                                   "class dropout)"),
+                                   "class dropout and no guidance folded in: w_cfg 1, kappa 0)"),
 ) -> None:
     """Draw samples from a trained run (reads the recipe stored in the checkpoint).
 

@@ -245,7 +245,8 @@ class Modality(abc.ABC):
         """Write a batch of model tensors (B, *sample_shape) as files under ``out_dir``; return their paths.
 
         A v2 modality may accept the keywords ``kind`` ("preview" during training, "samples" from
-        `mfkit sample`, "eval") and ``step`` (the training step) to draw previews differently.
+        `mfkit sample`) and ``step`` (the training step) to draw previews differently. (`mfkit eval`
+        scores samples in memory and saves none.)
         """
 
     def fit(self, dataset: Dataset) -> None:

@@ -7,8 +7,9 @@ permutes the output the same way. DiT-style blocks with adaLN-Zero conditioning 
     h = h + gate2(c) * MLP(LN(h) * (1 + scale2(c)) + shift2(c))
 
 Attention is full self-attention over the N points of each cloud (``F.scaled_dot_product_attention``,
-so any fused kernel serves the forward; mfkit computes its JVP tangent by the math formula, which holds
-(B, heads, N, N) weights: see the plugin's README for the measured memory at 512 and 2048 points).
+so any fused kernel serves the forward; mfkit computes its JVP tangent exactly, blockwise (or with its
+Triton kernel on CUDA) from 2**20 attention weights on, without a (B, heads, N, N) matrix: see the
+plugin's README for the measured memory at 512 and 2048 points).
 """
 from __future__ import annotations
 
