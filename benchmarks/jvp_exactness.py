@@ -53,10 +53,11 @@ class RMSNormMLP(nn.Module):
 torch.manual_seed(0)
 m = RMSNormMLP(); z, r, t, v = inputs((8,))
 R = ref(m, z, r, t, v)
-for be in ["forward_ad", "forward_ad_plain", "nograd", "finite_difference"]:
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        du = safe(lambda: mfkit.jvp(m, z, r, t, tan(r, t, v), backend=be)[1])
-    print(f"bf16 autocast, default precision, {be}: rel err", du if isinstance(du, str) else rel(du, R))
+for precision in ["fp32", "autocast"]:  # the table in docs/concepts.md ("Precision policy")
+    for be in ["forward_ad", "forward_ad_plain", "nograd", "finite_difference"]:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            du = safe(lambda: mfkit.jvp(m, z, r, t, tan(r, t, v), backend=be, precision=precision)[1])
+        print(f"bf16 autocast, jvp precision {precision}, {be}: rel err", du if isinstance(du, str) else rel(du, R))
 x = (torch.randn(64, 16, generator=torch.Generator().manual_seed(0)) * 1e-3).bfloat16()
 xt = torch.randn(64, 16, generator=torch.Generator().manual_seed(1)).bfloat16()
 outs = []

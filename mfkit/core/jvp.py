@@ -17,8 +17,15 @@ Backends (select by name):
     extra forward; works with any module ``torch.func`` can trace, even where dual tensors cannot
     flow through the autograd graph.
 ``"finite_difference"``
-    [u(z + h z_t, r + h r_t, t + h t_t) - u(z, r, t)] / h: one extra forward, works with any kernel,
-    at an O(h) bias.
+    [u(z + h z_t, r + h r_t, t + h t_t) - u(z, r, t)] / h: works with any kernel, at an O(h) bias.
+    The difference of two nearly equal outputs is divided by h, which magnifies any other difference
+    between the two passes 1000-fold at h = 1e-3, so both are always computed the same way: in float32
+    (float64 inputs stay float64; lower-precision inputs are refused), with exact products (never TF32,
+    whatever ``precision`` says) and autocast off, on the same rows with the same random numbers. The
+    loss forward serves as u(z, r, t) only where it is such a pass already (every row, no autocast, no
+    TF32 in effect on the device: one extra forward); otherwise both passes run apart (two). Rows whose
+    t + h t_t would pass 1 step backwards, [u(z, r, t) - u(z - h z_t, r - h r_t, t - h t_t)] / h, so
+    the network is never asked for t > 1.
 
 Precision (``precision=``): ``"fp32"`` (default) computes the JVP with autocast switched off, so under
 bf16/fp16 autocast the tangent (and, for finite differences, both outputs that are subtracted) are
@@ -27,11 +34,10 @@ no-grad forward under autocast, none without it; on CUDA that pass's float32 mat
 are exact (TF32 off for its duration, whatever the global settings: cuDNN's default is TF32).
 ``"tf32"`` is ``"fp32"`` with those products on CUDA's TF32 tensor cores (:mod:`mfkit.core.tf32`):
 float32 tensors with a 10-bit mantissa in the products, several times faster on a GPU, the same as
-``"fp32"`` on a CPU; ``finite_difference`` keeps exact products under it (its division by h would
-magnify TF32's rounding).
+``"fp32"`` on a CPU.
 ``"autocast"`` runs the JVP under the ambient autocast (one pass, faster, less exact: see
 docs/concepts.md for measured errors). Without autocast all three are the same single pass in the dtype
-of the model and inputs.
+of the model and inputs. ``finite_difference`` runs as ``"fp32"`` under all three (see above).
 
 ``torch.compile``: dual tensors do not survive compiled graphs (a compiled module returns a zero
 tangent), so the forward-mode passes run compiled code eagerly (``torch.compiler.set_stance``); the
@@ -60,6 +66,7 @@ from torch import nn
 from mfkit.core.branch_backward import detach_branch
 from mfkit.core.calling import Backbone, call_model, innermost, without_wrapper
 from mfkit.core.tangent_rules import FastTangents, SavedTensorHooksProbe, math_attention
+from mfkit.core import tf32
 from mfkit.core.tf32 import cuda_float32_products
 
 # PyTorch loads its forward-AD decompositions through torch.jit.script on the first dual tensor and
@@ -97,7 +104,8 @@ def jvp(
     ``cond`` is called as ``model(z, r, t)``.
     """
     _check_settings(backend, precision, fd_step)
-    apart = apart_precision(_backend_precision(backend, precision), z.device)
+    _check_difference_inputs(backend, z, t)
+    apart = _apart_for(backend, _backend_precision(backend, precision), z.device)
     pair, tangent_only = _BACKENDS[backend]
     args = (z, r, t, tuple(dx.to(x.dtype) for x, dx in zip((z, r, t), tangents)), cond, fd_step)
     with _explained(model, backend, lambda: pair(model, *args)), _quiet_jit_warning():
@@ -139,11 +147,17 @@ def jvp_on_rows(
       DDP's default settings. With ``find_unused_parameters`` or ``static_graph`` (whose output
       function has no forward-mode rule) the wrapper gets one gradient forward of every row and a
       no-grad dual pass gives the tangent of the k rows, as :func:`jvp` then does for every row.
-    * ``nograd``, ``finite_difference``, and every backend under ``precision="fp32"`` with autocast on:
-      the ordinary forward of the whole batch carries the gradient, as in :func:`jvp`, and the extra
-      no-grad pass (``torch.func.jvp``, shifted forward, float32 tangent) runs on the k rows only.
+    * ``nograd`` and every backend under ``precision="fp32"`` with autocast on: the ordinary forward of
+      the whole batch carries the gradient, as in :func:`jvp`, and the extra no-grad pass
+      (``torch.func.jvp``, float32 tangent) runs on the k rows only.
+    * ``finite_difference``: the ordinary forward of the whole batch carries the gradient, and both
+      passes of the difference (shifted and base) run on the k rows, in float32 with exact products and
+      the same random numbers: the whole batch's output is not reused as the base, because any
+      difference between rows computed in a batch of B and in one of k (a kernel that blocks by batch
+      size, a dropout mask) would be divided by h.
     """
     _check_settings(backend, precision, fd_step)
+    _check_difference_inputs(backend, z, t)
     precision = _backend_precision(backend, precision)
     batch = z.shape[0]
     if rows is None:
@@ -164,7 +178,7 @@ def jvp_on_rows(
               fd_step)
     pair, tangent_only = _BACKENDS[backend]
     inner = without_wrapper(model)
-    apart = apart_precision(precision, z.device)
+    apart = "fp32" if backend == "finite_difference" else apart_precision(precision, z.device)
     fp32_split = apart != "autocast"
     forward_mode = backend in _DUAL_BACKENDS and not fp32_split
     with _explained(model, backend, lambda: pair(inner, *picked)), _quiet_jit_warning():
@@ -178,10 +192,6 @@ def jvp_on_rows(
             order = torch.empty(batch, dtype=torch.long, device=z.device)
             order[torch.cat([index, rest])] = torch.arange(batch, device=z.device)
             return torch.cat([u_rows, u_rest]).index_select(0, order), du
-        if backend == "finite_difference" and not fp32_split:
-            u, shifted = _forward_then_tangent(lambda: call_model(model, z, r, t, cond),
-                                               lambda: _shifted(inner, *picked), z.device)
-            return u, (shifted - u.detach()[index]) / fd_step
         return _forward_then_tangent(lambda: call_model(model, z, r, t, cond),
                                      lambda: _tangent_apart(tangent_only, inner, picked, apart), z.device)
 
@@ -242,25 +252,41 @@ def _nograd_pair(model, z, r, t, tangents, cond, h):
 
 
 # ---------------------------------------------------------------- finite differences
+def difference_steps(t: torch.Tensor, dt: torch.Tensor, h: float) -> torch.Tensor:
+    """Signed steps (B,): +h, or -h for rows whose shifted time t + h dt would pass 1 (full jumps at
+    t = 1): those rows take the backward difference, so the network is only asked for t <= 1."""
+    return torch.where(t + h * dt > 1, -h, h).to(t.dtype)
+
+
 def _shifted(inner, z, r, t, tangents, cond, h):
+    """(u(z + s dz, r + s dr, t + s dt), s) under no_grad, s = :func:`difference_steps` (B,)."""
     dz, dr, dt = tangents
+    step = difference_steps(t, dt, h)
     with torch.no_grad():
-        return call_model(inner, z + h * dz, r + h * dr, t + h * dt, cond)
+        return call_model(inner, z + _per_row(step, z) * dz, r + step * dr, t + step * dt, cond), step
+
+
+def _per_row(step: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) -> (B, 1, ..., 1) to broadcast over ``like``'s sample dimensions."""
+    return step.view(-1, *([1] * (like.dim() - 1)))
 
 
 def _difference_pair(model, z, r, t, tangents, cond, h):
-    u, shifted = _forward_then_tangent(lambda: call_model(model, z, r, t, cond),
-                                       lambda: _shifted(without_wrapper(model), z, r, t, tangents, cond, h),
-                                       z.device)
-    return u, (shifted - u.detach()) / h
+    """The loss forward is the base: only for an exact float32 (or float64) pass of every row
+    (:func:`_apart_for` sends every other case to :func:`_difference_tangent`)."""
+    u, (shifted, step) = _forward_then_tangent(lambda: call_model(model, z, r, t, cond),
+                                               lambda: _shifted(without_wrapper(model), z, r, t, tangents, cond, h),
+                                               z.device)
+    return u, (shifted - u.detach()) / _per_row(step, shifted)
 
 
 def _difference_tangent(inner, z, r, t, tangents, cond, h):
+    """Both passes here, on the same rows with the same random numbers."""
     with replayed_randomness(z.device):
-        shifted = _shifted(inner, z, r, t, tangents, cond, h)
+        shifted, step = _shifted(inner, z, r, t, tangents, cond, h)
     with torch.no_grad():
         base = call_model(inner, z, r, t, cond)
-    return (shifted - base) / h
+    return (shifted - base) / _per_row(step, shifted)
 
 
 # name -> (one pass giving (u with gradient, du), tangent alone under no_grad)
@@ -386,9 +412,31 @@ def _forward_then_tangent(forward: Callable[[], Any], tangent: Callable[[], Any]
 
 def _backend_precision(backend: str, precision: str) -> str:
     """The precision a backend's passes run in: finite differences divide the difference of two nearly
-    equal outputs by h, which turns TF32's rounding (5e-4) into errors of about 30% at h = 1e-3, so under
-    "tf32" they keep exact float32 products."""
-    return "fp32" if backend == "finite_difference" and precision == "tf32" else precision
+    equal outputs by h, which turns TF32's rounding (5e-4) into errors of about 30% at h = 1e-3 and
+    bfloat16's (4e-3) into errors of order 1 (measured: 9-23x the JVP's size), so they always run as
+    "fp32": autocast off, exact products."""
+    return "fp32" if backend == "finite_difference" else precision
+
+
+def _apart_for(backend: str, precision: str, device: torch.device) -> str:
+    """:func:`apart_precision`, except that finite differences take both passes apart in "fp32" unless the
+    loss forward is itself an exact pass: autocast off and, on CUDA, TF32 off for matmuls and
+    convolutions (cuDNN's default allows TF32 for convolutions)."""
+    apart = apart_precision(precision, device)
+    if backend == "finite_difference" and apart == "autocast" and device.type == "cuda" and any(tf32.settings()):
+        return "fp32"
+    return apart
+
+
+def _check_difference_inputs(backend: str, z: torch.Tensor, t: torch.Tensor) -> None:
+    if backend != "finite_difference":
+        return
+    for name, x in (("z", z), ("t", t)):
+        if x.dtype not in (torch.float32, torch.float64):
+            raise ValueError(
+                f"jvp_backend finite_difference needs float32 or float64 inputs, got {name} in {x.dtype}: in "
+                f"{x.dtype} the shifted time t + h rounds back to t and the difference is rounding noise. "
+                f"Keep the model and data in float32 and use autocast (train.precision: bf16) for speed.")
 
 
 def _check_settings(backend: str, precision: str, fd_step: float) -> None:

@@ -91,10 +91,10 @@ class ObjectiveSettings(Strict):
                             "reduction run in float32 (autocast off; on CUDA with exact float32 products, TF32 off); "
                             "only the forward that carries the gradient runs in bf16 (one extra no-grad forward). "
                             "tf32: the same with those passes' float32 matmuls and convolutions on CUDA's TF32 "
-                            "tensor cores (about 4e-4 relative error, faster on a GPU; same as fp32 on a CPU; the "
-                            "finite_difference backend keeps exact products). "
+                            "tensor cores (about 4e-4 relative error, faster on a GPU; same as fp32 on a CPU). "
                             "autocast: the JVP runs in bf16 too (one pass, about 1e-2 relative error); no effect "
-                            "without autocast")
+                            "without autocast. The finite_difference backend always runs as fp32 (its division by "
+                            "h would magnify bf16 or TF32 rounding)")
     jvp_guard: int = Field(3, ge=0, description="stop if the JVP is all zero or not finite on any of the first N "
                                                 "steps with r != t (0: off)")
     jvp_rows: Literal["auto", "all", "r_neq_t", "fastest"] = Field(
