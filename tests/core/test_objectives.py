@@ -1,8 +1,10 @@
 """Objectives against their formulas: r = t share, adaptive weight, guided velocity, presets."""
 import math
+import warnings
 
 import pytest
 import torch
+from torch import nn
 
 import mfkit
 from mfkit.core.broadcast import sum_non_batch
@@ -251,6 +253,7 @@ class ModeRecorder(torch.nn.Module):
         return self.norm(self.net(z, r, t, cond=cond))
 
 
+@pytest.mark.filterwarnings("ignore:the backbone.s .* normalises with batch statistics")  # BatchNorm on purpose
 @pytest.mark.parametrize("kappa, w_cfg, expected_terms", [(0.5, 0.2, 2), (0.0, 0.4, 1), (0.6, 0.4, 1), (0.0, 1.0, 0)])
 def test_guidance_passes_run_in_eval_mode_and_only_when_weighted(kappa, w_cfg, expected_terms):
     model = ModeRecorder().train()
@@ -297,3 +300,25 @@ def test_unconditional_network_without_cond_argument():
         objective(model, x).loss.backward()
     assert mfkit.sample(model, torch.randn(4, 2), steps=2).shape == (4, 2)
     assert mfkit.euler_sample(model, torch.randn(4, 2), steps=2).shape == (4, 2)
+
+
+class BatchNormNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inp, self.norm, self.out = nn.Linear(4, 16), nn.BatchNorm1d(16), nn.Linear(16, 4)
+
+    def forward(self, z, r, t):
+        return self.out(self.norm(self.inp(z)) * (1 + t - r)[:, None])
+
+
+def test_batch_norm_in_training_mode_is_warned_about_once():
+    """Batch statistics break the MeanFlow target silently (other statistics in the passes apart from the
+    loss forward, running statistics updated again): one warning per objective, none in eval mode."""
+    model, objective, x = BatchNormNet(), mfkit.MeanFlow(formulation="imf"), torch.randn(8, 4)
+    with pytest.warns(UserWarning, match=r"norm \(BatchNorm1d\) normalises with batch statistics"):
+        objective(model, x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        objective(model, x)  # said once
+        mfkit.MeanFlow()(model.eval(), x)  # running statistics: rows are independent
+        mfkit.MeanFlow()(MLPBackbone(4, width=16, depth=1), x)
