@@ -154,7 +154,8 @@ def jvp_on_rows(
       passes of the difference (shifted and base) run on the k rows, in float32 with exact products and
       the same random numbers: the whole batch's output is not reused as the base, because any
       difference between rows computed in a batch of B and in one of k (a kernel that blocks by batch
-      size, a dropout mask) would be divided by h.
+      size, a dropout mask) would be divided by h. Where the loss forward can be the base (no autocast,
+      no TF32 in effect) and k >= B/2, one shifted pass of every row is cheaper and is taken instead.
     """
     _check_settings(backend, precision, fd_step)
     _check_difference_inputs(backend, z, t)
@@ -165,6 +166,10 @@ def jvp_on_rows(
     rows = rows.to(z.device)
     index = rows.nonzero().flatten() if rows.dtype == torch.bool else rows.long()
     k = index.numel()
+    if backend == "finite_difference" and 2 * k >= batch and _apart_for(backend, precision, z.device) == "autocast":
+        # the loss forward can be the base: one shifted pass of every row costs no more than two of k rows
+        u, du = jvp(model, z, r, t, tangents, cond, backend=backend, fd_step=fd_step, precision=precision)
+        return u, du[index]
     if k == batch:
         u, du = jvp(model, z, r, t, tangents, cond, backend=backend, fd_step=fd_step, precision=precision)
         return u, du if bool((index == torch.arange(batch, device=z.device)).all()) else du[index]
@@ -253,17 +258,22 @@ def _nograd_pair(model, z, r, t, tangents, cond, h):
 
 # ---------------------------------------------------------------- finite differences
 def difference_steps(t: torch.Tensor, dt: torch.Tensor, h: float) -> torch.Tensor:
-    """Signed steps (B,): +h, or -h for rows whose shifted time t + h dt would pass 1 (full jumps at
-    t = 1): those rows take the backward difference, so the network is only asked for t <= 1."""
-    return torch.where(t + h * dt > 1, -h, h).to(t.dtype)
+    """Signed steps (B,) in t's dtype: +h, or -h for rows whose shifted time t + h dt would pass 1 (full
+    jumps at t = 1): those rows take the backward difference, so the network is only asked for t <= 1.
+    Only t is looked at (MeanFlow's tangent leaves r alone); a row with t - r < h then sees t - h < r, a
+    point just outside r <= t that a smooth network evaluates without trouble."""
+    step = torch.full_like(t, h)
+    return torch.where(t + step * dt > 1, -step, step)
 
 
 def _shifted(inner, z, r, t, tangents, cond, h):
-    """(u(z + s dz, r + s dr, t + s dt), s) under no_grad, s = :func:`difference_steps` (B,)."""
+    """(u(z + s dz, r + s dr, t + s dt), s) under no_grad, s = :func:`difference_steps` (B,); each input
+    keeps its dtype."""
     dz, dr, dt = tangents
     step = difference_steps(t, dt, h)
     with torch.no_grad():
-        return call_model(inner, z + _per_row(step, z) * dz, r + step * dr, t + step * dt, cond), step
+        return call_model(inner, z + _per_row(step, z).to(z.dtype) * dz, r + step.to(r.dtype) * dr,
+                          t + step * dt, cond), step
 
 
 def _per_row(step: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -277,7 +287,7 @@ def _difference_pair(model, z, r, t, tangents, cond, h):
     u, (shifted, step) = _forward_then_tangent(lambda: call_model(model, z, r, t, cond),
                                                lambda: _shifted(without_wrapper(model), z, r, t, tangents, cond, h),
                                                z.device)
-    return u, (shifted - u.detach()) / _per_row(step, shifted)
+    return u, (shifted - u.detach()) / _per_row(step, shifted).to(shifted.dtype)
 
 
 def _difference_tangent(inner, z, r, t, tangents, cond, h):
@@ -286,7 +296,7 @@ def _difference_tangent(inner, z, r, t, tangents, cond, h):
         shifted, step = _shifted(inner, z, r, t, tangents, cond, h)
     with torch.no_grad():
         base = call_model(inner, z, r, t, cond)
-    return (shifted - base) / _per_row(step, shifted)
+    return (shifted - base) / _per_row(step, shifted).to(shifted.dtype)
 
 
 # name -> (one pass giving (u with gradient, du), tangent alone under no_grad)

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import sys
 import warnings
 from dataclasses import InitVar, dataclass, field, replace
 from typing import Any, Iterator
@@ -40,36 +42,53 @@ from torch import nn
 
 from mfkit.core import presets
 from mfkit.core.broadcast import expand_like, sum_non_batch
-from mfkit.core.calling import call_model, innermost, without_wrapper
+from mfkit.core.calling import call_model, innermost, walk_modules, without_wrapper
 from mfkit.core.conditions import ConditionOps, LabelConditions, batch_size_of
 from mfkit.core.coupling import COUPLINGS, SET_COUPLINGS, align_sets, couple
 from mfkit.core.jvp import (JVP_BACKENDS, JVP_PRECISIONS, JVPError, apart_precision, autocast_off, float32_pass, jvp,
                              jvp_on_rows)
 from mfkit.core.path import conditional_velocity, interpolate
-from mfkit.core.rows import JVP_ROWS, RowPlanner, take_rows
+from mfkit.core.rows import JVP_ROWS, RowPlanner, batch_statistics_reason, take_rows
 from mfkit.core.time_sampling import LogitNormal, TimePairSampler
 
 
-def warn_about_batch_statistics(model: Any) -> None:
-    """Warn (once per call) if the backbone normalises with batch statistics (batch norm in training mode).
+def warn_about_batch_statistics(model: Any) -> bool:
+    """Warn if a normalisation layer of the backbone depends on the batch or on train/eval mode through its
+    statistics (:func:`mfkit.core.rows.batch_statistics_reason`: batch norm in training mode or without
+    running statistics, instance norm tracking running statistics in training); True if it warned.
 
     MeanFlow's target then breaks in ways that train without an error: the passes kept apart from the
-    loss forward (the JVP's float32 or finite-difference passes, iMF's velocity and the guidance terms, in
-    eval mode) see other statistics than the loss forward, each of them updates the running statistics
-    again, and the samples of a batch shape each other's targets.
+    loss forward (the JVP's float32 or finite-difference passes; iMF's velocity and the guidance terms,
+    which run in eval mode) see other statistics than the loss forward or update the running ones again,
+    and the samples of a batch shape each other's targets.
     """
     root = innermost(model)
     if not isinstance(root, nn.Module):
-        return
-    for name, module in root.named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
+        return False
+    for module in walk_modules(root):
+        reason = batch_statistics_reason(module)
+        if reason is not None:
+            name = next((n for n, m in root.named_modules() if m is module), "") or "root module"
             warnings.warn(
-                f"the backbone's {name or 'root module'} ({type(module).__name__}) normalises with batch statistics "
-                f"in training mode: MeanFlow's passes apart from the loss forward (JVP, iMF velocity, guidance) see "
-                f"other statistics and update the running ones again, and samples of a batch shape each other's "
-                f"targets. Use GroupNorm or LayerNorm (docs/plugins.md, 'Rules that keep the JVP exact and fast').",
-                UserWarning, stacklevel=3)
-            return
+                f"the backbone's {name} ({type(module).__name__}) {reason}: MeanFlow's passes apart from the "
+                f"loss forward (JVP, iMF velocity, guidance terms in eval mode) then see other statistics than "
+                f"the loss forward, and samples of a batch shape each other's targets, so the target is off "
+                f"without any error. Use GroupNorm or LayerNorm (docs/plugins.md, 'Rules that keep the JVP "
+                f"exact and fast').", UserWarning, stacklevel=stacklevel_outside_mfkit())
+            return True
+    return False
+
+
+def stacklevel_outside_mfkit() -> int:
+    """The ``stacklevel`` for :func:`warnings.warn` called by this function's caller that names the first
+    frame outside the mfkit package (the user's line, not mfkit's)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 def meanflow_target(
@@ -329,7 +348,7 @@ class MeanFlow:
     alpha: AlphaCurriculum | None = None
     r_neq_t_share: InitVar[float | None] = None
     _guard_left: int = field(default=0, init=False, repr=False, compare=False)
-    _batch_statistics_checked: bool = field(default=False, init=False, repr=False, compare=False)
+    _batch_statistics_warned: bool = field(default=False, init=False, repr=False, compare=False)
     _planner: RowPlanner = field(default_factory=RowPlanner, init=False, repr=False, compare=False)
 
     def __post_init__(self, r_neq_t_share: float | None = None) -> None:
@@ -401,9 +420,8 @@ class MeanFlow:
         ``alpha`` > 0: alpha-Flow's finite-step target (no JVP); 0: the exact MeanFlow (or iMF) target.
         """
         moving = r != t
-        if not self._batch_statistics_checked:
-            self._batch_statistics_checked = True
-            warn_about_batch_statistics(model)
+        if not self._batch_statistics_warned:  # checked on every call until it warns once
+            self._batch_statistics_warned = warn_about_batch_statistics(model)
         if alpha > 0:
             return self._finite_step_prediction_and_target(model, z, r, t, v, cond, moving, alpha)
         rows = self._jvp_rows_for(model, z, r, t, cond, moving)

@@ -110,14 +110,27 @@ def _name_in(root: nn.Module, module: nn.Module) -> str:
 _NAMES: "weakref.WeakKeyDictionary[nn.Module, dict[int, str]]" = weakref.WeakKeyDictionary()
 
 
-def _module_reason(module: nn.Module) -> str | None:
-    batch_norm, instance_norm, dropout, rrelu = _class_kind(type(module))
+def batch_statistics_reason(module: nn.Module) -> str | None:
+    """Why ``module`` makes the network's output depend on its batch or its train/eval mode through
+    normalisation statistics, or None: batch norm in training mode or without running statistics
+    (normalises with the batch's), instance norm that updates running statistics in training mode (it
+    normalises each sample by its own statistics in training, by the running ones in eval mode)."""
+    batch_norm, instance_norm, _, _ = _class_kind(type(module))
     if batch_norm:
         if module.training or module.running_mean is None or module.running_var is None:
             return "normalises with the batch's statistics (training mode or no running statistics)"
     elif instance_norm:
         if module.training and module.track_running_stats:
             return "updates running statistics in training mode"
+    return None
+
+
+def _module_reason(module: nn.Module) -> str | None:
+    batch_norm, instance_norm, dropout, rrelu = _class_kind(type(module))
+    if batch_norm or instance_norm:
+        reason = batch_statistics_reason(module)
+        if reason is not None:
+            return reason
     if not module.training:
         return None
     if dropout and module.p > 0:

@@ -127,7 +127,7 @@ def test_rows_apart_take_both_passes_on_the_same_rows():
     draw = mfkit.MeanFlow(r_neq_t_share=0.5).draw((B, 4), generator=torch.Generator().manual_seed(2))
     x = torch.randn(B, 4, generator=torch.Generator().manual_seed(3))
     z, r, t, tangents = path(draw, x)
-    rows = draw.r != draw.t
+    rows = torch.arange(0, B, 4)  # k < B / 2: the split (from B / 2 on, one shifted pass of every row)
     _, du_exact = jvp_on_rows(model, z, r, t, tangents, None, rows, backend="forward_ad")
     _, du = jvp_on_rows(model, z, r, t, tangents, None, rows, backend="finite_difference")
     assert relative(du, du_exact) < 5e-3
@@ -140,12 +140,61 @@ def test_rows_apart_with_dropout_share_one_mask_between_the_two_passes():
     model.train()
     draw = mfkit.MeanFlow(r_neq_t_share=0.5).draw(x.shape, generator=torch.Generator().manual_seed(2))
     z, r, t, tangents = path(draw, x)
-    rows = (draw.r != draw.t).nonzero().flatten()
+    rows = torch.arange(1, B, 3)  # k < B / 2: the split
     torch.manual_seed(11)
     _, du = jvp_on_rows(model, z, r, t, tangents, cond, rows, backend="finite_difference")
     torch.manual_seed(11)  # the tangent pass starts from the generator state the whole forward started from
     _, du_exact = jvp(model, z[rows], r[rows], t[rows], tuple(d[rows] for d in tangents), cond[rows],
                       backend="forward_ad")
+    assert relative(du, du_exact) < 5e-3
+
+
+class CallSizes:
+    def __init__(self, module):
+        self.sizes = []
+        module.register_forward_pre_hook(lambda m, args: self.sizes.append(args[0].shape[0]))
+
+
+@pytest.mark.parametrize("k", [B // 4, B // 2, B - 1])
+def test_rows_cost_at_most_one_extra_forward_of_the_batch(k):
+    """Both passes on the k rows (2k rows) or, from k = B / 2 on and where the loss forward can be the base,
+    one shifted pass of every row: never more than B extra rows."""
+    model, x, cond = labelled_mlp()
+    sizes = CallSizes(model)
+    draw = mfkit.MeanFlow().draw(x.shape, generator=torch.Generator().manual_seed(2))
+    z, r, t, tangents = path(draw, x)
+    rows = torch.randperm(B, generator=torch.Generator().manual_seed(4))[:k]
+    u, du = jvp_on_rows(model, z, r, t, tangents, cond, rows, backend="finite_difference")
+    assert sizes.sizes == ([B, k, k] if 2 * k < B else [B, B])
+    _, du_all = jvp(model, z, r, t, tangents, cond, backend="finite_difference")
+    assert relative(du, du_all[rows]) < 1e-5
+    sizes.sizes.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the bf16 loss forward cannot be the base
+        jvp_on_rows(model, z, r, t, tangents, cond, rows, backend="finite_difference")
+    assert sizes.sizes == [B, k, k]
+
+
+class TimesInZDtype(nn.Module):
+    """Takes its times in any float dtype (casts them to z's), as forward_ad allows."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net, self.seen = net, []
+
+    def forward(self, z, r, t, cond):
+        self.seen.append(z.dtype)
+        return self.net(z, r.to(z.dtype), t.to(z.dtype), cond)
+
+
+def test_float32_z_with_float64_times_keeps_each_dtype():
+    net, x, cond = labelled_mlp()
+    model = TimesInZDtype(net)
+    r, t = torch.zeros(B, dtype=torch.float64), torch.full((B,), 0.5, dtype=torch.float64)
+    tangents = (torch.randn(B, 4), torch.zeros_like(r), torch.ones_like(t))
+    _, du_exact = jvp(model, x, r, t, tangents, cond, backend="forward_ad")
+    model.seen.clear()
+    _, du = jvp(model, x, r, t, tangents, cond, backend="finite_difference")
+    assert set(model.seen) == {torch.float32} and du.dtype == torch.float32
     assert relative(du, du_exact) < 5e-3
 
 

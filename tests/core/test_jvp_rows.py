@@ -19,6 +19,9 @@ from mfkit.core.rows import static_reason, take_rows
 from mfkit.nn import MLPBackbone, TimePairEmbedding
 from mfkit.testing.networks import ConvAttentionNet
 
+#: batch norm in training is among the backbones here on purpose (the split must not be taken)
+pytestmark = pytest.mark.filterwarnings("ignore:the backbone.s .* (normalises with the batch.s statistics|updates running)")
+
 BACKENDS = ["forward_ad", "forward_ad_plain", "nograd", "finite_difference"]
 #: (autocast on?, jvp_precision)
 PRECISIONS = [(False, "fp32"), (True, "fp32"), (True, "tf32"), (True, "autocast")]

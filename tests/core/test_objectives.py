@@ -253,7 +253,7 @@ class ModeRecorder(torch.nn.Module):
         return self.norm(self.net(z, r, t, cond=cond))
 
 
-@pytest.mark.filterwarnings("ignore:the backbone.s .* normalises with batch statistics")  # BatchNorm on purpose
+@pytest.mark.filterwarnings("ignore:the backbone.s .* normalises with the batch.s statistics")  # BatchNorm on purpose
 @pytest.mark.parametrize("kappa, w_cfg, expected_terms", [(0.5, 0.2, 2), (0.0, 0.4, 1), (0.6, 0.4, 1), (0.0, 1.0, 0)])
 def test_guidance_passes_run_in_eval_mode_and_only_when_weighted(kappa, w_cfg, expected_terms):
     model = ModeRecorder().train()
@@ -302,23 +302,44 @@ def test_unconditional_network_without_cond_argument():
     assert mfkit.euler_sample(model, torch.randn(4, 2), steps=2).shape == (4, 2)
 
 
-class BatchNormNet(nn.Module):
-    def __init__(self):
+class NormNet(nn.Module):
+    def __init__(self, norm: nn.Module):
         super().__init__()
-        self.inp, self.norm, self.out = nn.Linear(4, 16), nn.BatchNorm1d(16), nn.Linear(16, 4)
+        self.inp, self.norm, self.out = nn.Linear(4, 16), norm, nn.Linear(16, 4)
 
     def forward(self, z, r, t):
-        return self.out(self.norm(self.inp(z)) * (1 + t - r)[:, None])
+        h = self.inp(z)
+        if isinstance(self.norm, nn.modules.instancenorm._InstanceNorm):
+            h = self.norm(h[:, None, :])[:, 0]  # (B, C=1, L=16)
+        else:
+            h = self.norm(h)
+        return self.out(h * (1 + t - r)[:, None])
 
 
-def test_batch_norm_in_training_mode_is_warned_about_once():
+BATCH_STATISTICS = r"norm \((BatchNorm1d|InstanceNorm1d)\) (normalises with the batch's statistics|updates running)"
+
+
+def test_batch_norm_in_training_mode_is_warned_about_once_at_the_callers_line():
     """Batch statistics break the MeanFlow target silently (other statistics in the passes apart from the
     loss forward, running statistics updated again): one warning per objective, none in eval mode."""
-    model, objective, x = BatchNormNet(), mfkit.MeanFlow(formulation="imf"), torch.randn(8, 4)
-    with pytest.warns(UserWarning, match=r"norm \(BatchNorm1d\) normalises with batch statistics"):
-        objective(model, x)
+    model, objective, x = NormNet(nn.BatchNorm1d(16)), mfkit.MeanFlow(formulation="imf"), torch.randn(8, 4)
+    objective(model.eval(), x)  # eval mode with running statistics: fine, and checked again next call
+    with pytest.warns(UserWarning, match=BATCH_STATISTICS) as record:
+        objective(model.train(), x)
+    assert record[0].filename == __file__  # points at the user's line, not inside mfkit
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        objective(model, x)  # said once
+        objective(model, x)  # said once per objective
         mfkit.MeanFlow()(model.eval(), x)  # running statistics: rows are independent
         mfkit.MeanFlow()(MLPBackbone(4, width=16, depth=1), x)
+
+
+@pytest.mark.parametrize("norm", [lambda: nn.BatchNorm1d(16, track_running_stats=False).eval(),
+                                  lambda: nn.InstanceNorm1d(1, track_running_stats=True).train()],
+                         ids=["batch_norm_without_running_statistics_in_eval", "instance_norm_tracking_in_training"])
+def test_other_batch_statistics_are_warned_about(norm):
+    """Batch norm without running statistics uses the batch's even in eval mode (iMF's velocity and the
+    guidance terms run in eval mode); instance norm tracking statistics is another network in eval mode."""
+    model = NormNet(norm())
+    with pytest.warns(UserWarning, match=BATCH_STATISTICS):
+        mfkit.MeanFlow(formulation="imf")(model, torch.randn(8, 4))
