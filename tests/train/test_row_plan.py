@@ -36,6 +36,7 @@ def test_the_split_is_kept_unless_every_row_is_clearly_faster(split_s, all_s, ch
     assert ("every row" in timing.describe()) and ("uses every row" in timing.describe()) == (choice == "all")
 
 
+@pytest.mark.filterwarnings("ignore:the backbone.s .* normalises with the batch.s statistics")  # batch norm on purpose
 def test_timing_leaves_parameters_buffers_gradients_and_random_state_as_they_were():
     torch.manual_seed(0)
     model = NormDropoutNet().train()
