@@ -63,10 +63,10 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
 
+from mfkit.core import tf32
 from mfkit.core.branch_backward import detach_branch
 from mfkit.core.calling import Backbone, call_model, innermost, without_wrapper
 from mfkit.core.tangent_rules import FastTangents, SavedTensorHooksProbe, math_attention
-from mfkit.core import tf32
 from mfkit.core.tf32 import cuda_float32_products
 
 # PyTorch loads its forward-AD decompositions through torch.jit.script on the first dual tensor and
