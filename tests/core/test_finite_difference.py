@@ -236,3 +236,22 @@ def test_on_cuda_any_tf32_in_effect_sends_both_passes_to_exact_float32(monkeypat
     assert jvp_module._apart_for("finite_difference", "fp32", cuda) == apart
     assert jvp_module._apart_for("forward_ad", "fp32", cuda) == "autocast"  # exact backends: one pass
     assert jvp_module._apart_for("finite_difference", "fp32", torch.device("cpu")) == "autocast"
+
+
+def test_jvp_computes_both_passes_apart_when_the_loss_forward_cannot_be_the_base(monkeypatch):
+    """What the TF32 decision above leads to inside jvp() and jvp_on_rows() (forced on the CPU): a shifted
+    and a base pass of their own, with the same result as reusing the exact loss forward."""
+    model, x, cond = labelled_mlp()
+    draw = mfkit.MeanFlow().draw(x.shape, generator=torch.Generator().manual_seed(2))
+    z, r, t, tangents = path(draw, x)
+    rows = torch.arange(0, B, 2)
+    _, du_reused = jvp(model, z, r, t, tangents, cond, backend="finite_difference")
+    _, du_rows_reused = jvp_on_rows(model, z, r, t, tangents, cond, rows, backend="finite_difference")
+    monkeypatch.setattr(jvp_module, "_apart_for", lambda backend, precision, device: "fp32")
+    sizes = CallSizes(model)
+    _, du = jvp(model, z, r, t, tangents, cond, backend="finite_difference")
+    assert sizes.sizes == [B, B, B]
+    sizes.sizes.clear()
+    _, du_rows = jvp_on_rows(model, z, r, t, tangents, cond, rows, backend="finite_difference")
+    assert sizes.sizes == [B, B // 2, B // 2]  # k = B / 2 rows: the split, since the base cannot be reused
+    assert relative(du, du_reused) < 1e-4 and relative(du_rows, du_rows_reused) < 1e-4
