@@ -42,13 +42,13 @@ from torch import nn
 
 from mfkit.core import presets
 from mfkit.core.broadcast import expand_like, sum_non_batch
-from mfkit.core.calling import call_model, innermost, walk_modules, without_wrapper
+from mfkit.core.calling import call_model, innermost, without_wrapper
 from mfkit.core.conditions import ConditionOps, LabelConditions, batch_size_of
 from mfkit.core.coupling import COUPLINGS, SET_COUPLINGS, align_sets, couple
 from mfkit.core.jvp import (JVP_BACKENDS, JVP_PRECISIONS, JVPError, apart_precision, autocast_off, float32_pass, jvp,
                              jvp_on_rows)
 from mfkit.core.path import conditional_velocity, interpolate
-from mfkit.core.rows import JVP_ROWS, RowPlanner, batch_statistics_reason, take_rows
+from mfkit.core.rows import JVP_ROWS, RowPlanner, batch_statistics_reason, static_reason, take_rows
 from mfkit.core.time_sampling import LogitNormal, TimePairSampler
 
 
@@ -62,21 +62,16 @@ def warn_about_batch_statistics(model: Any) -> bool:
     which run in eval mode) see other statistics than the loss forward or update the running ones again,
     and the samples of a batch shape each other's targets.
     """
-    root = innermost(model)
-    if not isinstance(root, nn.Module):
+    culprit = static_reason(model, reason_of=batch_statistics_reason)
+    if culprit is None:
         return False
-    for module in walk_modules(root):
-        reason = batch_statistics_reason(module)
-        if reason is not None:
-            name = next((n for n, m in root.named_modules() if m is module), "") or "root module"
-            warnings.warn(
-                f"the backbone's {name} ({type(module).__name__}) {reason}: MeanFlow's passes apart from the "
-                f"loss forward (JVP, iMF velocity, guidance terms in eval mode) then see other statistics than "
-                f"the loss forward, and samples of a batch shape each other's targets, so the target is off "
-                f"without any error. Use GroupNorm or LayerNorm (docs/plugins.md, 'Rules that keep the JVP "
-                f"exact and fast').", UserWarning, stacklevel=stacklevel_outside_mfkit())
-            return True
-    return False
+    warnings.warn(
+        f"the backbone's {culprit}: MeanFlow's passes apart from the loss forward (JVP, iMF velocity, guidance "
+        f"terms in eval mode) then see other statistics than the loss forward, and samples of a batch shape "
+        f"each other's targets, so the target is off without any error. Use GroupNorm or LayerNorm "
+        f"(docs/plugins.md, 'Rules that keep the JVP exact and fast').", UserWarning,
+        stacklevel=stacklevel_outside_mfkit())
+    return True
 
 
 def stacklevel_outside_mfkit() -> int:
@@ -348,7 +343,7 @@ class MeanFlow:
     alpha: AlphaCurriculum | None = None
     r_neq_t_share: InitVar[float | None] = None
     _guard_left: int = field(default=0, init=False, repr=False, compare=False)
-    _batch_statistics_warned: bool = field(default=False, init=False, repr=False, compare=False)
+    _batch_statistics_checked: bool = field(default=False, init=False, repr=False, compare=False)
     _planner: RowPlanner = field(default_factory=RowPlanner, init=False, repr=False, compare=False)
 
     def __post_init__(self, r_neq_t_share: float | None = None) -> None:
@@ -420,8 +415,9 @@ class MeanFlow:
         ``alpha`` > 0: alpha-Flow's finite-step target (no JVP); 0: the exact MeanFlow (or iMF) target.
         """
         moving = r != t
-        if not self._batch_statistics_warned:  # checked on every call until it warns once
-            self._batch_statistics_warned = warn_about_batch_statistics(model)
+        if not self._batch_statistics_checked:  # until it warned or saw the backbone in training mode
+            warned = warn_about_batch_statistics(model)
+            self._batch_statistics_checked = warned or bool(getattr(innermost(model), "training", True))
         if alpha > 0:
             return self._finite_step_prediction_and_target(model, z, r, t, v, cond, moving, alpha)
         rows = self._jvp_rows_for(model, z, r, t, cond, moving)

@@ -42,7 +42,7 @@ from __future__ import annotations
 import contextlib
 import math
 import weakref
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -81,16 +81,19 @@ def _module_of(model: Any) -> Any:
     return owner if not isinstance(root, nn.Module) and isinstance(owner, nn.Module) else root
 
 
-def static_reason(model: Any, modules: list[nn.Module] | None = None) -> str | None:
+def static_reason(model: Any, modules: list[nn.Module] | None = None,
+                  reason_of: Callable[[nn.Module], str | None] | None = None) -> str | None:
     """Why the backbone's rows cannot be computed apart, judged from its module types and their current
     mode (rule 1 of the module docstring), or None. Runs on every call: one pass over the modules
     (``modules``: the backbone's :func:`walk_modules` when the caller has it), without nn.Module's slow
-    attribute misses, the culprit named only when there is one."""
+    attribute misses, the culprit named only when there is one ("name (Class) reason"). ``reason_of``:
+    another per-module test (e.g. :func:`batch_statistics_reason`) in place of rule 1's."""
     root = _module_of(model)
     if not isinstance(root, nn.Module):
         return None
+    reason_of = reason_of or _module_reason
     for module in modules if modules is not None else walk_modules(root):
-        reason = _module_reason(module)
+        reason = reason_of(module)
         if reason is not None:
             return f"{_name_in(root, module)} ({type(module).__name__}) {reason}"
     return None
