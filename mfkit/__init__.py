@@ -36,6 +36,7 @@ _EXPORTS = {
     "JVP_BACKENDS": "mfkit.core.jvp", "jvp": "mfkit.core.jvp",
     "align_sets": "mfkit.core.coupling", "ot_permutation": "mfkit.core.coupling", "set_ot_order": "mfkit.core.coupling",
     "AlphaCurriculum": "mfkit.core.objectives", "Draw": "mfkit.core.objectives", "FlowMatching": "mfkit.core.objectives", "Guidance": "mfkit.core.objectives",
+    "IntervalWeighting": "mfkit.core.objectives",
     "MeanFlow": "mfkit.core.objectives", "ObjectiveOutput": "mfkit.core.objectives",
     "adaptive_weight": "mfkit.core.objectives", "guided_velocity": "mfkit.core.objectives",
     "meanflow_target": "mfkit.core.objectives",
@@ -50,7 +51,8 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "AlphaCurriculum", "Draw", "Exported", "FastTangents", "FlowMatching", "Guidance", "JVP_BACKENDS", "LogitNormal", "MeanFlow",
+    "AlphaCurriculum", "Draw", "Exported", "FastTangents", "FlowMatching", "Guidance", "IntervalWeighting", "JVP_BACKENDS",
+    "LogitNormal", "MeanFlow",
     "ObjectiveOutput", "SamplerStep", "TimePairSampler", "Uniform", "adaptive_weight", "align_sets", "cifar10_v1_sampler",
     "conditional_velocity", "euler_sample", "expand_like", "guided_model", "guided_velocity", "interpolate", "jvp",
     "load_exported", "meanflow_target", "ot_permutation", "sample", "set_ot_order", "sum_non_batch", "time_grid",
@@ -76,7 +78,8 @@ if TYPE_CHECKING:
     from mfkit.core.coupling import align_sets, ot_permutation, set_ot_order
     from mfkit.core.jvp import JVP_BACKENDS, jvp
     from mfkit.core.objectives import (
-        AlphaCurriculum, Draw, FlowMatching, Guidance, MeanFlow, ObjectiveOutput, adaptive_weight, guided_velocity, meanflow_target,
+        AlphaCurriculum, Draw, FlowMatching, Guidance, IntervalWeighting, MeanFlow, ObjectiveOutput, adaptive_weight,
+        guided_velocity, meanflow_target,
     )
     from mfkit.core.path import conditional_velocity, interpolate
     from mfkit.core.sampling import SamplerStep, euler_sample, guided_model, sample, time_grid

@@ -26,6 +26,9 @@ Variants, each off by default:
   s = t - alpha (t - r), z_s = z_t - alpha (t - r) v, u_tgt = alpha v + (1 - alpha) sg(u(z_s, r, s));
   alpha = 1 is trajectory flow matching (u_tgt = v), alpha -> 0 tends to the MeanFlow target, and at
   alpha = 0 the exact JVP target above is used.
+* ``interval_weighting`` (:class:`IntervalWeighting`): each sample's term of the loss is multiplied by
+  exp(-lambda(progress) (t - r)), lambda falling to 0 over training: short intervals first, all
+  intervals equal later; loss = mean_B(w * exp(-lambda (t - r)) * err).
 """
 from __future__ import annotations
 
@@ -244,7 +247,49 @@ class AlphaCurriculum:
         if progress <= self.flow_matching_until:
             return 1.0
         fraction = (progress - self.flow_matching_until) / (self.meanflow_from - self.flow_matching_until)
-        return 0.5 * (1.0 + math.cos(math.pi * fraction)) if self.shape == "cosine" else 1.0 - fraction
+        return falling(fraction, self.shape)
+
+
+def falling(fraction: float, shape: str) -> float:
+    """A schedule falling from 1 at ``fraction`` 0 to 0 at 1: ``"cosine"`` 0.5 (1 + cos(pi f)) or ``"linear"``
+    1 - f (fraction clamped to [0, 1])."""
+    fraction = min(max(float(fraction), 0.0), 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * fraction)) if shape == "cosine" else 1.0 - fraction
+
+
+@dataclass(frozen=True)
+class IntervalWeighting:
+    """Progressive interval weighting: short intervals first, every interval alike later.
+
+    Each sample's loss term is multiplied by exp(-lambda (t - r)), with lambda = ``strength`` at the start of
+    training falling along ``shape`` to 0 at ``balanced_from`` (a share of training steps) and 0 after it;
+    rows with r = t always weigh 1. Motivated by Kim et al. (2025, "Understanding, Accelerating, and
+    Improving MeanFlow Training"): large-interval average velocities are learned best once the
+    instantaneous velocity and short intervals are; this exponential schedule is mfkit's own form of that
+    idea, not a formula from the paper. The weights depend on the times alone (not on the batch), so
+    several processes each weighting their own rows reproduce one process exactly.
+    """
+
+    strength: float = 4.0
+    balanced_from: float = 0.5
+    shape: str = "cosine"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.strength) and self.strength >= 0):
+            raise ValueError(f"interval weighting strength must be a finite number >= 0, got {self.strength}")
+        if not 0.0 < self.balanced_from <= 1.0:
+            raise ValueError(f"interval weighting balanced_from is a share of training in (0, 1], "
+                             f"got {self.balanced_from}")
+        if self.shape not in ("cosine", "linear"):
+            raise ValueError(f"interval weighting shape must be 'cosine' or 'linear', got {self.shape!r}")
+
+    def rate(self, progress: float) -> float:
+        """lambda at ``progress`` (the share of training done)."""
+        return self.strength * falling(float(progress) / self.balanced_from, self.shape)
+
+    def weights(self, r: torch.Tensor, t: torch.Tensor, progress: float) -> torch.Tensor:
+        """exp(-lambda(progress) (t - r)) in float32, shape (B,)."""
+        return torch.exp(-self.rate(progress) * (t.float() - r.float()))
 
 
 @dataclass
@@ -272,7 +317,7 @@ class ObjectiveOutput:
     loss: weighted loss (scalar); mse: unweighted mean squared error per element (scalar);
     adaptive_weight: mean adaptive weight; r_neq_t_share: share of samples with r != t;
     t, r: the times used (B,); per_sample_error: err (B,); alpha: the alpha-Flow curriculum's alpha at this
-    call (None without a curriculum).
+    call (None without a curriculum); interval_weight: mean interval weight (None without interval weighting).
     """
 
     loss: torch.Tensor
@@ -283,6 +328,7 @@ class ObjectiveOutput:
     r: torch.Tensor
     per_sample_error: torch.Tensor
     alpha: float | None = None
+    interval_weight: torch.Tensor | None = None
 
     def metrics(self) -> dict[str, float]:
         """Scalar diagnostics as plain floats, for logging."""
@@ -294,6 +340,8 @@ class ObjectiveOutput:
         }
         if self.alpha is not None:
             metrics["alpha"] = self.alpha
+        if self.interval_weight is not None:
+            metrics["interval_weight"] = float(self.interval_weight)
         return metrics
 
 
@@ -323,7 +371,8 @@ class MeanFlow:
     ``"independent"`` (default) or ``"ot"`` (for set-valued samples: each sample's elements along sample axis
     ``set_axis`` are reordered to meet the noise elements by an exact assignment; after ``coupling``). ``formulation``:
     ``"meanflow"`` (default) or ``"imf"`` (the JVP tangent is the network's own velocity u(z_t, t, t)). ``alpha``: an :class:`AlphaCurriculum`;
-    calls must then pass ``progress=`` (the share of training done).
+    ``interval_weighting``: an :class:`IntervalWeighting`; with either, calls must pass ``progress=`` (the share
+    of training done).
     """
 
     times: TimePairSampler = field(default_factory=TimePairSampler)
@@ -341,6 +390,7 @@ class MeanFlow:
     set_axis: int | None = None
     formulation: str = "meanflow"
     alpha: AlphaCurriculum | None = None
+    interval_weighting: IntervalWeighting | None = None
     r_neq_t_share: InitVar[float | None] = None
     _guard_left: int = field(default=0, init=False, repr=False, compare=False)
     _batch_statistics_checked: bool = field(default=False, init=False, repr=False, compare=False)
@@ -498,9 +548,11 @@ class MeanFlow:
 
         Randomness comes from ``draw`` when given (see :meth:`draw`), else is drawn with ``generator``;
         ``noise`` fixes the noise alone (before any coupling re-pairs it). ``progress``: the share of
-        training done, in [0, 1]; needed (only) by an alpha curriculum.
+        training done, in [0, 1]; needed (only) by an alpha curriculum or interval weighting.
         """
         alpha = self.alpha_at(progress)
+        if self.interval_weighting is not None:
+            _require_progress(progress, "interval weighting")
         if draw is None:
             draw = self.draw(x.shape, device=x.device, dtype=x.dtype, generator=generator)
             if noise is not None:
@@ -516,7 +568,8 @@ class MeanFlow:
         with autocast_off(x.device):
             err = sum_non_batch((u.float() - target).pow(2))
             weight = adaptive_weight(err, self.adaptive_p, self.adaptive_c)
-            loss = (weight * err).mean()
+            interval = None if self.interval_weighting is None else self.interval_weighting.weights(r, t, progress)
+            loss = (weight * err if interval is None else weight * interval * err).mean()
         return ObjectiveOutput(
             loss=loss,
             mse=err.detach().mean() / x[0].numel(),
@@ -526,15 +579,14 @@ class MeanFlow:
             r=r,
             per_sample_error=err.detach(),
             alpha=alpha,
+            interval_weight=None if interval is None else interval.mean(),
         )
 
     def alpha_at(self, progress: float | None) -> float | None:
         """The alpha curriculum's alpha at ``progress`` (None without a curriculum)."""
         if self.alpha is None:
             return None
-        if progress is None:
-            raise ValueError("this objective has an alpha curriculum, which depends on how far training is: "
-                             "pass progress= (the share of training steps done, 0 to 1) with every call")
+        _require_progress(progress, "an alpha curriculum")
         return self.alpha.alpha(progress)
 
     def _guard(self, rows: torch.Tensor, u: torch.Tensor) -> None:
@@ -585,6 +637,12 @@ class MeanFlow:
         return cond, guided_velocity(v, u_cond, u_null, t, guidance, dropped)
 
 
+def _require_progress(progress: float | None, what: str) -> None:
+    if progress is None:
+        raise ValueError(f"this objective has {what}, which depends on how far training is: "
+                         f"pass progress= (the share of training steps done, 0 to 1) with every call")
+
+
 @contextlib.contextmanager
 def _eval_mode(model: Any) -> Iterator[None]:
     """The network in eval mode for the block (if it is a module), then back to its previous mode."""
@@ -606,7 +664,7 @@ class FlowMatching(MeanFlow):
 
     Defaults: t from LN(-0.4, 1), plain L2 (adaptive_p = 0); set adaptive_p to compare like with like.
     Only ``times.t_dist`` is used; settings that would have no effect (a JVP backend, precision or rows,
-    ``fd_step``, a share of r != t, an r distribution, a formulation or an alpha curriculum) are refused
+    ``fd_step``, a share of r != t, an r distribution, a formulation, an alpha curriculum or interval weighting) are refused
     rather than ignored. ``coupling="ot"`` gives OT-CFM (flow matching on minibatch optimal-transport pairs).
     """
 
@@ -620,7 +678,8 @@ class FlowMatching(MeanFlow):
     formulation: str | None = None
 
     def __post_init__(self, r_neq_t_share: float | None = None) -> None:
-        ignored = [name for name in ("jvp_backend", "fd_step", "jvp_precision", "jvp_rows", "formulation", "alpha")
+        ignored = [name for name in ("jvp_backend", "fd_step", "jvp_precision", "jvp_rows", "formulation", "alpha",
+                                           "interval_weighting")
                    if getattr(self, name) is not None]
         self._check_common()
         if self.jvp_guard:

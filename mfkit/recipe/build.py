@@ -87,12 +87,15 @@ def build_objective(settings: ObjectiveSettings, condition: ConditionSpec | int 
     if settings.kind == "flow_matching":
         return mfkit.FlowMatching(times=mfkit.TimePairSampler(times.t_dist, r_neq_t_share=0.0), **common)
     alpha = mfkit.AlphaCurriculum(**settings.alpha_curriculum.model_dump()) if settings.alpha_curriculum else None
+    intervals = settings.interval_weighting
+    interval_weighting = mfkit.IntervalWeighting(**intervals.model_dump()) if intervals else None
     return mfkit.MeanFlow(times=times, jvp_backend=settings.jvp_backend,
                           fd_step=settings.fd_step, jvp_precision=settings.jvp_precision,
                           jvp_guard=settings.jvp_guard,
                           # fastest: the trainer times both plans (mfkit.train.row_plan); until then auto
                           jvp_rows="auto" if settings.jvp_rows == "fastest" else settings.jvp_rows,
-                          formulation=settings.formulation, alpha=alpha, **common)
+                          formulation=settings.formulation, alpha=alpha,
+                          interval_weighting=interval_weighting, **common)
 
 
 def build_objective_for(recipe: Recipe, modality: Modality) -> mfkit.MeanFlow:

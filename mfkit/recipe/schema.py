@@ -59,9 +59,19 @@ class AlphaCurriculumSettings(Strict):
         return self
 
 
+class IntervalWeightingSettings(Strict):
+    """Progressive interval weighting: loss terms times exp(-lambda (t - r)), lambda falling from strength to 0."""
+
+    strength: float = Field(4.0, ge=0, allow_inf_nan=False,
+                            description="lambda at the first step (exp(-4) = 0.018 for the interval (0, 1))")
+    balanced_from: float = Field(0.5, gt=0, le=1, description="share of training steps from which lambda = 0 "
+                                                               "(every interval weighs 1)")
+    shape: Literal["cosine", "linear"] = Field("cosine", description="how lambda falls from strength to 0")
+
+
 #: Objective fields that only MeanFlow uses; a flow-matching recipe must leave them at their defaults.
 MEANFLOW_ONLY = ("r_sampler", "r_neq_t_share", "time_pair_order", "full_jump_share", "jvp_backend", "fd_step",
-                 "jvp_precision", "jvp_guard", "jvp_rows", "formulation", "alpha_curriculum")
+                 "jvp_precision", "jvp_guard", "jvp_rows", "formulation", "alpha_curriculum", "interval_weighting")
 
 
 class ObjectiveSettings(Strict):
@@ -128,6 +138,9 @@ class ObjectiveSettings(Strict):
     alpha_curriculum: AlphaCurriculumSettings | None = Field(
         None, description="alpha-Flow curriculum from flow matching to MeanFlow over training (null: MeanFlow "
                           "from the first step)")
+    interval_weighting: IntervalWeightingSettings | None = Field(
+        None, description="progressive interval weighting (short intervals first; docs/concepts.md; null: every "
+                          "interval weighs the same throughout)")
 
     @model_validator(mode="before")
     @classmethod

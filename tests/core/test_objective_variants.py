@@ -1,4 +1,5 @@
-"""Improved MeanFlow (iMF) and the alpha-Flow curriculum against closed forms and slow references."""
+"""Improved MeanFlow (iMF), the alpha-Flow curriculum and interval weighting against closed forms and slow
+references."""
 import math
 from dataclasses import replace
 
@@ -158,3 +159,70 @@ def test_alpha_zero_is_exactly_meanflow():
     torch.testing.assert_close(late.loss, plain.loss)
     assert not math.isclose(float(objective(model, x, draw=draw, progress=0.3).loss.detach()),
                             float(plain.loss.detach()))
+
+
+# ---------------------------------------------------------------- interval weighting
+def test_interval_weighting_schedule():
+    cosine = mfkit.IntervalWeighting(strength=4.0, balanced_from=0.5)
+    assert cosine.rate(0.0) == 4.0 and cosine.rate(0.25) == pytest.approx(2.0)
+    assert cosine.rate(0.5) == 0.0 and cosine.rate(1.0) == 0.0 and cosine.rate(1.5) == 0.0
+    rates = [cosine.rate(p / 100) for p in range(101)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+    linear = mfkit.IntervalWeighting(strength=2.0, balanced_from=1.0, shape="linear")
+    assert linear.rate(0.25) == pytest.approx(1.5)
+    r, t = torch.tensor([0.0, 0.2, 0.5]), torch.tensor([1.0, 0.2, 0.75])
+    torch.testing.assert_close(linear.weights(r, t, 0.25), torch.exp(torch.tensor([-1.5, 0.0, -0.375])))
+    for bad in ({"strength": -1.0}, {"strength": math.inf}, {"balanced_from": 0.0}, {"balanced_from": 1.2},
+                {"shape": "step"}):
+        with pytest.raises(ValueError, match="interval weighting"):
+            mfkit.IntervalWeighting(**bad)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"rank{len(s)}")
+def test_interval_weighting_multiplies_each_samples_loss_term(shape):
+    """loss = mean_B(w_adaptive * exp(-lambda (t - r)) * err), with err, the target and the adaptive weight
+    those of plain MeanFlow on the same draw."""
+    torch.manual_seed(0)
+    model = MLPBackbone(shape, width=16, depth=2)
+    x = torch.randn(32, *shape)
+    weighting = mfkit.IntervalWeighting(strength=3.0, balanced_from=0.8)
+    objective = mfkit.MeanFlow(r_neq_t_share=0.5, adaptive_p=0.5, interval_weighting=weighting)
+    draw = objective.draw(x.shape, generator=torch.Generator().manual_seed(2))
+    plain = replace(objective, interval_weighting=None)(model, x, draw=draw)
+    weighted = objective(model, x, draw=draw, progress=0.2)
+    intervals = torch.exp(-weighting.rate(0.2) * (draw.t - draw.r))
+    assert (draw.t != draw.r).any() and weighting.rate(0.2) > 0
+    adaptive = mfkit.adaptive_weight(plain.per_sample_error, 0.5, objective.adaptive_c)
+    torch.testing.assert_close(weighted.loss, (adaptive * intervals * plain.per_sample_error).mean())
+    torch.testing.assert_close(weighted.mse, plain.mse)
+    assert weighted.metrics()["interval_weight"] == pytest.approx(float(intervals.mean()))
+    assert "interval_weight" not in plain.metrics()
+    balanced = objective(model, x, draw=draw, progress=0.8)  # lambda = 0 from balanced_from on: plain MeanFlow
+    torch.testing.assert_close(balanced.loss, plain.loss)
+    # the gradient follows the weights: rows with large intervals count less early on
+    grads = [torch.autograd.grad(out.loss, list(model.parameters())) for out in
+             (objective(model, x, draw=draw, progress=0.2), replace(objective, interval_weighting=None)(
+                 model, x, draw=draw))]
+    assert any(not torch.allclose(a, b) for a, b in zip(*grads))
+
+
+def test_interval_weighting_needs_progress_and_flow_matching_refuses_it():
+    model = MLPBackbone(2, width=16, depth=2)
+    objective = mfkit.MeanFlow(interval_weighting=mfkit.IntervalWeighting())
+    with pytest.raises(ValueError, match="interval weighting.*progress="):
+        objective(model, torch.randn(8, 2))
+    with pytest.raises(ValueError, match="interval_weighting"):
+        mfkit.FlowMatching(interval_weighting=mfkit.IntervalWeighting())
+
+
+def test_interval_weighting_of_a_sliced_draw_adds_up_to_the_whole_batch():
+    """The weights depend on each row's times alone, so processes that each take a slice of one draw
+    (DDP) average to the single-process loss."""
+    torch.manual_seed(0)
+    model = MLPBackbone(3, width=16, depth=2)
+    x = torch.randn(16, 3)
+    objective = mfkit.MeanFlow(r_neq_t_share=0.5, interval_weighting=mfkit.IntervalWeighting())
+    draw = objective.draw(x.shape, generator=torch.Generator().manual_seed(5))
+    whole = objective(model, x, draw=draw, progress=0.1).loss
+    halves = [objective(model, x[i:i + 8], draw=draw[i:i + 8], progress=0.1).loss for i in (0, 8)]
+    torch.testing.assert_close(whole, sum(halves) / 2)

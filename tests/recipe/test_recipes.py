@@ -149,7 +149,8 @@ def test_preset_brings_the_papers_optimisation_settings(tmp_path):
 @pytest.mark.parametrize("objective", [{"preset": "cifar10"}, {"preset": "imagenet", "adaptive_p": 0.5},
                                        {"kind": "flow_matching"}, {"kind": "flow_matching", "preset": "cifar10"},
                                        {"coupling": "ot", "formulation": "imf",
-                                        "alpha_curriculum": {"flow_matching_until": 0.1, "shape": "linear"}},
+                                        "alpha_curriculum": {"flow_matching_until": 0.1, "shape": "linear"},
+                                        "interval_weighting": {"strength": 3.0}},
                                        {"kind": "flow_matching", "coupling": "ot"}, {"preset": "small"},
                                        {"kind": "flow_matching", "preset": "small"}])
 def test_resolved_recipe_rebuilds_the_same_objective(tmp_path, objective):
@@ -190,6 +191,12 @@ def test_objective_variants_build_from_the_recipe():
         ObjectiveSettings(coupling="ot", coupling_block=1)
     with pytest.raises(ValueError, match="must not exceed meanflow_from"):
         ObjectiveSettings(alpha_curriculum={"flow_matching_until": 0.9, "meanflow_from": 0.5})
+    weighted = build_objective(ObjectiveSettings(interval_weighting={"strength": 2.0, "shape": "linear"}), None)
+    assert weighted.interval_weighting == mfkit.IntervalWeighting(2.0, 0.5, "linear")
+    assert build_objective(ObjectiveSettings(), None).interval_weighting is None
+    for bad in ({"strength": -1.0}, {"balanced_from": 0.0}, {"strength": float("nan")}):
+        with pytest.raises(ValueError, match="interval_weighting"):
+            ObjectiveSettings(interval_weighting=bad)
 
 
 def test_set_coupling_takes_the_set_axis_from_the_modality():

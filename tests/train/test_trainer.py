@@ -281,6 +281,16 @@ def test_alpha_curriculum_follows_training_progress(tmp_path):
     assert alphas[10] == 1.0 and alphas[20] == pytest.approx(1 - (19 / 40 - 0.25) / 0.5) and alphas[40] == 0.0
 
 
+def test_interval_weighting_follows_training_progress(tmp_path):
+    """The logged mean interval weight rises to 1 as lambda falls to 0 at balanced_from."""
+    data = small_recipe(tmp_path, "intervals", steps=40, log_every=10)
+    data["objective"] = {"r_neq_t_share": 0.5, "interval_weighting": {"strength": 4.0, "balanced_from": 0.5}}
+    result = Trainer(parse_recipe(data), progress=False).fit()
+    logged = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    weights = {row["step"]: row["interval_weight"] for row in logged if "interval_weight" in row}
+    assert weights[10] < weights[20] < 1.0 and weights[30] == 1.0 and weights[40] == 1.0
+
+
 def test_a_whole_batch_jvp_under_auto_is_said_once_per_reason(tmp_path, monkeypatch):
     """jvp_rows auto falling back to every row is exact but slower: the run says why, once per reason."""
     from io import StringIO
