@@ -247,14 +247,18 @@ class AlphaCurriculum:
         if progress <= self.flow_matching_until:
             return 1.0
         fraction = (progress - self.flow_matching_until) / (self.meanflow_from - self.flow_matching_until)
-        return falling(fraction, self.shape)
+        return _falling(fraction, self.shape)
 
 
-def falling(fraction: float, shape: str) -> float:
+def _falling(fraction: float, shape: str) -> float:
     """A schedule falling from 1 at ``fraction`` 0 to 0 at 1: ``"cosine"`` 0.5 (1 + cos(pi f)) or ``"linear"``
     1 - f (fraction clamped to [0, 1])."""
     fraction = min(max(float(fraction), 0.0), 1.0)
     return 0.5 * (1.0 + math.cos(math.pi * fraction)) if shape == "cosine" else 1.0 - fraction
+
+
+#: Largest interval-weighting strength: exp(-1000 dt) is already 0 in float32 for dt > 0.11.
+MAX_INTERVAL_STRENGTH = 1e3
 
 
 @dataclass(frozen=True)
@@ -275,8 +279,9 @@ class IntervalWeighting:
     shape: str = "cosine"
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.strength) and self.strength >= 0):
-            raise ValueError(f"interval weighting strength must be a finite number >= 0, got {self.strength}")
+        if not 0 <= self.strength <= MAX_INTERVAL_STRENGTH:  # also refuses nan; bounded so the weights stay finite
+            raise ValueError(f"interval weighting strength must be between 0 and {MAX_INTERVAL_STRENGTH:g}, "
+                             f"got {self.strength}")
         if not 0.0 < self.balanced_from <= 1.0:
             raise ValueError(f"interval weighting balanced_from is a share of training in (0, 1], "
                              f"got {self.balanced_from}")
@@ -285,7 +290,7 @@ class IntervalWeighting:
 
     def rate(self, progress: float) -> float:
         """lambda at ``progress`` (the share of training done)."""
-        return self.strength * falling(float(progress) / self.balanced_from, self.shape)
+        return self.strength * _falling(float(progress) / self.balanced_from, self.shape)
 
     def weights(self, r: torch.Tensor, t: torch.Tensor, progress: float) -> torch.Tensor:
         """exp(-lambda(progress) (t - r)) in float32, shape (B,)."""
@@ -415,6 +420,9 @@ class MeanFlow:
         self._guard_left = self.jvp_guard
 
     def _check_common(self) -> None:
+        for name, kind in (("alpha", AlphaCurriculum), ("interval_weighting", IntervalWeighting)):
+            if getattr(self, name, None) is not None and not isinstance(getattr(self, name), kind):
+                raise ValueError(f"{name} must be a mfkit.{kind.__name__} (or None), got {getattr(self, name)!r}")
         if self.adaptive_p < 0 or self.adaptive_c <= 0:
             raise ValueError(f"adaptive weight needs p >= 0 and c > 0, got p={self.adaptive_p}, c={self.adaptive_c}")
         if self.coupling not in COUPLINGS:
@@ -679,7 +687,7 @@ class FlowMatching(MeanFlow):
 
     def __post_init__(self, r_neq_t_share: float | None = None) -> None:
         ignored = [name for name in ("jvp_backend", "fd_step", "jvp_precision", "jvp_rows", "formulation", "alpha",
-                                           "interval_weighting")
+                                     "interval_weighting")
                    if getattr(self, name) is not None]
         self._check_common()
         if self.jvp_guard:

@@ -62,7 +62,7 @@ class AlphaCurriculumSettings(Strict):
 class IntervalWeightingSettings(Strict):
     """Progressive interval weighting: loss terms times exp(-lambda (t - r)), lambda falling from strength to 0."""
 
-    strength: float = Field(4.0, ge=0, allow_inf_nan=False,
+    strength: float = Field(4.0, ge=0, le=1000, allow_inf_nan=False,
                             description="lambda at the first step (exp(-4) = 0.018 for the interval (0, 1))")
     balanced_from: float = Field(0.5, gt=0, le=1, description="share of training steps from which lambda = 0 "
                                                                "(every interval weighs 1)")

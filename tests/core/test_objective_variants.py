@@ -172,8 +172,8 @@ def test_interval_weighting_schedule():
     assert linear.rate(0.25) == pytest.approx(1.5)
     r, t = torch.tensor([0.0, 0.2, 0.5]), torch.tensor([1.0, 0.2, 0.75])
     torch.testing.assert_close(linear.weights(r, t, 0.25), torch.exp(torch.tensor([-1.5, 0.0, -0.375])))
-    for bad in ({"strength": -1.0}, {"strength": math.inf}, {"balanced_from": 0.0}, {"balanced_from": 1.2},
-                {"shape": "step"}):
+    for bad in ({"strength": -1.0}, {"strength": math.inf}, {"strength": math.nan}, {"strength": 4e38},
+                {"balanced_from": 0.0}, {"balanced_from": 1.2}, {"shape": "step"}):
         with pytest.raises(ValueError, match="interval weighting"):
             mfkit.IntervalWeighting(**bad)
 
@@ -213,6 +213,13 @@ def test_interval_weighting_needs_progress_and_flow_matching_refuses_it():
         objective(model, torch.randn(8, 2))
     with pytest.raises(ValueError, match="interval_weighting"):
         mfkit.FlowMatching(interval_weighting=mfkit.IntervalWeighting())
+    with pytest.raises(ValueError, match="must be a mfkit.IntervalWeighting"):
+        mfkit.MeanFlow(interval_weighting={"strength": 2.0})
+    with pytest.raises(ValueError, match="must be a mfkit.AlphaCurriculum"):
+        mfkit.MeanFlow(alpha=0.5)
+    strongest = mfkit.IntervalWeighting(strength=1e3)  # the bound keeps r = t rows at weight 1, never nan
+    torch.testing.assert_close(strongest.weights(torch.tensor([0.5, 0.0]), torch.tensor([0.5, 1.0]), 0.0),
+                               torch.tensor([1.0, 0.0]))
 
 
 def test_interval_weighting_of_a_sliced_draw_adds_up_to_the_whole_batch():

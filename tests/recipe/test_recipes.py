@@ -194,9 +194,11 @@ def test_objective_variants_build_from_the_recipe():
     weighted = build_objective(ObjectiveSettings(interval_weighting={"strength": 2.0, "shape": "linear"}), None)
     assert weighted.interval_weighting == mfkit.IntervalWeighting(2.0, 0.5, "linear")
     assert build_objective(ObjectiveSettings(), None).interval_weighting is None
-    for bad in ({"strength": -1.0}, {"balanced_from": 0.0}, {"strength": float("nan")}):
+    for bad in ({"strength": -1.0}, {"balanced_from": 0.0}, {"strength": float("nan")}, {"strength": 1e4}):
         with pytest.raises(ValueError, match="interval_weighting"):
             ObjectiveSettings(interval_weighting=bad)
+    with pytest.raises(ValueError, match="kind flow_matching computes no JVP.*interval_weighting"):
+        ObjectiveSettings(kind="flow_matching", interval_weighting={})
 
 
 def test_set_coupling_takes_the_set_axis_from_the_modality():
