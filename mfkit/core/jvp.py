@@ -281,13 +281,18 @@ def _per_row(step: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return step.view(-1, *([1] * (like.dim() - 1)))
 
 
+def _quotient(shifted: torch.Tensor, base: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """(shifted - base) / s per row, s the signed steps (B,) of :func:`difference_steps`."""
+    return (shifted - base) / _per_row(step, shifted).to(shifted.dtype)
+
+
 def _difference_pair(model, z, r, t, tangents, cond, h):
     """The loss forward is the base: only for an exact float32 (or float64) pass of every row
     (:func:`_apart_for` sends every other case to :func:`_difference_tangent`)."""
     u, (shifted, step) = _forward_then_tangent(lambda: call_model(model, z, r, t, cond),
                                                lambda: _shifted(without_wrapper(model), z, r, t, tangents, cond, h),
                                                z.device)
-    return u, (shifted - u.detach()) / _per_row(step, shifted).to(shifted.dtype)
+    return u, _quotient(shifted, u.detach(), step)
 
 
 def _difference_tangent(inner, z, r, t, tangents, cond, h):
@@ -296,7 +301,7 @@ def _difference_tangent(inner, z, r, t, tangents, cond, h):
         shifted, step = _shifted(inner, z, r, t, tangents, cond, h)
     with torch.no_grad():
         base = call_model(inner, z, r, t, cond)
-    return (shifted - base) / _per_row(step, shifted).to(shifted.dtype)
+    return _quotient(shifted, base, step)
 
 
 # name -> (one pass giving (u with gradient, du), tangent alone under no_grad)

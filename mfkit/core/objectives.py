@@ -217,6 +217,10 @@ def guided_velocity(
 FORMULATIONS = ("meanflow", "imf")
 
 
+#: How a schedule over training falls from 1 to 0 (:func:`_falling`).
+SCHEDULE_SHAPES = ("cosine", "linear")
+
+
 @dataclass(frozen=True)
 class AlphaCurriculum:
     """alpha-Flow's schedule from flow matching to MeanFlow over training, as a function of progress in [0, 1]
@@ -236,7 +240,7 @@ class AlphaCurriculum:
         if not 0.0 <= self.flow_matching_until <= self.meanflow_from <= 1.0:
             raise ValueError(f"alpha curriculum needs 0 <= flow_matching_until <= meanflow_from <= 1, got "
                              f"{self.flow_matching_until} and {self.meanflow_from}")
-        if self.shape not in ("cosine", "linear"):
+        if self.shape not in SCHEDULE_SHAPES:
             raise ValueError(f"alpha curriculum shape must be 'cosine' or 'linear', got {self.shape!r}")
 
     def alpha(self, progress: float) -> float:
@@ -285,7 +289,7 @@ class IntervalWeighting:
         if not 0.0 < self.balanced_from <= 1.0:
             raise ValueError(f"interval weighting balanced_from is a share of training in (0, 1], "
                              f"got {self.balanced_from}")
-        if self.shape not in ("cosine", "linear"):
+        if self.shape not in SCHEDULE_SHAPES:
             raise ValueError(f"interval weighting shape must be 'cosine' or 'linear', got {self.shape!r}")
 
     def rate(self, progress: float) -> float:
