@@ -37,6 +37,7 @@ from mfkit.train.lock import RunLock
 from mfkit.train.logging import MetricsLog, TrainingProgress
 from mfkit.train.preflight import first_batch, preflight
 from mfkit.train.resume import check_resume_recipe, saved_recipe
+from mfkit.train.schedules import lr_factor, schedule_jumps
 from mfkit.train.row_plan import has_two_plans, time_row_plans
 from mfkit.train.run_folder import RunFolderError, open_run_folder, run_dir_of
 from mfkit.train.signals import GracefulStop, signal_label, write_to_descriptor
@@ -83,18 +84,6 @@ def busy_cores() -> float | None:
         return os.getloadavg()[0]
     except (AttributeError, OSError):
         return None
-
-
-def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
-    """Multiplier of the peak lr for the update at ``step`` (0-based): linear warm-up, then the schedule."""
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant" or total <= warmup:
-        return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    if schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    return 1.0 - progress
 
 
 def gradient_norm(parameters) -> torch.Tensor:
@@ -188,11 +177,22 @@ class Trainer:
             changes = check_resume_recipe(saved, self.recipe, self.allow_changes)
             if changes:
                 self._say("resuming with changes: " + "; ".join(str(c) for c in changes))
+                self._warn_schedule_jumps(saved, int(metadata["step"]))
             if self.explicit_checkpoint is not None:
                 moved = set_aside_after(self.checkpoints, int(metadata["step"]))
                 if moved:
                     self._say(f"set aside {len(moved)} later checkpoint(s) in {moved[0].parent} (kept, not deleted)")
         (self.run_dir / "recipe.yaml").write_text(recipe_to_yaml(self.recipe))
+
+    def _warn_schedule_jumps(self, saved: Recipe, step: int) -> None:
+        """Say which progress-following schedules jump at the resumed step (train.steps changed, or another
+        schedule setting under --allow-changes), so the change in what the run learns is not silent."""
+        jumps = schedule_jumps(saved, self.recipe, step)
+        if jumps and step < self.recipe.train.steps:
+            self._warn(f"at step {step} these schedules jump, as they follow step / train.steps (now "
+                       f"{self.recipe.train.steps}, was {saved.train.steps}): " + "; ".join(map(str, jumps))
+                       + ". They go on along the new length from there; to keep them as they were, resume with "
+                       f"train.steps={saved.train.steps} (docs/quickstart.md, 'Interrupt and resume')")
 
     def _open_run_folder(self) -> None:
         """Main process: check, lock and prepare the run folder; every process learns whether that worked."""
