@@ -175,6 +175,11 @@ class Trainer:
                 self._warn(f"{error}; resuming with the recipe given (--allow-changes)")
                 saved = self.recipe
             changes = check_resume_recipe(saved, self.recipe, self.allow_changes)
+            if int(metadata["step"]) > self.recipe.train.steps:
+                raise RunFolderError(f"--resume: {path.name} is at step {metadata['step']}, past train.steps="
+                                     f"{self.recipe.train.steps}, so there is nothing to train (a run does not "
+                                     f"go back); raise train.steps to train on, or sample the run as it is "
+                                     f"(mfkit sample --run {self.run_dir})")
             if changes:
                 self._say("resuming with changes: " + "; ".join(str(c) for c in changes))
                 self._warn_schedule_jumps(saved, int(metadata["step"]))

@@ -307,3 +307,13 @@ def test_a_whole_batch_jvp_under_auto_is_said_once_per_reason(tmp_path, monkeypa
     said = buffer.getvalue()
     assert said.count("jvp_rows auto: this step gives every row a JVP") == 2
     assert said.count("the backbone couples samples") == 1 and said.count("a dropout layer") == 1
+
+
+def test_resuming_with_fewer_steps_than_done_is_refused_and_keeps_the_recipe(tmp_path):
+    train(tmp_path, "done", steps=40)
+    recipe_file = tmp_path / "runs" / "done" / "recipe.yaml"
+    before = recipe_file.read_text()
+    with pytest.raises(RunFolderError, match=r"at step 40, past train.steps=20, so there is nothing to train"):
+        train(tmp_path, "done", resume=True, steps=20)
+    assert recipe_file.read_text() == before
+    assert train(tmp_path, "done", resume=True, steps=40).step == 40  # the same length still resumes
