@@ -394,6 +394,7 @@ def peers_section(path: Path) -> list[str]:
     options = ["## One-call quality by objective option", "",
                "Each mfkit objective option alone and combined (`+ot`: minibatch optimal-transport coupling; `+imf`: "
                "improved MeanFlow; `+alpha`: alpha-Flow curriculum; `+v1`: r drawn apart, LN(-4, 1.6), clipped; "
+               "`+iw`: interval weighting, strength 4 (`iw=S`: strength S), balanced from half of training; "
                "`share=`, `p=`, `mean=`, `std=`, `block=`: r != t share, adaptive p, logit-normal t, rows per OT "
                "assignment; `small preset`: `MeanFlow.preset(\"small\")`), beside every peer, on "
                "the peer benchmark's 2-D data at equal training steps (sliced W2, lower is better; one seed: "

@@ -108,9 +108,9 @@ def _mfkit(objective) -> Method:
 #: mfkit-mf-toy+ot+imf, mfkit-mf-small+block=64; each overrides what its base starts from):
 #: ot (minibatch optimal-transport coupling), imf (improved MeanFlow), alpha (alpha-Flow curriculum
 #: 0.25 -> 0.75 of training, cosine), v1 (r drawn apart, r ~ LN(-4, 1.6), clipped to r <= t: CIFAR-10's
-#: "v1" pairing), and share=, p=, c=, mean=, std= (r != t share, adaptive p and c, logit-normal t), block=
-#: (rows per OT assignment).
-VARIANT_OPTIONS = ("ot", "imf", "alpha", "v1", "share", "p", "c", "mean", "std", "block")
+#: "v1" pairing), iw or iw=S (interval weighting, strength 4 or S, balanced from half of training), and
+#: share=, p=, c=, mean=, std= (r != t share, adaptive p and c, logit-normal t), block= (rows per OT assignment).
+VARIANT_OPTIONS = ("ot", "imf", "alpha", "v1", "iw", "share", "p", "c", "mean", "std", "block")
 
 
 #: What each variant base starts from, before its options: the earlier toy settings, or the small preset.
@@ -143,7 +143,15 @@ def _variant(name: str) -> Method:
     return _mfkit(mfkit.MeanFlow(times=times, adaptive_p=number("p"), adaptive_c=number("c"),
                                  coupling="ot" if "ot" in settings or start["ot"] else "independent",
                                  coupling_block=block, formulation="imf" if "imf" in settings else "meanflow",
-                                 alpha=mfkit.AlphaCurriculum() if "alpha" in settings else None))
+                                 alpha=mfkit.AlphaCurriculum() if "alpha" in settings else None,
+                                 interval_weighting=_interval_weighting(settings.get("iw"))))
+
+
+def _interval_weighting(strength: str | None) -> mfkit.IntervalWeighting | None:
+    """The ``iw`` option: None without it, the defaults for a bare ``iw``, strength S for ``iw=S``."""
+    if strength is None:
+        return None
+    return mfkit.IntervalWeighting(strength=float(strength)) if strength else mfkit.IntervalWeighting()
 
 
 def is_variant(name: str) -> bool:

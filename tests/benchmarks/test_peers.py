@@ -17,6 +17,9 @@ def test_variant_names_build_the_options_they_name():
     assert peers.build_method("mfkit-mf-small").objective == mfkit.MeanFlow.preset("small")
     assert peers.build_method("mfkit-mf-small+block=64").objective == mfkit.MeanFlow.preset("small", coupling_block=64)
     assert peers.build_method("mfkit-mf-toy").objective == peers.build_method("mfkit-mf-toy+share=0.5").objective
+    assert peers.build_method("mfkit-mf-toy").objective.interval_weighting is None
+    assert peers.build_method("mfkit-mf-toy+ot+iw").objective.interval_weighting == mfkit.IntervalWeighting()
+    assert peers.build_method("mfkit-mf-toy+iw=2").objective.interval_weighting == mfkit.IntervalWeighting(strength=2.0)
     fm = peers.build_method("mfkit-fm+ot+block=64").objective
     assert isinstance(fm, mfkit.FlowMatching) and fm.coupling == "ot" and fm.coupling_block == 64
     assert peers.label("mfkit-fm+ot") == "mfkit flow matching + ot"
