@@ -81,6 +81,18 @@ def saved_recipe(run_dir: Path, fallback_yaml: str | None = None) -> Recipe:
                              f"resume with a recipe file and --allow-changes") from None
 
 
+def checkpoint_recipe(recipe_yaml: str | None) -> Recipe | None:
+    """The recipe a checkpoint was saved under (its metadata's YAML), or None when it is missing or no longer
+    validates. It can differ from ``<run>/recipe.yaml``: an earlier checkpoint of a run since resumed with
+    another train.steps, or a resume whose set-up failed after the recipe file was rewritten."""
+    if not recipe_yaml:
+        return None
+    try:
+        return parse_recipe(yaml.safe_load(recipe_yaml), "the checkpoint's recipe")
+    except (RecipeError, yaml.YAMLError):
+        return None
+
+
 def check_resume_recipe(saved: Recipe, recipe: Recipe, allow_changes: bool) -> list[Change]:
     """The changes a resume makes; raises (listing them) when any is not a run-length setting and not allowed."""
     changes = recipe_changes(saved, recipe)

@@ -36,7 +36,7 @@ from mfkit.train.evaluating import PeriodicEvaluation
 from mfkit.train.lock import RunLock
 from mfkit.train.logging import MetricsLog, TrainingProgress
 from mfkit.train.preflight import first_batch, preflight
-from mfkit.train.resume import check_resume_recipe, saved_recipe
+from mfkit.train.resume import check_resume_recipe, checkpoint_recipe, saved_recipe
 from mfkit.train.schedules import lr_factor, schedule_jumps
 from mfkit.train.row_plan import has_two_plans, time_row_plans
 from mfkit.train.run_folder import RunFolderError, open_run_folder, run_dir_of
@@ -182,22 +182,31 @@ class Trainer:
                                      f"(mfkit sample --run {self.run_dir})")
             if changes:
                 self._say("resuming with changes: " + "; ".join(str(c) for c in changes))
-                self._warn_schedule_jumps(saved, int(metadata["step"]))
+            self._warn_schedule_jumps(checkpoint_recipe(metadata.get("recipe")) or saved, int(metadata["step"]))
             if self.explicit_checkpoint is not None:
                 moved = set_aside_after(self.checkpoints, int(metadata["step"]))
                 if moved:
                     self._say(f"set aside {len(moved)} later checkpoint(s) in {moved[0].parent} (kept, not deleted)")
         (self.run_dir / "recipe.yaml").write_text(recipe_to_yaml(self.recipe))
 
-    def _warn_schedule_jumps(self, saved: Recipe, step: int) -> None:
-        """Say which progress-following schedules jump at the resumed step (train.steps changed, or another
-        schedule setting under --allow-changes), so the change in what the run learns is not silent."""
-        jumps = schedule_jumps(saved, self.recipe, step)
-        if jumps and step < self.recipe.train.steps:
-            self._warn(f"at step {step} these schedules jump, as they follow step / train.steps (now "
-                       f"{self.recipe.train.steps}, was {saved.train.steps}): " + "; ".join(map(str, jumps))
-                       + ". They go on along the new length from there; to keep them as they were, resume with "
-                       f"train.steps={saved.train.steps} (docs/quickstart.md, 'Interrupt and resume')")
+    def _warn_schedule_jumps(self, before: Recipe, step: int) -> None:
+        """Say which progress-following schedules move at the resumed step against the recipe the checkpoint
+        was saved under (``before``): a new train.steps, or other schedule settings under --allow-changes."""
+        jumps = schedule_jumps(before, self.recipe, step)
+        now, was = self.recipe.train.steps, before.train.steps
+        if not jumps or step >= now:
+            return
+        values = "; ".join(map(str, jumps))
+        if now == was:
+            self._warn(f"at step {step} these schedules change with the recipe's new settings: {values}")
+        elif step >= was:
+            self._warn(f"at step {step} these schedules jump, as they follow step / train.steps (now {now}, was "
+                       f"{was}): {values}. The checkpoint finished its {was} steps, so the run can only go on "
+                       f"along the new length")
+        else:
+            self._warn(f"at step {step} these schedules jump, as they follow step / train.steps (now {now}, was "
+                       f"{was}): {values}. They go on along the new length from there; to keep them as they "
+                       f"were, resume with train.steps={was} (docs/quickstart.md, 'Interrupt and resume')")
 
     def _open_run_folder(self) -> None:
         """Main process: check, lock and prepare the run folder; every process learns whether that worked."""
@@ -363,6 +372,7 @@ class Trainer:
             self.optimizer.load_state_dict(checkpoint.optimizer)
         if checkpoint.scheduler is not None:
             self.scheduler.load_state_dict(checkpoint.scheduler)
+        self._apply_optimizer_settings(checkpoint.step)
         if "torch_cpu" in checkpoint.rng:
             torch.set_rng_state(checkpoint.rng["torch_cpu"])
         if "generator" in checkpoint.rng:
@@ -370,6 +380,20 @@ class Trainer:
         if "torch_cuda" in checkpoint.rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(checkpoint.rng["torch_cuda"], self.device)
         self.step = checkpoint.step
+
+    def _apply_optimizer_settings(self, step: int) -> None:
+        """Give the restored optimizer the recipe's settings for the update at ``step``.
+
+        A checkpoint's optimizer and scheduler state carry the peak lr, betas and weight decay they were saved
+        with, and the lr of the old schedule at ``step``; a resume with another train.steps (or other settings
+        under --allow-changes) must train with the recipe's from its first update. Unchanged settings give
+        the very values the checkpoint held (lr = peak lr x lr_factor(step), as LambdaLR computes it).
+        """
+        train = self.recipe.train
+        lr = train.lr * lr_factor(step, train.warmup_steps, train.steps, train.lr_schedule)
+        for group in self.optimizer.param_groups:
+            group.update(initial_lr=train.lr, lr=lr, betas=tuple(train.betas), weight_decay=train.weight_decay)
+        self.scheduler.base_lrs = [train.lr for _ in self.optimizer.param_groups]
 
     def _loader(self) -> DataLoader:
         train = self.recipe.train
