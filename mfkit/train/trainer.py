@@ -37,9 +37,9 @@ from mfkit.train.lock import RunLock
 from mfkit.train.logging import MetricsLog, TrainingProgress
 from mfkit.train.preflight import first_batch, preflight
 from mfkit.train.resume import check_resume_recipe, checkpoint_recipe, saved_recipe
-from mfkit.train.schedules import lr_factor, schedule_jumps
 from mfkit.train.row_plan import has_two_plans, time_row_plans
 from mfkit.train.run_folder import RunFolderError, open_run_folder, run_dir_of
+from mfkit.train.schedules import lr_factor, schedule_jumps
 from mfkit.train.signals import GracefulStop, signal_label, write_to_descriptor
 from mfkit.train.weights import ema_weights, recipe_from_checkpoint, select_weights
 
@@ -175,16 +175,17 @@ class Trainer:
                 self._warn(f"{error}; resuming with the recipe given (--allow-changes)")
                 saved = self.recipe
             changes = check_resume_recipe(saved, self.recipe, self.allow_changes)
-            if int(metadata["step"]) > self.recipe.train.steps:
-                raise RunFolderError(f"--resume: {path.name} is at step {metadata['step']}, past train.steps="
+            step = int(metadata["step"])
+            if step > self.recipe.train.steps:
+                raise RunFolderError(f"--resume: {path.name} is at step {step}, past train.steps="
                                      f"{self.recipe.train.steps}, so there is nothing to train (a run does not "
                                      f"go back); raise train.steps to train on, or sample the run as it is "
                                      f"(mfkit sample --run {self.run_dir})")
             if changes:
                 self._say("resuming with changes: " + "; ".join(str(c) for c in changes))
-            self._warn_schedule_jumps(checkpoint_recipe(metadata.get("recipe")) or saved, int(metadata["step"]))
+            self._warn_schedule_jumps(checkpoint_recipe(metadata.get("recipe")) or saved, step)
             if self.explicit_checkpoint is not None:
-                moved = set_aside_after(self.checkpoints, int(metadata["step"]))
+                moved = set_aside_after(self.checkpoints, step)
                 if moved:
                     self._say(f"set aside {len(moved)} later checkpoint(s) in {moved[0].parent} (kept, not deleted)")
         (self.run_dir / "recipe.yaml").write_text(recipe_to_yaml(self.recipe))
