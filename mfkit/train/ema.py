@@ -48,8 +48,18 @@ class EMA:
         key = decay if isinstance(decay, str) else decay_key(decay)
         return self.shadows[key]
 
-    def load(self, shadows: dict[str, dict[str, torch.Tensor]]) -> None:
+    @torch.no_grad()
+    def load(self, shadows: dict[str, dict[str, torch.Tensor]], model: nn.Module | None = None) -> list[str]:
+        """Take the saved shadows of this EMA's decays; a decay the checkpoint lacks (added on resume) starts
+        from ``model``'s weights (the resumed ones) when given. Returns the keys of the decays started so."""
         for key, tensors in shadows.items():
             if key in self.shadows:
                 for name, value in tensors.items():
                     self.shadows[key][name].copy_(value)
+        fresh = [key for key in self.shadows if key not in shadows]
+        if model is not None:
+            state = model.state_dict()
+            for key in fresh:
+                for name, value in state.items():
+                    self.shadows[key][name].copy_(value.detach())
+        return fresh

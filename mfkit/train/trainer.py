@@ -368,7 +368,10 @@ class Trainer:
     def _restore(self, checkpoint: Checkpoint) -> None:
         load_weights(self.model, checkpoint.model, self.resume_from,
                      "resume with the backbone settings the run was trained with")
-        self.ema.load(checkpoint.ema)
+        fresh = self.ema.load(checkpoint.ema, self.model)
+        if fresh:
+            self._say(f"EMA decay(s) {', '.join(fresh)} not in the checkpoint: started from its step-"
+                      f"{checkpoint.step} weights")
         if checkpoint.optimizer is not None:
             self.optimizer.load_state_dict(checkpoint.optimizer)
         if checkpoint.scheduler is not None:

@@ -57,3 +57,30 @@ def test_resume_is_exact_with_warm_up(tmp_path):
     for decay, shadow in straight.ema.items():
         for key, value in shadow.items():
             assert torch.equal(value, resumed.ema[decay][key]), (decay, key)
+
+
+def test_a_decay_the_checkpoint_lacks_starts_from_the_resumed_weights():
+    saved = EMA(scalar_model(3.0), [0.9]).shadows  # a checkpoint's shadows, decay 0.9 only (value 3)
+    ema = EMA(scalar_model(-1.0), [0.9, 0.99])  # built on freshly initialised weights (-1)
+    assert ema.load(saved, scalar_model(5.0)) == ["0.99"]  # the resumed model's weights are 5
+    assert ema.state(0.9)["weight"].item() == 3.0 and ema.state(0.99)["weight"].item() == 5.0
+    assert EMA(scalar_model(-1.0), [0.9]).load(saved, scalar_model(5.0)) == []
+
+
+def test_an_ema_added_on_resume_averages_the_resumed_weights_not_the_initial_ones(tmp_path):
+    from io import StringIO
+
+    from rich.console import Console
+
+    data = small_recipe(tmp_path, "more-emas", steps=20, ema_decays=[0.9], checkpoint_every=20)
+    Trainer(parse_recipe(data), progress=False).fit()
+    at_20 = load_checkpoint(tmp_path / "runs" / "more-emas" / "checkpoints" / "step-0000020.safetensors").model
+    data["train"].update(steps=21, ema_decays=[0.9, 0.99])
+    buffer = StringIO()
+    result = Trainer(parse_recipe(data), resume=True, allow_changes=True, progress=False,
+                     console=Console(file=buffer, width=300)).fit()
+    assert "EMA decay(s) 0.99 not in the checkpoint: started from its step-20 weights" in buffer.getvalue()
+    checkpoint = load_checkpoint(result.checkpoint)
+    for name, value in checkpoint.model.items():  # one update after the resume: 0.99 w_20 + 0.01 w_21
+        expected = at_20[name].lerp(value, 0.01) if value.dtype.is_floating_point else value
+        assert torch.allclose(checkpoint.ema["0.99"][name], expected, atol=1e-7), name
