@@ -235,6 +235,9 @@ def set_aside_after(folder: Path, step: int) -> list[Path]:
     and must not count as ``latest`` nor be pruned in place of the new ones.
     """
     later = [p for p in list_checkpoints(folder) if (checkpoint_step(p) or 0) > step]
+    best = folder / "best.safetensors"
+    if best.is_file() and _saved_step(best) > step:  # scored on the abandoned attempt: not this run's best
+        later.append(best)
     if not later:
         return []
     target = folder / "set-aside"
@@ -251,6 +254,14 @@ def set_aside_after(folder: Path, step: int) -> list[Path]:
     if pointer.is_file() and not (folder / pointer.read_text().strip()).is_file():
         pointer.unlink()
     return moved
+
+
+def _saved_step(path: Path) -> int:
+    """The step a checkpoint file was saved at (its metadata), -1 when unreadable."""
+    try:
+        return int(read_metadata(path)["step"])
+    except (CheckpointError, KeyError, ValueError):
+        return -1
 
 
 def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path | str, hint: str) -> None:

@@ -183,12 +183,26 @@ class Trainer:
                                      f"(mfkit sample --run {self.run_dir})")
             if changes:
                 self._say("resuming with changes: " + "; ".join(str(c) for c in changes))
+                self._warn_reinterpreted(changes)
             self._warn_schedule_jumps(checkpoint_recipe(metadata.get("recipe")) or saved, step)
             if self.explicit_checkpoint is not None:
                 moved = set_aside_after(self.checkpoints, step)
                 if moved:
                     self._say(f"set aside {len(moved)} later checkpoint(s) in {moved[0].parent} (kept, not deleted)")
         (self.run_dir / "recipe.yaml").write_text(recipe_to_yaml(self.recipe))
+
+    def _warn_reinterpreted(self, changes: list) -> None:
+        """Under --allow-changes, say what a backbone or modality change does not redo: the weights and the
+        modality's fitted state are the checkpoint's."""
+        changed = lambda section: [c.key for c in changes if c.key.startswith(section)]  # noqa: E731
+        if changed("backbone."):
+            self._warn(f"{', '.join(changed('backbone.'))} changed: the checkpoint's weights are loaded as they are, "
+                       f"so a change that keeps their shapes (e.g. which times the network reads) silently gives "
+                       f"them another meaning; start a new run unless that is what you want")
+        if changed("modality."):
+            self._warn(f"{', '.join(changed('modality.'))} changed: the data is read with the new settings, but "
+                       f"what the modality fitted at the start of the run (e.g. its normalisation, its class list) "
+                       f"is the checkpoint's; start a new run to fit it again")
 
     def _warn_schedule_jumps(self, before: Recipe, step: int) -> None:
         """Say which progress-following schedules move at the resumed step against the recipe the checkpoint
@@ -272,7 +286,7 @@ class Trainer:
             self.optimizer, lambda step: lr_factor(step, train.warmup_steps, train.steps, train.lr_schedule))
         self.ema = EMA(self.model, train.ema_decays, warmup=train.ema_warmup)
         self.generator = torch.Generator(self.device).manual_seed(train.seed + 1)
-        self.step = 0
+        self.step, self.last_lr = 0, train.lr
         if checkpoint is not None:
             self._restore(checkpoint)
         self.row_plan = self._choose_row_plan(checkpoint)
@@ -388,15 +402,16 @@ class Trainer:
     def _apply_optimizer_settings(self, step: int) -> None:
         """Give the restored optimizer the recipe's settings for the update at ``step``.
 
-        A checkpoint's optimizer and scheduler state carry the peak lr, betas and weight decay they were saved
-        with, and the lr of the old schedule at ``step``; a resume with another train.steps (or other settings
+        A checkpoint's optimizer and scheduler state carry the peak lr, betas, weight decay (and whether it is
+        decoupled, AdamW's) they were saved with, and the lr of the old schedule at ``step``; a resume with another train.steps (or other settings
         under --allow-changes) must train with the recipe's from its first update. Unchanged settings give
         the very values the checkpoint held (lr = peak lr x lr_factor(step), as LambdaLR computes it).
         """
         train = self.recipe.train
         lr = train.lr * lr_factor(step, train.warmup_steps, train.steps, train.lr_schedule)
-        for group in self.optimizer.param_groups:
-            group.update(initial_lr=train.lr, lr=lr, betas=tuple(train.betas), weight_decay=train.weight_decay)
+        settings = {key: value for key, value in self.optimizer.defaults.items() if key != "lr"}
+        for group in self.optimizer.param_groups:  # every setting of the recipe's optimizer (AdamW's decoupled
+            group.update(settings, initial_lr=train.lr, lr=lr)  # decay flag too), not the checkpoint's
         self.scheduler.base_lrs = [train.lr for _ in self.optimizer.param_groups]
 
     def _loader(self) -> DataLoader:
@@ -446,7 +461,7 @@ class Trainer:
         checkpoint (``train.keep_best``); other processes wait. Returns the figures (empty elsewhere)."""
         values: dict[str, float] = {}
         if self.evaluation is not None:
-            self.preview_model.load_state_dict(self.ema.state(self.recipe.train.ema_decays[0]))
+            self.preview_model.load_state_dict(self._sampling_weights())
             values, improved = self.evaluation(self.preview_model, self.step)
             if log is not None:
                 log.write(self.step, values)
@@ -466,12 +481,18 @@ class Trainer:
             torch.distributed.barrier()
         return values
 
+    def _sampling_weights(self) -> dict[str, torch.Tensor]:
+        """The weights previews and evaluations sample with: the first EMA, or the raw weights when the recipe
+        keeps none (``train.ema_decays: []``), as ``mfkit sample`` does."""
+        decays = self.recipe.train.ema_decays
+        return self.ema.state(decays[0]) if decays else self.model.state_dict()
+
     def preview(self) -> list[Path]:
         """Draw samples with the first EMA (the recipe's sample.steps) and save them with the modality's writer."""
         if not self.group.is_main:
             return []
         train = self.recipe.train
-        self.preview_model.load_state_dict(self.ema.state(train.ema_decays[0]))
+        self.preview_model.load_state_dict(self._sampling_weights())
         generator = torch.Generator(self.device).manual_seed(train.seed + 2)
         count = self.modality.preview_count(train.preview_count)
         noise = torch.randn((count, *self.modality.sample_shape), device=self.device, generator=generator)
@@ -529,6 +550,7 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
         elif want_grad_norm:
             grad_norm = gradient_norm(self.model.parameters())
+        self.last_lr = self.optimizer.param_groups[0]["lr"]  # what this update used (logged)
         self.optimizer.step()
         self.scheduler.step()
         self.ema.update(self.model, self.step)
@@ -541,7 +563,7 @@ class Trainer:
             metrics = {**metrics, "grad_norm": float(grad_norm)}
         metrics = dist_utils.mean_over_processes(metrics, self.group, self.device)
         if log is not None:
-            extra = {"lr": self.scheduler.get_last_lr()[0], "it_per_s": round(speed, 3)}
+            extra = {"lr": self.last_lr, "it_per_s": round(speed, 3)}
             log.write(self.step, {**metrics, **extra})
         return metrics
 
@@ -570,12 +592,12 @@ class Trainer:
                 if log_now:
                     metrics = self._log(log, metrics, grad_norm, progress.speed(self.step))
                 progress.update(self.step, metrics["loss"], metrics["mse"], log_now)
+                if train.eval_every and (self.step % train.eval_every == 0 or self.step == train.steps):
+                    self.evaluate(log, progress)  # before the checkpoint, so it holds this step's best record
                 if self.step % train.checkpoint_every == 0 and self.step < train.steps:
                     last_saved = self._checkpoint(last_saved)
                 if train.preview_every and self.step % train.preview_every == 0 and self.step < train.steps:
                     self.preview()
-                if train.eval_every and (self.step % train.eval_every == 0 or self.step == train.steps):
-                    self.evaluate(log, progress)
                 self._say_pending_notice()
                 stopped_by = dist_utils.max_over_processes(self._stop.received or 0, self.group, self.device) or None
                 if stopped_by is not None:

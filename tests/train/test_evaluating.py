@@ -125,3 +125,27 @@ def test_evaluator_parameters_reach_the_evaluator_and_are_checked(tmp_path):
         train(tmp_path, "bad-params", steps=10, eval_params={"nonsense": 1}, **EVAL)
     result = train(tmp_path, "params", steps=10, eval_params={"projections": 8}, **EVAL)
     assert eval_lines(result.run_dir)[0]["eval/mf1/sliced_w2"] > 0
+
+
+def test_a_checkpoint_at_an_evaluated_step_records_that_steps_figures_in_its_best(tmp_path):
+    """Evaluation runs before the periodic checkpoint of the same step, so resuming from that checkpoint
+    compares against the best including it (else a worse later model could replace best.safetensors)."""
+    result = train(tmp_path, "order", steps=30, keep_best="sliced_w2", checkpoint_every=20, keep_last=5, **EVAL)
+    figures = {line["step"]: line["eval/mf1/sliced_w2"] for line in eval_lines(result.run_dir)}
+    at_20 = load_checkpoint(result.run_dir / "checkpoints" / "step-0000020.safetensors").extra["best"]
+    assert at_20["best"] == min(figures[10], figures[20])
+
+
+def test_resuming_from_an_earlier_checkpoint_sets_aside_a_best_scored_after_it(tmp_path):
+    import shutil
+
+    from mfkit.train.checkpoint import set_aside_after
+
+    result = train(tmp_path, "aside", steps=30, checkpoint_every=10, keep_last=5)
+    folder = result.run_dir / "checkpoints"
+    shutil.copy(folder / "step-0000010.safetensors", folder / "best.safetensors")
+    assert set_aside_after(folder, 20) == [folder / "set-aside" / "step-0000030.safetensors"]
+    assert (folder / "best.safetensors").is_file()  # scored at step 10, before the resumed step: kept
+    shutil.copy(folder / "step-0000020.safetensors", folder / "best.safetensors")
+    moved = set_aside_after(folder, 10)
+    assert folder / "set-aside" / "best.safetensors" in moved and not (folder / "best.safetensors").exists()

@@ -317,3 +317,50 @@ def test_resuming_with_fewer_steps_than_done_is_refused_and_keeps_the_recipe(tmp
         train(tmp_path, "done", resume=True, steps=20)
     assert recipe_file.read_text() == before
     assert train(tmp_path, "done", resume=True, steps=40).step == 40  # the same length still resumes
+
+
+def test_the_logged_learning_rate_is_the_one_the_last_update_used(tmp_path):
+    result = train(tmp_path, "lr-log", steps=40, lr_schedule="linear", warmup_steps=0)
+    logged = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    rates = {row["step"]: row["lr"] for row in logged if "lr" in row}
+    for step, rate in rates.items():  # the line of step s follows update s - 1 (0-based)
+        assert rate == pytest.approx(1e-3 * lr_factor(step - 1, 0, 40, "linear"), rel=1e-12), step
+    assert rates[40] > 0
+
+
+def test_a_run_without_emas_previews_and_evaluates_its_raw_weights(tmp_path):
+    result = train(tmp_path, "no-ema", steps=20, ema_decays=[], eval_every=20, eval_count=100, preview_every=20)
+    assert load_checkpoint(result.checkpoint).ema == {}
+    assert any((result.run_dir / "previews").iterdir())
+
+
+def test_switching_adamw_to_adam_on_resume_drops_the_decoupled_weight_decay(tmp_path, monkeypatch):
+    train(tmp_path, "optim", steps=20, optimizer="adamw", weight_decay=0.1)
+    seen = []
+    step = Trainer._train_step
+
+    def recorded(self, *args, **kwargs):
+        seen.append({k: self.optimizer.param_groups[0][k] for k in ("decoupled_weight_decay", "weight_decay")})
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_train_step", recorded)
+    recipe = parse_recipe(small_recipe(tmp_path, "optim", steps=22, optimizer="adam", weight_decay=0.1))
+    Trainer(recipe, resume=True, allow_changes=True, progress=False).fit()
+    assert seen and all(s == {"decoupled_weight_decay": False, "weight_decay": 0.1} for s in seen)
+
+
+def test_backbone_and_modality_changes_under_allow_changes_say_what_is_kept(tmp_path):
+    from io import StringIO
+
+    from rich.console import Console
+
+    train(tmp_path, "kept", steps=20)
+    data = small_recipe(tmp_path, "kept", steps=22)
+    data["backbone"]["params"]["time_inputs"] = "t,r"
+    data["modality"]["params"]["size"] = 800
+    buffer = StringIO()
+    Trainer(parse_recipe(data), resume=True, allow_changes=True, progress=False,
+            console=Console(file=buffer, width=400)).fit()
+    said = buffer.getvalue()
+    assert "warning: backbone.params.time_inputs changed: the checkpoint's weights are loaded as they are" in said
+    assert "warning: modality.params.size changed: the data is read with the new settings" in said
