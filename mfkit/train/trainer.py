@@ -113,6 +113,7 @@ class Trainer:
         self.resume, self.overwrite, self.allow_changes = resume, overwrite, allow_changes
         self.explicit_checkpoint = Path(resume_from) if resume_from is not None else None
         self.resume_from: Path | None = None
+        self._resumed_step = 0  # the checkpoint step a resume starts from (set when the run folder opens)
         self.lock: RunLock | None = None
         self.group = dist_utils.init_from_environment("cuda" if recipe.train.device != "cpu" and torch.cuda.is_available() else "cpu")
         self.device = resolve_device(recipe.train.device, self.group)
@@ -167,13 +168,15 @@ class Trainer:
                 metadata = read_metadata(path)
             except CheckpointError as error:
                 raise self._damaged(error, path) from None
-            try:
-                saved = saved_recipe(self.run_dir, metadata.get("recipe"))
-            except RunFolderError as error:
-                if not self.allow_changes:
-                    raise
-                self._warn(f"{error}; resuming with the recipe given (--allow-changes)")
-                saved = self.recipe
+            saved = checkpoint_recipe(metadata.get("recipe"))  # what this checkpoint was trained with
+            if saved is None:
+                try:
+                    saved = saved_recipe(self.run_dir)
+                except RunFolderError as error:
+                    if not self.allow_changes:
+                        raise
+                    self._warn(f"{error}; resuming with the recipe given (--allow-changes)")
+                    saved = self.recipe
             changes = check_resume_recipe(saved, self.recipe, self.allow_changes)
             step = int(metadata["step"])
             if step > self.recipe.train.steps:
@@ -184,11 +187,21 @@ class Trainer:
             if changes:
                 self._say("resuming with changes: " + "; ".join(str(c) for c in changes))
                 self._warn_reinterpreted(changes)
-            self._warn_schedule_jumps(checkpoint_recipe(metadata.get("recipe")) or saved, step)
-            if self.explicit_checkpoint is not None:
-                moved = set_aside_after(self.checkpoints, step)
-                if moved:
-                    self._say(f"set aside {len(moved)} later checkpoint(s) in {moved[0].parent} (kept, not deleted)")
+            self._warn_schedule_jumps(saved, step)
+            self._resumed_step = step
+        else:
+            (self.run_dir / "recipe.yaml").write_text(recipe_to_yaml(self.recipe))
+
+    def _settle_resume(self) -> None:
+        """After a resumed run is set up (main process): record its recipe in ``<run>/recipe.yaml`` and, when
+        resuming from an earlier checkpoint, set the later ones aside. Done only now, so a resume whose set-up
+        fails or is interrupted leaves the run folder as it was."""
+        if not (self.resume and self.group.is_main):
+            return
+        if self.explicit_checkpoint is not None:
+            moved = set_aside_after(self.checkpoints, self._resumed_step)
+            if moved:
+                self._say(f"set aside {len(moved)} later checkpoint(s) in {moved[0].parent} (kept, not deleted)")
         (self.run_dir / "recipe.yaml").write_text(recipe_to_yaml(self.recipe))
 
     def _warn_reinterpreted(self, changes: list) -> None:
@@ -624,6 +637,7 @@ class Trainer:
                     self._release()
                     self._discard_if_unstarted()
                     raise
+                self._settle_resume()
                 dist_utils.assert_in_sync(self.model, self.group, self.device)
                 last_saved, stopped_by = self._loop()
                 if not self._is_current(last_saved):

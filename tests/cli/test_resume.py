@@ -63,11 +63,19 @@ def test_from_a_missing_checkpoint_is_one_line(trained):
     assert result.exit_code == 2 and "no checkpoint at" in result.output
 
 
-def test_a_saved_recipe_that_no_longer_validates_needs_allow_changes(trained):
+def test_a_saved_recipe_that_no_longer_validates_needs_allow_changes(trained, monkeypatch):
+    import mfkit.train.trainer as trainer_module
+
     path, run_dir = trained
     saved = run_dir / "recipe.yaml"
     saved.write_text(saved.read_text().replace("train:\n", "train:\n  retired_field: 1\n"))
-    result = run("train", path, "name=mine", "--resume", "train.lr=0.002")
+    # a resume checks against the recipe inside the checkpoint, so a damaged recipe.yaml alone does not matter
+    result = run("train", path, "name=mine", "--resume", "train.lr=0.002", "train.steps=25")
+    assert result.exit_code == 0 and "resuming with changes: train.steps: 20 -> 25" in result.output, result.output
+    # when the checkpoint's recipe no longer validates either (a field mfkit retired), recipe.yaml is the fallback
+    saved.write_text(saved.read_text().replace("train:\n", "train:\n  retired_field: 1\n"))
+    monkeypatch.setattr(trainer_module, "checkpoint_recipe", lambda text: None)
+    result = run("train", path, "name=mine", "--resume", "train.lr=0.002", "train.steps=25")
     assert result.exit_code == 2 and "no longer validates" in result.output and "retired_field" in result.output
-    result = run("train", path, "name=mine", "--resume", "train.lr=0.002", "--allow-changes")
+    result = run("train", path, "name=mine", "--resume", "train.lr=0.002", "train.steps=25", "--allow-changes")
     assert result.exit_code == 0 and "resuming with the recipe given" in result.output, result.output

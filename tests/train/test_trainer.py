@@ -364,3 +364,34 @@ def test_backbone_and_modality_changes_under_allow_changes_say_what_is_kept(tmp_
     said = buffer.getvalue()
     assert "warning: backbone.params.time_inputs changed: the checkpoint's weights are loaded as they are" in said
     assert "warning: modality.params.size changed: the data is read with the new settings" in said
+
+
+def test_a_resume_whose_set_up_fails_leaves_the_run_folder_as_it_was(tmp_path, monkeypatch):
+    import mfkit.train.trainer as trainer_module
+
+    train(tmp_path, "fails", steps=40, checkpoint_every=20, keep_last=5)
+    folder = tmp_path / "runs" / "fails"
+    recipe_before = (folder / "recipe.yaml").read_text()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("set-up failed")
+
+    monkeypatch.setattr(trainer_module, "preflight", broken)
+    changed = parse_recipe(small_recipe(tmp_path, "fails", steps=60, lr=1e-2, keep_last=5))
+    with pytest.raises(RuntimeError, match="set-up failed"):
+        Trainer(changed, resume_from=folder / "checkpoints" / "step-0000020.safetensors", allow_changes=True,
+                progress=False).fit()
+    monkeypatch.undo()
+    assert (folder / "recipe.yaml").read_text() == recipe_before  # not the lr the failed resume asked for
+    assert (folder / "checkpoints" / "step-0000040.safetensors").is_file()  # nothing set aside
+    assert not (folder / "checkpoints" / "set-aside").exists()
+
+
+def test_an_earlier_checkpoint_is_checked_against_the_recipe_it_was_trained_with(tmp_path):
+    train(tmp_path, "branch", steps=40, checkpoint_every=20, keep_last=5)
+    folder = tmp_path / "runs" / "branch"
+    longer = parse_recipe(small_recipe(tmp_path, "branch", steps=60, lr=2e-3, keep_last=5))
+    Trainer(longer, resume=True, allow_changes=True, progress=False).fit()  # recipe.yaml now says lr 2e-3
+    # going back to step 20 (trained with lr 1e-3) with the run's recipe changes the rate: refused
+    with pytest.raises(RunFolderError, match=r"train.lr: 0.001 -> 0.002"):
+        Trainer(longer, resume_from=folder / "checkpoints" / "step-0000020.safetensors", progress=False).fit()
