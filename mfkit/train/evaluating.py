@@ -6,6 +6,7 @@ seeded generators inside a forked RNG, so a run with evaluations trains exactly 
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Sequence
 
@@ -80,8 +81,12 @@ class PeriodicEvaluation:
     at the first call) and whether this step is the best so far on the ``keep_best`` metric.
     """
 
-    def __init__(self, evaluation: TrainingEvaluation, best: BestTracker | None = None) -> None:
+    def __init__(self, evaluation: TrainingEvaluation, best: BestTracker | None = None,
+                 measured_with: dict[str, Any] | None = None) -> None:
         self.evaluation, self.best = evaluation, best
+        #: what the figures depend on besides the network (evaluator, its parameters, sample count, step
+        #: counts, seed, the weights scored); a best record measured otherwise is not comparable
+        self.measured_with = json.loads(json.dumps(measured_with)) if measured_with is not None else None
         self._before: dict[str, Any] | None = None
 
     @classmethod
@@ -97,7 +102,10 @@ class PeriodicEvaluation:
         if train.keep_best is not None:
             metric = best_metric_name(train.keep_best, row_keys(steps, euler), evaluation.directions)
             best = BestTracker.for_metric(metric, evaluation.directions)
-        return cls(evaluation, best)
+        measured_with = {"evaluator": train.eval_evaluator, "params": train.eval_params, "count": train.eval_count,
+                         "steps": list(steps), "euler": list(euler), "seed": train.seed,
+                         "weights": f"ema {train.ema_decays[0]}" if train.ema_decays else "raw"}
+        return cls(evaluation, best, measured_with)
 
     def __call__(self, model: nn.Module, step: int) -> tuple[dict[str, float], bool]:
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
@@ -130,11 +138,23 @@ class PeriodicEvaluation:
         return line
 
     def state(self) -> dict[str, Any] | None:
-        return self.best.state() if self.best is not None else None
+        if self.best is None:
+            return None
+        return {**self.best.state(), **({"measured_with": self.measured_with} if self.measured_with else {})}
 
-    def load(self, state: dict[str, Any] | None) -> None:
-        if self.best is not None and state:
-            self.best.load(state)
+    def load(self, state: dict[str, Any] | None) -> str | None:
+        """Take a checkpoint's best record; returns why it was not taken (measured with other settings), else None."""
+        if self.best is None or not state:
+            return None
+        saved = state.get("measured_with")
+        if saved is not None and self.measured_with is not None and saved != self.measured_with:
+            differ = [f"{key} {saved.get(key)!r} -> {self.measured_with.get(key)!r}"
+                      for key in sorted(set(saved) | set(self.measured_with)) if saved.get(key) != self.measured_with.get(key)]
+            return (f"the best {state.get('metric')} so far ({_short(state.get('best'))} at step "
+                    f"{state.get('best_step')}) was measured otherwise ({'; '.join(differ)}), so it is not compared "
+                    f"with the new figures: the next evaluation starts the best record again")
+        self.best.load(state)
+        return None
 
 
 def _short(value: float | None) -> str:

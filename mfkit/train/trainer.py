@@ -360,7 +360,9 @@ class Trainer:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             evaluation = PeriodicEvaluation.from_recipe(self.recipe, self.modality, context)
         if checkpoint is not None:
-            evaluation.load(checkpoint.extra.get("best"))
+            reason = evaluation.load(checkpoint.extra.get("best"))
+            if reason:
+                self._warn(reason)
         return evaluation
 
     def _prepare_data(self, checkpoint: Checkpoint | None):

@@ -50,8 +50,11 @@ def test_keep_best_saves_the_best_step_and_survives_resume(tmp_path):
     best = result.run_dir / "checkpoints" / "best.safetensors"
     saved = load_checkpoint(best)
     assert saved.step == best_step
-    assert saved.extra["best"] == {"metric": "eval/mf1/sliced_w2", "direction": "lower",
-                                   "best": figures[best_step], "best_step": best_step}
+    record = dict(saved.extra["best"])
+    measured_with = record.pop("measured_with")
+    assert record == {"metric": "eval/mf1/sliced_w2", "direction": "lower", "best": figures[best_step],
+                      "best_step": best_step}
+    assert measured_with["count"] == 200 and measured_with["steps"] == [1] and measured_with["weights"] == "ema 0.9"
     assert best not in list_checkpoints(best.parent)  # never pruned, never "latest"
     assert latest_checkpoint(best.parent).name == "step-0000030.safetensors"
     assert load_checkpoint(result.checkpoint).extra["best"]["best_step"] == best_step
@@ -149,3 +152,27 @@ def test_resuming_from_an_earlier_checkpoint_sets_aside_a_best_scored_after_it(t
     shutil.copy(folder / "step-0000020.safetensors", folder / "best.safetensors")
     moved = set_aside_after(folder, 10)
     assert folder / "set-aside" / "best.safetensors" in moved and not (folder / "best.safetensors").exists()
+
+
+def test_a_best_record_measured_otherwise_is_not_compared_after_a_resume(tmp_path):
+    """A resume may change the evaluation settings (run-length settings); figures from another sample count
+    are not comparable, so the record starts again (and says so) rather than letting noise replace the best."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    first = train(tmp_path, "remeasured", steps=20, keep_best="sliced_w2", **EVAL)
+    before = load_checkpoint(first.checkpoint).extra["best"]
+    buffer = StringIO()
+    data = small_recipe(tmp_path, "remeasured", steps=30, keep_best="sliced_w2", eval_every=10, eval_count=300)
+    result = Trainer(parse_recipe(data), resume=True, progress=False, console=Console(file=buffer, width=400)).fit()
+    said = buffer.getvalue()
+    assert "was measured otherwise (count 200 -> 300)" in said and "starts the best record again" in said
+    after = load_checkpoint(result.checkpoint).extra["best"]
+    assert after["best_step"] == 30 and after["measured_with"]["count"] == 300  # the first new figure is the best
+    assert before["measured_with"]["count"] == 200
+    # the same settings keep the record
+    buffer = StringIO()
+    data["train"]["steps"] = 40
+    Trainer(parse_recipe(data), resume=True, progress=False, console=Console(file=buffer, width=400)).fit()
+    assert "measured otherwise" not in buffer.getvalue()
