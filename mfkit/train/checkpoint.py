@@ -27,6 +27,7 @@ from mfkit.folders import file_mode
 
 FORMAT = "mfkit-checkpoint-1"
 _NAME = re.compile(r"^step-(\d+)\.safetensors$")
+_PREVIEW = re.compile(r"^step-(\d+)$")
 
 
 class CheckpointError(RuntimeError):
@@ -253,6 +254,25 @@ def set_aside_after(folder: Path, step: int) -> list[Path]:
     pointer = folder / "latest"
     if pointer.is_file() and not (folder / pointer.read_text().strip()).is_file():
         pointer.unlink()
+    return moved
+
+
+def set_aside_previews(folder: Path, step: int) -> list[Path]:
+    """Move the preview folders ``step-NNNNNNN`` later than ``step`` into ``folder/set-aside/`` (an abandoned
+    attempt's, when a run resumes from an earlier checkpoint); return their new paths."""
+    if not folder.is_dir():
+        return []
+    later = sorted(p for p in folder.iterdir()
+                   if p.is_dir() and (match := _PREVIEW.match(p.name)) and int(match.group(1)) > step)
+    moved = []
+    for path in later:
+        destination, number = folder / "set-aside" / path.name, 1
+        destination.parent.mkdir(exist_ok=True)
+        while destination.exists():
+            number += 1
+            destination = folder / "set-aside" / f"{path.name}-{number}"
+        os.replace(path, destination)
+        moved.append(destination)
     return moved
 
 

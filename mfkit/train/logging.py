@@ -15,15 +15,17 @@ class MetricsLog:
     """Appends one JSON object per line to ``metrics.jsonl``; mirrors scalars to TensorBoard if available.
 
     ``resumed_at``: the step a resumed run restarts from. Lines of later steps (written before a crash,
-    and about to be replayed) are dropped first, so every step appears once. A line that cannot be
+    and about to be replayed) are dropped first, so every step appears once; ``set_aside``: a file that
+    keeps them instead (a resume from an earlier checkpoint abandons them). A line that cannot be
     written (a full disk) is reported once through ``warn`` and training goes on.
     """
 
-    def __init__(self, run_dir: Path, resumed_at: int | None = None, warn: Callable[[str], None] | None = None) -> None:
+    def __init__(self, run_dir: Path, resumed_at: int | None = None, warn: Callable[[str], None] | None = None,
+                 set_aside: Path | None = None) -> None:
         self.path = run_dir / "metrics.jsonl"
         self._warn, self._warned = warn, False
         if resumed_at is not None:
-            drop_lines_after(self.path, resumed_at)
+            drop_lines_after(self.path, resumed_at, set_aside)
         self._handle = open(self.path, "a", buffering=1)
         self._board = None
         try:
@@ -56,20 +58,27 @@ class MetricsLog:
             self._board.close()
 
 
-def drop_lines_after(path: Path, step: int) -> int:
-    """Keep the lines of ``path`` whose step is at most ``step`` (and that are whole JSON); return how many were dropped."""
+def drop_lines_after(path: Path, step: int, set_aside: Path | None = None) -> int:
+    """Keep the lines of ``path`` whose step is at most ``step`` (and that are whole JSON); return how many were
+    dropped. ``set_aside``: append the whole lines of later steps to this file first."""
     if not path.is_file():
         return 0
-    kept, dropped = [], 0
+    kept, later, dropped = [], [], 0
     for line in path.read_text().splitlines():
         try:
-            keep = int(json.loads(line)["step"]) <= step
+            line_step = int(json.loads(line)["step"])
         except (ValueError, KeyError, TypeError):
-            keep = False
-        if keep:
+            line_step = None
+        if line_step is not None and line_step <= step:
             kept.append(line)
         else:
             dropped += 1
+            if line_step is not None:
+                later.append(line)
+    if later and set_aside is not None:
+        set_aside.parent.mkdir(parents=True, exist_ok=True)
+        with open(set_aside, "a") as handle:
+            handle.write("".join(line + "\n" for line in later))
     if dropped:
         temporary = path.with_name(f".{path.name}.tmp")
         temporary.write_text("".join(line + "\n" for line in kept))

@@ -28,7 +28,8 @@ from mfkit.recipe.schema import Recipe
 from mfkit.train import distributed as dist_utils
 from mfkit.train.checkpoint import (
     Checkpoint, CheckpointError, CheckpointSaveError, checkpoint_step, latest_checkpoint, list_checkpoints,
-    load_checkpoint, load_weights, read_metadata, save_checkpoint, set_aside_after, write_checkpoint,
+    load_checkpoint, load_weights, read_metadata, save_checkpoint, set_aside_after, set_aside_previews,
+    write_checkpoint,
 )
 from mfkit.train.data import StepBatchSampler
 from mfkit.train.ema import EMA
@@ -202,6 +203,9 @@ class Trainer:
             moved = set_aside_after(self.checkpoints, self._resumed_step)
             if moved:
                 self._say(f"set aside {len(moved)} later checkpoint(s) in {moved[0].parent} (kept, not deleted)")
+            previews = set_aside_previews(self.run_dir / "previews", self._resumed_step)
+            if previews:
+                self._say(f"set aside {len(previews)} later preview(s) in {previews[0].parent} (kept, not deleted)")
         (self.run_dir / "recipe.yaml").write_text(recipe_to_yaml(self.recipe))
 
     def _warn_reinterpreted(self, changes: list) -> None:
@@ -596,7 +600,10 @@ class Trainer:
     def _loop(self) -> tuple[Path | None, int | None]:
         """Steps until ``train.steps`` or a stop signal; returns the last checkpoint written and the signal."""
         train = self.recipe.train
-        log = MetricsLog(self.run_dir, self.step if self.resume_from else None, self._warn) if self.group.is_main else None
+        set_aside = (self.checkpoints / "set-aside" / f"metrics-after-step-{self.step:07d}.jsonl"
+                     if self.explicit_checkpoint is not None else None)  # an abandoned attempt's lines: kept
+        log = (MetricsLog(self.run_dir, self.step if self.resume_from else None, self._warn, set_aside)
+               if self.group.is_main else None)
         progress = TrainingProgress(train.steps, self.step, self.console, self.show_progress and self.group.is_main)
         last_saved = self.resume_from if self.resume_from is not None else latest_checkpoint(self.checkpoints)
         stopped_by = None

@@ -225,7 +225,9 @@ def test_resume_drops_metrics_lines_of_replayed_steps(tmp_path):
 
 
 def test_resume_from_an_earlier_checkpoint_sets_the_later_ones_aside(tmp_path):
-    first = train(tmp_path, "earlier", steps=20, checkpoint_every=10)
+    first = train(tmp_path, "earlier", steps=20, checkpoint_every=10, preview_every=5)
+    abandoned = [line for line in (first.run_dir / "metrics.jsonl").read_text().splitlines()
+                 if json.loads(line)["step"] > 10]
     folder = first.run_dir / "checkpoints"
     damaged = folder / "step-0000020.safetensors"
     cut = damaged.read_bytes()[:100]
@@ -238,6 +240,13 @@ def test_resume_from_an_earlier_checkpoint_sets_the_later_ones_aside(tmp_path):
     result = Trainer(recipe, resume_from=folder / "step-0000010.safetensors", progress=False).fit()
     assert result.step == 20 and load_checkpoint(result.checkpoint).step == 20
     assert (folder / "set-aside" / "step-0000020.safetensors").read_bytes() == cut  # kept, not deleted
+    # the abandoned attempt's previews and metrics lines after step 10 are kept aside, not mixed in or lost
+    previews = first.run_dir / "previews"
+    assert sorted(p.name for p in (previews / "set-aside").iterdir()) == ["step-0000015", "step-0000020"]
+    assert sorted(p.name for p in previews.iterdir()) == ["set-aside", "step-0000005", "step-0000010",
+                                                          "step-0000020"]  # 20: the resumed run's final preview
+    kept = (folder / "set-aside" / "metrics-after-step-0000010.jsonl").read_text().splitlines()
+    assert kept == abandoned and abandoned
     straight = train(tmp_path, "straight", steps=20, checkpoint_every=10)
     for key, value in weights(straight)[0].items():
         assert torch.equal(value, weights(result)[0][key]), key
