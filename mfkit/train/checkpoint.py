@@ -239,18 +239,7 @@ def set_aside_after(folder: Path, step: int) -> list[Path]:
     best = folder / "best.safetensors"
     if best.is_file() and _saved_step(best) > step:  # scored on the abandoned attempt: not this run's best
         later.append(best)
-    if not later:
-        return []
-    target = folder / "set-aside"
-    target.mkdir(exist_ok=True)
-    moved = []
-    for path in later:
-        destination, number = target / path.name, 1
-        while destination.exists():
-            number += 1
-            destination = target / f"{path.stem}-{number}{path.suffix}"
-        os.replace(path, destination)
-        moved.append(destination)
+    moved = _move_aside(later, folder / "set-aside")
     pointer = folder / "latest"
     if pointer.is_file() and not (folder / pointer.read_text().strip()).is_file():
         pointer.unlink()
@@ -264,13 +253,19 @@ def set_aside_previews(folder: Path, step: int) -> list[Path]:
         return []
     later = sorted(p for p in folder.iterdir()
                    if p.is_dir() and (match := _PREVIEW.match(p.name)) and int(match.group(1)) > step)
+    return _move_aside(later, folder / "set-aside")
+
+
+def _move_aside(paths: list[Path], target: Path) -> list[Path]:
+    """Move files or folders into ``target`` (created when needed), never over an earlier one there (a
+    repeated name gets -2, -3, ... before its suffix); return their new paths."""
     moved = []
-    for path in later:
-        destination, number = folder / "set-aside" / path.name, 1
-        destination.parent.mkdir(exist_ok=True)
+    for path in paths:
+        target.mkdir(exist_ok=True)
+        destination, number = target / path.name, 1
         while destination.exists():
             number += 1
-            destination = folder / "set-aside" / f"{path.name}-{number}"
+            destination = target / f"{path.stem}-{number}{path.suffix}"
         os.replace(path, destination)
         moved.append(destination)
     return moved
