@@ -36,6 +36,8 @@ class TrainingEvaluation:
                                      device=device)
         self._floor_logged = False
         self.last: EvalReport | None = None
+        #: which evaluator with which parameters (set by :meth:`from_plugins`; None when built directly)
+        self.evaluator_identity: dict[str, Any] | None = None
 
     @classmethod
     def from_plugins(cls, modality: Modality, modality_name: str, context: PluginContext, *,
@@ -44,8 +46,12 @@ class TrainingEvaluation:
         """Find the evaluator installed for ``modality_name`` (or the one named), build it with ``params``
         and prepare it."""
         installed = find_evaluator(modality_name, evaluator)
-        return cls(modality, build_evaluator(installed, modality, context, params), seed=context.seed,
-                   device=context.device, **settings)
+        built = cls(modality, build_evaluator(installed, modality, context, params), seed=context.seed,
+                    device=context.device, **settings)
+        built.evaluator_identity = {  # the evaluator and its parameters as resolved (defaults filled in)
+            "evaluator": f"{installed.package}:{installed.spec.name}",
+            "params": installed.spec.params_model.model_validate(params or {}).model_dump(mode="json")}
+        return built
 
     @property
     def directions(self) -> dict[str, str]:

@@ -256,19 +256,32 @@ def set_aside_previews(folder: Path, step: int) -> list[Path]:
     return _move_aside(later, folder / "set-aside")
 
 
+def set_aside_best(folder: Path) -> Path | None:
+    """Move ``folder/best.safetensors`` into ``folder/set-aside/`` (its record no longer compares with the new
+    figures); return its new path, None when there was none."""
+    best = folder / "best.safetensors"
+    return _move_aside([best], folder / "set-aside")[0] if best.is_file() else None
+
+
 def _move_aside(paths: list[Path], target: Path) -> list[Path]:
     """Move files or folders into ``target`` (created when needed), never over an earlier one there (a
     repeated name gets -2, -3, ... before its suffix); return their new paths."""
     moved = []
     for path in paths:
         target.mkdir(exist_ok=True)
-        destination, number = target / path.name, 1
-        while destination.exists():
-            number += 1
-            destination = target / f"{path.stem}-{number}{path.suffix}"
+        destination = free_name(target / path.name)
         os.replace(path, destination)
         moved.append(destination)
     return moved
+
+
+def free_name(path: Path) -> Path:
+    """``path``, or the first of ``stem-2.suffix``, ``stem-3.suffix``, ... beside it that does not exist yet."""
+    destination, number = path, 1
+    while destination.exists():
+        number += 1
+        destination = path.with_name(f"{path.stem}-{number}{path.suffix}")
+    return destination
 
 
 def _saved_step(path: Path) -> int:

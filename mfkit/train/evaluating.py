@@ -102,9 +102,9 @@ class PeriodicEvaluation:
         if train.keep_best is not None:
             metric = best_metric_name(train.keep_best, row_keys(steps, euler), evaluation.directions)
             best = BestTracker.for_metric(metric, evaluation.directions)
-        measured_with = {"evaluator": train.eval_evaluator, "params": train.eval_params, "count": train.eval_count,
-                         "steps": list(steps), "euler": list(euler), "seed": train.seed,
-                         "weights": f"ema {train.ema_decays[0]}" if train.ema_decays else "raw"}
+        identity = evaluation.evaluator_identity or {"evaluator": train.eval_evaluator, "params": train.eval_params}
+        measured_with = {**identity, "count": train.eval_count, "steps": list(steps), "euler": list(euler),
+                         "seed": train.seed, "weights": f"ema {train.ema_decays[0]}" if train.ema_decays else "raw"}
         return cls(evaluation, best, measured_with)
 
     def __call__(self, model: nn.Module, step: int) -> tuple[dict[str, float], bool]:

@@ -39,7 +39,8 @@ class Change:
 
     @property
     def run_length(self) -> bool:
-        return self.key in RUN_LENGTH_FIELDS or self.key.startswith(RUN_LENGTH_SECTIONS)
+        return (self.key in RUN_LENGTH_FIELDS or self.key.startswith(RUN_LENGTH_SECTIONS)
+                or self.key.startswith(tuple(f"{field}." for field in RUN_LENGTH_FIELDS)))  # inside e.g. eval_params
 
 
 _MISSING = object()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import shutil
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,9 +28,9 @@ from mfkit.recipe.loading import recipe_to_yaml
 from mfkit.recipe.schema import Recipe
 from mfkit.train import distributed as dist_utils
 from mfkit.train.checkpoint import (
-    Checkpoint, CheckpointError, CheckpointSaveError, checkpoint_step, latest_checkpoint, list_checkpoints,
-    load_checkpoint, load_weights, read_metadata, save_checkpoint, set_aside_after, set_aside_previews,
-    write_checkpoint,
+    Checkpoint, CheckpointError, CheckpointSaveError, checkpoint_step, free_name, latest_checkpoint, list_checkpoints,
+    load_checkpoint, load_weights, read_metadata, save_checkpoint, set_aside_after, set_aside_best,
+    set_aside_previews, write_checkpoint,
 )
 from mfkit.train.data import StepBatchSampler
 from mfkit.train.ema import EMA
@@ -115,6 +116,7 @@ class Trainer:
         self.explicit_checkpoint = Path(resume_from) if resume_from is not None else None
         self.resume_from: Path | None = None
         self._resumed_step = 0  # the checkpoint step a resume starts from (set when the run folder opens)
+        self._best_restarted = False  # the resumed best record was measured otherwise and starts again
         self.lock: RunLock | None = None
         self.group = dist_utils.init_from_environment("cuda" if recipe.train.device != "cpu" and torch.cuda.is_available() else "cpu")
         self.device = resolve_device(recipe.train.device, self.group)
@@ -169,15 +171,21 @@ class Trainer:
                 metadata = read_metadata(path)
             except CheckpointError as error:
                 raise self._damaged(error, path) from None
-            saved = checkpoint_recipe(metadata.get("recipe"))  # what this checkpoint was trained with
+            trained_with = checkpoint_recipe(metadata.get("recipe"))  # what this checkpoint was trained with
+            # the latest checkpoint goes on with the run's recipe.yaml (written once a resume is set up, so it
+            # holds changes an earlier resume accepted); an earlier one (--from) with the recipe it was saved under
+            saved = trained_with if self.explicit_checkpoint is not None else None
             if saved is None:
                 try:
                     saved = saved_recipe(self.run_dir)
                 except RunFolderError as error:
-                    if not self.allow_changes:
+                    if trained_with is not None:
+                        saved = trained_with
+                    elif not self.allow_changes:
                         raise
-                    self._warn(f"{error}; resuming with the recipe given (--allow-changes)")
-                    saved = self.recipe
+                    else:
+                        self._warn(f"{error}; resuming with the recipe given (--allow-changes)")
+                        saved = self.recipe
             changes = check_resume_recipe(saved, self.recipe, self.allow_changes)
             step = int(metadata["step"])
             if step > self.recipe.train.steps:
@@ -188,15 +196,29 @@ class Trainer:
             if changes:
                 self._say("resuming with changes: " + "; ".join(str(c) for c in changes))
                 self._warn_reinterpreted(changes)
-            self._warn_schedule_jumps(saved, step)
+            self._warn_schedule_jumps(trained_with or saved, step)
             self._resumed_step = step
         else:
             (self.run_dir / "recipe.yaml").write_text(recipe_to_yaml(self.recipe))
 
+    def _settle_resume_everywhere(self) -> None:
+        """:meth:`_settle_resume` on the main process; every process learns whether it worked."""
+        failure: Exception | None = None
+        if self.group.is_main:
+            try:
+                self._settle_resume()
+            except Exception as error:  # noqa: BLE001 - re-raised below, after the other processes know
+                failure = error
+        if dist_utils.any_true(failure is not None, self.group, self.device):
+            if failure is not None:
+                raise failure
+            raise RunFolderError("the main process (rank 0) could not settle the resumed run folder; see its message")
+
     def _settle_resume(self) -> None:
         """After a resumed run is set up (main process): record its recipe in ``<run>/recipe.yaml`` and, when
-        resuming from an earlier checkpoint, set the later ones aside. Done only now, so a resume whose set-up
-        fails or is interrupted leaves the run folder as it was."""
+        resuming from an earlier checkpoint, set the later ones (previews, a later best) aside; set aside a best
+        checkpoint whose record no longer compares. Done only now, so a resume whose set-up fails leaves the
+        run folder as it was."""
         if not (self.resume and self.group.is_main):
             return
         if self.explicit_checkpoint is not None:
@@ -206,7 +228,32 @@ class Trainer:
             previews = set_aside_previews(self.run_dir / "previews", self._resumed_step)
             if previews:
                 self._say(f"set aside {len(previews)} later preview(s) in {previews[0].parent} (kept, not deleted)")
+            self._restore_best_file()
+        if self._best_restarted:
+            moved_best = set_aside_best(self.checkpoints)
+            if moved_best is not None:
+                self._say(f"set aside the earlier best checkpoint as {moved_best} (kept, not deleted)")
         (self.run_dir / "recipe.yaml").write_text(recipe_to_yaml(self.recipe))
+
+    def _restore_best_file(self) -> None:
+        """After --from: when the best record (from the resumed checkpoint) names a step whose best.safetensors
+        was set aside with the abandoned attempt, put that step's checkpoint back as best.safetensors, or,
+        when it is no longer kept, start the record again (and say so)."""
+        best = self.evaluation.best if self.evaluation is not None else None
+        target = self.checkpoints / "best.safetensors"
+        if best is None or best.best_step is None or target.is_file():
+            return
+        source = self.checkpoints / f"step-{best.best_step:07d}.safetensors"
+        if not source.is_file() and self.resume_from is not None and checkpoint_step(self.resume_from) == best.best_step:
+            source = self.resume_from
+        if source.is_file():
+            shutil.copyfile(source, target)
+            self._say(f"best.safetensors is again the step-{best.best_step} checkpoint, the best before the "
+                      f"resumed step")
+        else:
+            self._warn(f"the best checkpoint so far (step {best.best_step}) is no longer kept (train.keep_last), so "
+                       f"the best record starts again at the next evaluation")
+            best.best, best.best_step = None, None
 
     def _warn_reinterpreted(self, changes: list) -> None:
         """Under --allow-changes, say what a backbone or modality change does not redo: the weights and the
@@ -367,6 +414,7 @@ class Trainer:
             reason = evaluation.load(checkpoint.extra.get("best"))
             if reason:
                 self._warn(reason)
+                self._best_restarted = True  # its best.safetensors is set aside once the resume is set up
         return evaluation
 
     def _prepare_data(self, checkpoint: Checkpoint | None):
@@ -600,7 +648,7 @@ class Trainer:
     def _loop(self) -> tuple[Path | None, int | None]:
         """Steps until ``train.steps`` or a stop signal; returns the last checkpoint written and the signal."""
         train = self.recipe.train
-        set_aside = (self.checkpoints / "set-aside" / f"metrics-after-step-{self.step:07d}.jsonl"
+        set_aside = (free_name(self.checkpoints / "set-aside" / f"metrics-after-step-{self.step:07d}.jsonl")
                      if self.explicit_checkpoint is not None else None)  # an abandoned attempt's lines: kept
         log = (MetricsLog(self.run_dir, self.step if self.resume_from else None, self._warn, set_aside)
                if self.group.is_main else None)
@@ -615,7 +663,12 @@ class Trainer:
                     metrics = self._log(log, metrics, grad_norm, progress.speed(self.step))
                 progress.update(self.step, metrics["loss"], metrics["mse"], log_now)
                 if train.eval_every and (self.step % train.eval_every == 0 or self.step == train.steps):
-                    self.evaluate(log, progress)  # before the checkpoint, so it holds this step's best record
+                    try:  # before the checkpoint, so it holds this step's best record
+                        self.evaluate(log, progress)
+                    except BaseException:
+                        if self.step % train.checkpoint_every == 0 and self.step < train.steps:
+                            self._checkpoint(last_saved)  # the step's checkpoint is not lost with the evaluation
+                        raise
                 if self.step % train.checkpoint_every == 0 and self.step < train.steps:
                     last_saved = self._checkpoint(last_saved)
                 if train.preview_every and self.step % train.preview_every == 0 and self.step < train.steps:
@@ -646,7 +699,7 @@ class Trainer:
                     self._release()
                     self._discard_if_unstarted()
                     raise
-                self._settle_resume()
+                self._settle_resume_everywhere()
                 dist_utils.assert_in_sync(self.model, self.group, self.device)
                 last_saved, stopped_by = self._loop()
                 if not self._is_current(last_saved):

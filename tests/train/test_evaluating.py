@@ -171,8 +171,56 @@ def test_a_best_record_measured_otherwise_is_not_compared_after_a_resume(tmp_pat
     after = load_checkpoint(result.checkpoint).extra["best"]
     assert after["best_step"] == 30 and after["measured_with"]["count"] == 300  # the first new figure is the best
     assert before["measured_with"]["count"] == 200
+    folder = result.run_dir / "checkpoints"
+    earlier_best = load_checkpoint(folder / "set-aside" / "best.safetensors")  # kept, not overwritten
+    assert earlier_best.step == before["best_step"] and load_checkpoint(folder / "best.safetensors").step == 30
     # the same settings keep the record
     buffer = StringIO()
     data["train"]["steps"] = 40
     Trainer(parse_recipe(data), resume=True, progress=False, console=Console(file=buffer, width=400)).fit()
     assert "measured otherwise" not in buffer.getvalue()
+
+
+def test_the_evaluator_is_recorded_as_resolved(tmp_path):
+    """A default evaluator named or left out, default parameters written or left out: the same record."""
+    result = train(tmp_path, "resolved", steps=10, keep_best="sliced_w2", **EVAL)
+    measured = load_checkpoint(result.checkpoint).extra["best"]["measured_with"]
+    assert measured["evaluator"].endswith(":toy2d") and measured["params"]  # defaults filled in
+    name = measured["evaluator"].split(":", 1)[1]
+    again = train(tmp_path, "resolved", resume=True, steps=20, keep_best="sliced_w2", eval_evaluator=name,
+                  eval_params=measured["params"], **EVAL)
+    assert load_checkpoint(again.checkpoint).extra["best"]["measured_with"] == measured
+
+
+def test_a_failing_evaluation_still_writes_the_checkpoint_due_at_its_step(tmp_path, monkeypatch):
+    from mfkit.evaluation.training import TrainingEvaluation
+
+    def out_of_memory(self, model, step):
+        raise RuntimeError("out of memory while sampling")
+
+    monkeypatch.setattr(TrainingEvaluation, "__call__", out_of_memory)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train(tmp_path, "eval-fails", steps=40, checkpoint_every=20, eval_every=20, eval_count=100)
+    assert [p.name for p in list_checkpoints(tmp_path / "runs" / "eval-fails" / "checkpoints")] == \
+        ["step-0000020.safetensors"]
+
+
+def test_resuming_from_an_earlier_checkpoint_keeps_a_best_file_for_its_record(tmp_path, monkeypatch):
+    """--from step 20 sets aside a best scored at step 40; the record (best at step 10 or 20) gets its file back."""
+    from mfkit.evaluation.training import TrainingEvaluation
+
+    scores = {10: 0.5, 20: 0.4, 30: 0.45, 40: 0.3}
+
+    def scored(self, model, step):
+        return {"eval/mf1/sliced_w2": scores.get(step, 0.9)}
+
+    monkeypatch.setattr(TrainingEvaluation, "__call__", scored)
+    first = train(tmp_path, "branch", steps=40, keep_best="sliced_w2", checkpoint_every=10, keep_last=10, **EVAL)
+    folder = first.run_dir / "checkpoints"
+    assert load_checkpoint(folder / "best.safetensors").step == 40
+    data = small_recipe(tmp_path, "branch", steps=30, keep_best="sliced_w2", checkpoint_every=10, keep_last=10,
+                        **EVAL)
+    Trainer(parse_recipe(data), resume_from=folder / "step-0000020.safetensors", progress=False).fit()
+    assert load_checkpoint(folder / "set-aside" / "best.safetensors").step == 40
+    best = load_checkpoint(folder / "best.safetensors")
+    assert best.step == 20 and best.extra["best"]["best_step"] == 20  # 30 scored 0.9 after the resume

@@ -404,3 +404,25 @@ def test_an_earlier_checkpoint_is_checked_against_the_recipe_it_was_trained_with
     # going back to step 20 (trained with lr 1e-3) with the run's recipe changes the rate: refused
     with pytest.raises(RunFolderError, match=r"train.lr: 0.001 -> 0.002"):
         Trainer(longer, resume_from=folder / "checkpoints" / "step-0000020.safetensors", progress=False).fit()
+
+
+def test_a_crash_after_an_allowed_resume_replays_with_the_accepted_recipe(tmp_path):
+    from mfkit.train.resume import recipe_of_run
+
+    train(tmp_path, "accepted", steps=40, checkpoint_every=20, keep_last=5)
+    folder = tmp_path / "runs" / "accepted"
+    changed = parse_recipe(small_recipe(tmp_path, "accepted", steps=60, lr=2e-3, checkpoint_every=20, keep_last=5))
+    Trainer(changed, resume=True, allow_changes=True, progress=False).fit()
+    # a crash between step 40 and 60: the latest checkpoint is still the one trained with lr 1e-3
+    (folder / "checkpoints" / "step-0000060.safetensors").unlink()
+    (folder / "checkpoints" / "latest").unlink(missing_ok=True)
+    result = Trainer(recipe_of_run(folder), resume=True, progress=False).fit()  # `mfkit train RUN --resume`
+    assert result.step == 60
+
+
+def test_run_length_settings_include_the_fields_inside_them():
+    from mfkit.train.resume import Change
+
+    assert Change("train.eval_params.projections", 128, 256).run_length  # inside train.eval_params
+    assert Change("sample.steps", 1, 2).run_length and Change("train.steps", 1, 2).run_length
+    assert not Change("train.stepsize", 1, 2).run_length and not Change("backbone.params.width", 1, 2).run_length
