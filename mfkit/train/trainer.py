@@ -201,18 +201,21 @@ class Trainer:
         else:
             (self.run_dir / "recipe.yaml").write_text(recipe_to_yaml(self.recipe))
 
-    def _settle_resume_everywhere(self) -> None:
-        """:meth:`_settle_resume` on the main process; every process learns whether it worked."""
+    def _on_main(self, action, failed: str, cleanup=None) -> None:
+        """Run ``action`` on the main process; every process learns whether it worked, and all raise if not
+        (after ``cleanup``): the main process its error, the others a RunFolderError saying what ``failed``."""
         failure: Exception | None = None
         if self.group.is_main:
             try:
-                self._settle_resume()
+                action()
             except Exception as error:  # noqa: BLE001 - re-raised below, after the other processes know
                 failure = error
         if dist_utils.any_true(failure is not None, self.group, self.device):
+            if cleanup is not None:
+                cleanup()
             if failure is not None:
                 raise failure
-            raise RunFolderError("the main process (rank 0) could not settle the resumed run folder; see its message")
+            raise RunFolderError(f"the main process (rank 0) could not {failed}; see its message")
 
     def _settle_resume(self) -> None:
         """After a resumed run is set up (main process): record its recipe in ``<run>/recipe.yaml`` and, when
@@ -289,17 +292,7 @@ class Trainer:
 
     def _open_run_folder(self) -> None:
         """Main process: check, lock and prepare the run folder; every process learns whether that worked."""
-        failure: Exception | None = None
-        if self.group.is_main:
-            try:
-                self._open_as_main()
-            except Exception as error:  # noqa: BLE001 - re-raised below, after the other processes know
-                failure = error
-        if dist_utils.any_true(failure is not None, self.group, self.device):
-            self._release()
-            if failure is not None:
-                raise failure
-            raise RunFolderError("the main process (rank 0) could not open the run folder; see its message")
+        self._on_main(self._open_as_main, "open the run folder", self._release)
         if self.resume:
             self.resume_from = self._checkpoint_to_resume()
 
@@ -699,7 +692,7 @@ class Trainer:
                     self._release()
                     self._discard_if_unstarted()
                     raise
-                self._settle_resume_everywhere()
+                self._on_main(self._settle_resume, "settle the resumed run folder")
                 dist_utils.assert_in_sync(self.model, self.group, self.device)
                 last_saved, stopped_by = self._loop()
                 if not self._is_current(last_saved):
