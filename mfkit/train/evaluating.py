@@ -148,8 +148,9 @@ class PeriodicEvaluation:
             return None
         saved = state.get("measured_with")
         if saved is not None and self.measured_with is not None and saved != self.measured_with:
-            differ = [f"{key} {saved.get(key)!r} -> {self.measured_with.get(key)!r}"
-                      for key in sorted(set(saved) | set(self.measured_with)) if saved.get(key) != self.measured_with.get(key)]
+            now = self.measured_with
+            differ = [f"{key} {saved.get(key)!r} -> {now.get(key)!r}"
+                      for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
             return (f"the best {state.get('metric')} so far ({_short(state.get('best'))} at step "
                     f"{state.get('best_step')}) was measured otherwise ({'; '.join(differ)}), so it is not compared "
                     f"with the new figures: the next evaluation starts the best record again")

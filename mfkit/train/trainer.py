@@ -463,9 +463,10 @@ class Trainer:
         """Give the restored optimizer the recipe's settings for the update at ``step``.
 
         A checkpoint's optimizer and scheduler state carry the peak lr, betas, weight decay (and whether it is
-        decoupled, AdamW's) they were saved with, and the lr of the old schedule at ``step``; a resume with another train.steps (or other settings
-        under --allow-changes) must train with the recipe's from its first update. Unchanged settings give
-        the very values the checkpoint held (lr = peak lr x lr_factor(step), as LambdaLR computes it).
+        decoupled, AdamW's) they were saved with, and the lr of the old schedule at ``step``; a resume with
+        another train.steps (or other settings under --allow-changes) must train with the recipe's from its
+        first update. Unchanged settings give the very values the checkpoint held (lr = peak lr x
+        lr_factor(step), as LambdaLR computes it).
         """
         train = self.recipe.train
         lr = train.lr * lr_factor(step, train.warmup_steps, train.steps, train.lr_schedule)
