@@ -15,6 +15,7 @@ import yaml
 from mfkit.recipe.loading import RecipeError, apply_overrides, parse_recipe
 from mfkit.recipe.schema import Recipe
 from mfkit.train.run_folder import RunFolderError
+from mfkit.train.schedules import schedule_jumps
 
 #: Settings that change how long a run goes and how it reports, not what it learns.
 RUN_LENGTH_FIELDS = ("train.steps", "train.checkpoint_every", "train.log_every", "train.preview_every",
@@ -69,14 +70,14 @@ def recipe_changes(old: Recipe, new: Recipe) -> list[Change]:
             if k not in LOCATION_FIELDS and before.get(k, _MISSING) != after.get(k, _MISSING)]
 
 
-def saved_recipe(run_dir: Path, fallback_yaml: str | None = None) -> Recipe:
-    """The recipe a run was started with: ``<run>/recipe.yaml``, else the one in its checkpoint."""
+def saved_recipe(run_dir: Path) -> Recipe:
+    """The recipe the run goes on with: ``<run>/recipe.yaml`` (written when a run starts and once a resume is
+    set up, so it holds the changes earlier resumes made)."""
     path = Path(run_dir) / "recipe.yaml"
-    text = path.read_text() if path.is_file() else fallback_yaml
-    if text is None:
+    if not path.is_file():
         raise RunFolderError(f"{run_dir} holds no recipe.yaml; is it an mfkit run folder?")
     try:
-        return parse_recipe(yaml.safe_load(text), str(path))
+        return parse_recipe(yaml.safe_load(path.read_text()), str(path))
     except RecipeError as error:
         raise RunFolderError(f"the run's saved recipe no longer validates ({'; '.join(error.problems)}); "
                              f"resume with a recipe file and --allow-changes") from None
@@ -85,7 +86,7 @@ def saved_recipe(run_dir: Path, fallback_yaml: str | None = None) -> Recipe:
 def checkpoint_recipe(recipe_yaml: str | None) -> Recipe | None:
     """The recipe a checkpoint was saved under (its metadata's YAML), or None when it is missing or no longer
     validates. It can differ from ``<run>/recipe.yaml``: an earlier checkpoint of a run since resumed with
-    another train.steps, or a resume whose set-up failed after the recipe file was rewritten."""
+    changes, or the latest one when the resume that made them stopped before its next checkpoint."""
     if not recipe_yaml:
         return None
     try:
@@ -119,3 +120,40 @@ def recipe_of_run(run_dir: Path, overrides: Iterable[str] = ()) -> Recipe:
     data = apply_overrides(data, list(overrides))
     data["output_dir"], data["name"] = str(run_dir.parent), run_dir.name
     return parse_recipe(data, str(path))
+
+
+def kept_on_resume(changes: list[Change]) -> list[str]:
+    """Warnings for what a backbone or modality change under --allow-changes does not redo: the weights and
+    the modality's fitted state are the checkpoint's."""
+    def changed(section: str) -> str:
+        return ", ".join(c.key for c in changes if c.key.startswith(section))
+
+    warnings = []
+    if changed("backbone."):
+        warnings.append(f"{changed('backbone.')} changed: the checkpoint's weights are loaded as they are, so a "
+                        f"change that keeps their shapes (e.g. which times the network reads) silently gives them "
+                        f"another meaning; start a new run unless that is what you want")
+    if changed("modality."):
+        warnings.append(f"{changed('modality.')} changed: the data is read with the new settings, but what the "
+                        f"modality fitted at the start of the run (e.g. its normalisation, its class list) is the "
+                        f"checkpoint's; start a new run to fit it again")
+    return warnings
+
+
+def schedule_jump_warning(before: Recipe, resumed: Recipe, step: int) -> str | None:
+    """What the progress-following schedules do at the resumed ``step`` when a checkpoint saved under ``before``
+    goes on with ``resumed`` (a new train.steps, or other schedule settings under --allow-changes); None when
+    nothing jumps or nothing is left to train."""
+    jumps = schedule_jumps(before, resumed, step)
+    now, was = resumed.train.steps, before.train.steps
+    if not jumps or step >= now:
+        return None
+    values = "; ".join(map(str, jumps))
+    if now == was:
+        return f"at step {step} these schedules change with the recipe's new settings: {values}"
+    jump = (f"at step {step} these schedules jump, as they follow step / train.steps (now {now}, was {was}): "
+            f"{values}. ")
+    if step >= was:
+        return jump + f"The checkpoint finished its {was} steps, so the run can only go on along the new length"
+    return jump + (f"They go on along the new length from there; to keep them as they were, resume with "
+                   f"train.steps={was} (docs/quickstart.md, 'Interrupt and resume')")

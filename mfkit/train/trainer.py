@@ -38,10 +38,12 @@ from mfkit.train.evaluating import PeriodicEvaluation
 from mfkit.train.lock import RunLock
 from mfkit.train.logging import MetricsLog, TrainingProgress
 from mfkit.train.preflight import first_batch, preflight
-from mfkit.train.resume import check_resume_recipe, checkpoint_recipe, saved_recipe
+from mfkit.train.resume import (
+    check_resume_recipe, checkpoint_recipe, kept_on_resume, saved_recipe, schedule_jump_warning,
+)
 from mfkit.train.row_plan import has_two_plans, time_row_plans
 from mfkit.train.run_folder import RunFolderError, open_run_folder, run_dir_of
-from mfkit.train.schedules import lr_factor, schedule_jumps
+from mfkit.train.schedules import lr_factor
 from mfkit.train.signals import GracefulStop, signal_label, write_to_descriptor
 from mfkit.train.weights import ema_weights, recipe_from_checkpoint, select_weights
 
@@ -195,8 +197,11 @@ class Trainer:
                                      f"(mfkit sample --run {self.run_dir})")
             if changes:
                 self._say("resuming with changes: " + "; ".join(str(c) for c in changes))
-                self._warn_reinterpreted(changes)
-            self._warn_schedule_jumps(trained_with or saved, step)
+                for warning in kept_on_resume(changes):
+                    self._warn(warning)
+            jumps = schedule_jump_warning(trained_with or saved, self.recipe, step)
+            if jumps:
+                self._warn(jumps)
             self._resumed_step = step
         else:
             (self.run_dir / "recipe.yaml").write_text(recipe_to_yaml(self.recipe))
@@ -222,7 +227,7 @@ class Trainer:
         resuming from an earlier checkpoint, set the later ones (previews, a later best) aside; set aside a best
         checkpoint whose record no longer compares. Done only now, so a resume whose set-up fails leaves the
         run folder as it was."""
-        if not (self.resume and self.group.is_main):
+        if not self.resume:
             return
         if self.explicit_checkpoint is not None:
             moved = set_aside_after(self.checkpoints, self._resumed_step)
@@ -257,38 +262,6 @@ class Trainer:
             self._warn(f"the best checkpoint so far (step {best.best_step}) is no longer kept (train.keep_last), so "
                        f"the best record starts again at the next evaluation")
             best.best, best.best_step = None, None
-
-    def _warn_reinterpreted(self, changes: list) -> None:
-        """Under --allow-changes, say what a backbone or modality change does not redo: the weights and the
-        modality's fitted state are the checkpoint's."""
-        changed = lambda section: [c.key for c in changes if c.key.startswith(section)]  # noqa: E731
-        if changed("backbone."):
-            self._warn(f"{', '.join(changed('backbone.'))} changed: the checkpoint's weights are loaded as they are, "
-                       f"so a change that keeps their shapes (e.g. which times the network reads) silently gives "
-                       f"them another meaning; start a new run unless that is what you want")
-        if changed("modality."):
-            self._warn(f"{', '.join(changed('modality.'))} changed: the data is read with the new settings, but "
-                       f"what the modality fitted at the start of the run (e.g. its normalisation, its class list) "
-                       f"is the checkpoint's; start a new run to fit it again")
-
-    def _warn_schedule_jumps(self, before: Recipe, step: int) -> None:
-        """Say which progress-following schedules move at the resumed step against the recipe the checkpoint
-        was saved under (``before``): a new train.steps, or other schedule settings under --allow-changes."""
-        jumps = schedule_jumps(before, self.recipe, step)
-        now, was = self.recipe.train.steps, before.train.steps
-        if not jumps or step >= now:
-            return
-        values = "; ".join(map(str, jumps))
-        if now == was:
-            self._warn(f"at step {step} these schedules change with the recipe's new settings: {values}")
-        elif step >= was:
-            self._warn(f"at step {step} these schedules jump, as they follow step / train.steps (now {now}, was "
-                       f"{was}): {values}. The checkpoint finished its {was} steps, so the run can only go on "
-                       f"along the new length")
-        else:
-            self._warn(f"at step {step} these schedules jump, as they follow step / train.steps (now {now}, was "
-                       f"{was}): {values}. They go on along the new length from there; to keep them as they "
-                       f"were, resume with train.steps={was} (docs/quickstart.md, 'Interrupt and resume')")
 
     def _open_run_folder(self) -> None:
         """Main process: check, lock and prepare the run folder; every process learns whether that worked."""
