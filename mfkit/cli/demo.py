@@ -6,6 +6,7 @@ exists it starts ``runs/demo-2`` (and so on), unless ``--overwrite`` asks to sta
 """
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Optional
 
@@ -77,6 +78,7 @@ def demo(
     from mfkit.folders import numbered
     from mfkit.recipe.loading import parse_recipe
     from mfkit.runs import sample_checkpoint
+    from mfkit.cli.train import interrupted_message
     from mfkit.train.signals import exit_code
     from mfkit.train.trainer import Trainer
 
@@ -91,8 +93,8 @@ def demo(
               markup=False, highlight=False)
     result = Trainer(recipe, overwrite=overwrite, console=err).fit()
     if result.interrupted:
-        err.print(f"interrupted at step {result.step}; checkpoint saved to {result.checkpoint}\n"
-                  f"continue with: mfkit train {run_dir} --resume", markup=False, highlight=False)
+        err.print(interrupted_message(result, f"mfkit train {shlex.quote(str(run_dir))} --resume"),
+                  markup=False, highlight=False)
         raise typer.Exit(exit_code(result.signal))
     sampled = sample_checkpoint(result.checkpoint, steps=1)
     err.print(f"[green]done[/]: {recipe.sample.count} samples drawn with ONE network call each.")

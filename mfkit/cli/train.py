@@ -13,6 +13,20 @@ from mfkit.cli.errors import UserError, handle_errors
 from mfkit.cli.recipes import find_recipe
 
 
+def interrupted_message(result, resume_command: str) -> str:
+    """What an interrupted ``Trainer.fit()`` (a :class:`~mfkit.train.trainer.TrainResult`) did, and what next."""
+    from mfkit.train.signals import signal_label
+
+    label = signal_label(result.signal)
+    if result.started:
+        return (f"interrupted ({label}) at step {result.step}; checkpoint saved to {result.checkpoint}\n"
+                f"continue with: {resume_command}")
+    if result.checkpoint is not None:
+        return (f"interrupted ({label}) during the set-up: nothing trained, the run folder is as it was "
+                f"(step {result.step})\ncontinue with: {resume_command}")
+    return f"interrupted ({label}) during the set-up: nothing trained or kept; run the same command again to start"
+
+
 def load_training_recipe(source: str, overrides: list[str], resume: bool, overwrite: bool):
     """The recipe to train: a recipe file (or shipped name) with overrides, or a run folder's own recipe."""
     from mfkit.recipe.loading import load_recipe
@@ -67,7 +81,7 @@ def train(
       torchrun --nproc_per_node 2 -m mfkit train recipes/toy2d.yaml
     """
     from mfkit.train.distributed import exit_worker
-    from mfkit.train.signals import exit_code, signal_label
+    from mfkit.train.signals import exit_code
     from mfkit.train.trainer import Trainer
 
     resume = resume or from_checkpoint is not None
@@ -80,8 +94,7 @@ def train(
     run_dir = shlex.quote(str(result.run_dir))
     if result.interrupted:
         if trainer.group.is_main:
-            err.print(f"interrupted ({signal_label(result.signal)}) at step {result.step}; checkpoint saved to "
-                      f"{result.checkpoint}\ncontinue with: mfkit train {run_dir} --resume", markup=False, highlight=False)
+            err.print(interrupted_message(result, f"mfkit train {run_dir} --resume"), markup=False, highlight=False)
         exit_worker(trainer.group, exit_code(result.signal))
         raise typer.Exit(exit_code(result.signal))
     if trainer.group.is_main:

@@ -61,6 +61,7 @@ class TrainResult:
     step: int
     checkpoint: Path | None
     signal: int | None = None  # the signal that stopped the run early (SIGINT, SIGTERM), None if it finished
+    started: bool = True  # False: the signal came during the set-up; nothing was trained or changed
 
     @property
     def interrupted(self) -> bool:
@@ -126,6 +127,7 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self._stop = GracefulStop(self._on_signal)
         self._pending_notice: str | None = None
+        self._training = False  # set once the set-up is done and the loop may start
         self._row_plan_reasons: set[str] = set()
         self.evaluation: PeriodicEvaluation | None = None
 
@@ -273,6 +275,14 @@ class Trainer:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+
+    def _stopped_during_set_up(self, signum: int) -> TrainResult:
+        """A stop signal arrived while setting up: train nothing, leave a resumed run folder as it was and
+        remove what a new run wrote (as after a failed set-up)."""
+        self._say_pending_notice()
+        self._release()
+        self._discard_if_unstarted()
+        return TrainResult(self.run_dir, self.step, self.resume_from, signum, started=False)
 
     def _discard_if_unstarted(self) -> None:
         """After a failure before the first step of a new run: remove what this run wrote (marker, recipe,
@@ -546,7 +556,11 @@ class Trainer:
         """Runs inside the signal handler, which may have interrupted rich mid-print or a lazy import (printing
         through rich there crashed a run): the notice goes straight to the console's file descriptor, or,
         where there is none (captured output), the loop prints it after the step."""
-        notice = f"{signal_label(signum)}: finishing this step, saving a checkpoint (send it again to stop at once)"
+        if self._training:
+            notice = f"{signal_label(signum)}: finishing this step, saving a checkpoint (send it again to stop at once)"
+        else:
+            notice = (f"{signal_label(signum)}: stopping once the set-up is done, before training and without "
+                      "changing the run folder (send it again to stop at once)")
         if self.group.is_main and not write_to_descriptor(self.console.file, notice + "\n"):
             self._pending_notice = notice
 
@@ -666,6 +680,10 @@ class Trainer:
                     self._release()
                     self._discard_if_unstarted()
                     raise
+                signum = dist_utils.max_over_processes(self._stop.received or 0, self.group, self.device)
+                if signum:
+                    return self._stopped_during_set_up(signum)
+                self._training = True
                 self._on_main(self._settle_resume, "settle the resumed run folder")
                 dist_utils.assert_in_sync(self.model, self.group, self.device)
                 last_saved, stopped_by = self._loop()
