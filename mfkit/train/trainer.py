@@ -437,10 +437,21 @@ class Trainer:
         if "torch_cpu" in checkpoint.rng:
             torch.set_rng_state(checkpoint.rng["torch_cpu"])
         if "generator" in checkpoint.rng:
-            self.generator.set_state(checkpoint.rng["generator"])
+            self._restore_generator(checkpoint.rng["generator"], checkpoint.step)
         if "torch_cuda" in checkpoint.rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(checkpoint.rng["torch_cuda"], self.device)
         self.step = checkpoint.step
+
+    def _restore_generator(self, saved: torch.Tensor, step: int) -> None:
+        """Continue the generator of noise and times; a state from another device type (CPU and CUDA keep
+        different generators) cannot be, so the stream restarts from train.seed and the step, with a warning."""
+        if saved.numel() == self.generator.get_state().numel():
+            self.generator.set_state(saved)
+            return
+        self.generator.manual_seed(self.recipe.train.seed + 1 + step)
+        self._warn(f"the checkpoint's random state comes from another device type than this resume's "
+                   f"({self.device.type}): weights, optimizer and EMA continue exactly, but the noise and times "
+                   f"are drawn afresh from step {step} on, so the run will not repeat one that was not interrupted")
 
     def _apply_optimizer_settings(self, step: int) -> None:
         """Give the restored optimizer the recipe's settings for the update at ``step``.

@@ -1,8 +1,10 @@
 """The training loop: exact resume, metrics, previews, non-finite losses, data order."""
+import io
 import json
 
 import pytest
 import torch
+from rich.console import Console
 
 from mfkit.recipe import parse_recipe
 from mfkit.train.checkpoint import latest_checkpoint, load_checkpoint
@@ -426,3 +428,40 @@ def test_run_length_settings_include_the_fields_inside_them():
     assert Change("train.eval_params.projections", 128, 256).run_length  # inside train.eval_params
     assert Change("sample.steps", 1, 2).run_length and Change("train.steps", 1, 2).run_length
     assert not Change("train.stepsize", 1, 2).run_length and not Change("backbone.params.width", 1, 2).run_length
+
+
+def _as_if_saved_on_cuda(checkpoint):
+    """Rewrite a CPU checkpoint's random state the way a CUDA run saves it (a 16-byte Philox generator
+    state and the CUDA default generator's), so resuming it on a CPU can be tested without a GPU."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(checkpoint), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    tensors["rng/generator"] = torch.arange(16, dtype=torch.uint8)
+    tensors["rng/torch_cuda"] = torch.arange(16, dtype=torch.uint8)
+    save_file(tensors, str(checkpoint), metadata=metadata)
+
+
+def test_resume_on_another_device_type_continues_the_weights_and_warns_about_the_random_stream(tmp_path):
+    first = train(tmp_path, "moved", steps=20, checkpoint_every=10)
+    checkpoint = first.run_dir / "checkpoints" / "step-0000020.safetensors"
+    _as_if_saved_on_cuda(checkpoint)
+    saved = load_checkpoint(checkpoint)
+    console = io.StringIO()
+    trainer = Trainer(parse_recipe(small_recipe(tmp_path, "moved", steps=20, checkpoint_every=10)), resume=True,
+                      console=Console(file=console, width=400), progress=False)
+    trainer._open_run_folder()
+    try:
+        trainer._build()
+    finally:
+        trainer._release()
+    assert trainer.step == 20
+    for name, value in trainer.model.state_dict().items():
+        torch.testing.assert_close(value, saved.model[name], rtol=0, atol=0)
+    assert "random state comes from another device type than this resume's (cpu)" in console.getvalue()
+    expected = torch.Generator().manual_seed(trainer.recipe.train.seed + 1 + 20)
+    assert torch.equal(trainer.generator.get_state(), expected.get_state())
+    longer = parse_recipe(small_recipe(tmp_path, "moved", steps=30, checkpoint_every=10))
+    assert Trainer(longer, resume=True, progress=False).fit().step == 30
