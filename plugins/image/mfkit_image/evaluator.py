@@ -9,7 +9,11 @@ cached. Metrics, each against the real held-out images:
 * ``accuracy`` (class-conditional data only): the share of samples the network classifies as the class
   they were asked for (null-label samples are left out);
 * ``mmd_pixels``: unbiased RBF-mixture MMD^2 on raw pixels, bandwidths 0.5, 1 and 2 times the median
-  distance between real images.
+  distance between real images (``mmd_latents`` for the ``image_latents`` modality: the same on the raw
+  latents).
+
+Pixel samples are clamped to [-1, 1] first (what a saved PNG holds); latents are scored as they are
+(their values are not bounded: clamping the samples only would reward a model whose latents are too large).
 
 `mfkit eval` prints real-vs-real figures (real training images scored the same way) beside them.
 """
@@ -24,6 +28,7 @@ from torch.utils.data import Dataset
 from mfkit.metrics import extract_features, frechet_distance, kid, mmd_unbiased, mmd_within, train_feature_network
 from mfkit.plugins import ClassCondition, Evaluator, EvaluatorSpec, Modality, PluginContext, default_cache_dir
 from mfkit_image.classifier import ImageFeatures, classification_loss, reconstruction_loss
+from mfkit_image.latent_modality import LatentModality
 
 
 class ImageEvalParams(BaseModel):
@@ -50,8 +55,10 @@ class ImageEvaluator(Evaluator):
             raise ValueError(f"the image evaluator scores images (C, H, W), not shape {modality.sample_shape}")
         condition = modality.condition()
         self.classes = len(condition.names) if isinstance(condition, ClassCondition) else 0
+        self.pixels = not isinstance(modality, LatentModality)  # values in [-1, 1], saved as PNGs
+        self.mmd_name = "mmd_pixels" if self.pixels else "mmd_latents"
         self.metrics = {"fd": "lower", "kid": "lower", **({"accuracy": "higher"} if self.classes else {}),
-                        "mmd_pixels": "lower"}
+                        self.mmd_name: "lower"}
         self.network: ImageFeatures | None = None
         self._reference: tuple[torch.Tensor, int, torch.Tensor, tuple[float, ...], float] | None = None
 
@@ -87,7 +94,8 @@ class ImageEvaluator(Evaluator):
         samples = samples.float().cpu()
         if not bool(torch.isfinite(samples).all()):
             return {name: float("inf") if way == "lower" else 0.0 for name, way in self.metrics.items()}
-        samples = samples.clamp(-1, 1)  # what a saved PNG holds
+        if self.pixels:
+            samples = samples.clamp(-1, 1)  # what a saved PNG holds
         real_features, bandwidths, within = self._real_terms(real)
         network = self._network()
         features = extract_features(network, samples)
@@ -98,7 +106,7 @@ class ImageEvaluator(Evaluator):
         if self.classes:
             values["accuracy"] = self.accuracy(samples, cond)
         n = min(len(samples), self.params.max_pixels_items)
-        values["mmd_pixels"] = mmd_unbiased(samples[:n].reshape(n, -1).double(),
+        values[self.mmd_name] = mmd_unbiased(samples[:n].reshape(n, -1).double(),
                                             real[: self.params.max_pixels_items].reshape(-1, samples[0].numel()).double(),
                                             bandwidths, within_b=within)
         return values
