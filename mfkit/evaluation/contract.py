@@ -37,9 +37,11 @@ def check_evaluator(evaluator: Evaluator, modality: Modality, items: int = 256, 
 
     Rules: ``metrics`` names at least one metric, each "lower" or "higher"; ``fit`` accepts the training
     set; ``score`` returns exactly the declared metrics as finite numbers, the same ones for the same
-    inputs and seed, and leaves its inputs unchanged; with ``discriminates``, Gaussian noise with the
-    data's mean and spread scores no better than real data on every metric and worse on one. Returns the
-    real-vs-real and noise-vs-real figures.
+    inputs and seed, and leaves its inputs unchanged; for a conditional modality, it also scores samples
+    whose conditions are all null (unconditional samples, `mfkit eval --cond null`), returning every
+    declared metric (NaN allowed there, e.g. for an accuracy no sample asked for); with ``discriminates``,
+    Gaussian noise with the data's mean and spread scores no better than real data on every metric and
+    worse on one. Returns the real-vs-real and noise-vs-real figures.
     """
     metrics = getattr(evaluator, "metrics", None)
     _require(isinstance(metrics, dict) and len(metrics) > 0,
@@ -59,6 +61,15 @@ def check_evaluator(evaluator: Evaluator, modality: Modality, items: int = 256, 
         _require(math.isfinite(value), f"metric {name!r} is {value} for real data against real data")
     _require(score(evaluator, first.x, first.cond, second, seed) == values,
              "score() gave different figures for the same inputs and seed")
+    condition = modality.condition()
+    if condition is not None and first.cond is not None:
+        try:
+            score(evaluator, first.x, condition.null(len(first)), second, seed)
+        except Exception as error:
+            raise ContractError(f"score() failed on null conditions (unconditional samples of a conditional "
+                                f"model, as `mfkit eval --cond null` draws): {type(error).__name__}: {error}; "
+                                f"leave null-condition samples out of class-based metrics (NaN when none is "
+                                f"left)") from error
     result = {"real": values}
     if discriminates:
         noise = score(evaluator, _noise_like(first, seed), first.cond, second, seed)

@@ -70,6 +70,8 @@ class _Broken(Toy2dEvaluator):
             values["sliced_w2"] = -values["sliced_w2"]
         if self.fault == "mutates":
             samples.add_(1.0)
+        if self.fault == "null_labels" and cond is not None:  # a class metric with no requested class left
+            values["mmd"] += min(int(label) for label in cond if label < 8)
         return values
 
 
@@ -78,6 +80,13 @@ class _Broken(Toy2dEvaluator):
 def test_the_contract_catches_broken_evaluators(fault, message):
     with pytest.raises((ContractError, ValueError), match=message):
         check_evaluator(_Broken(fault), _modality(), items=100)
+
+
+def test_the_contract_makes_conditional_evaluators_take_null_conditions():
+    conditional = _modality(conditional=True)
+    assert check_evaluator(_Broken("none"), conditional, items=100)["real"]
+    with pytest.raises(ContractError, match=r"failed on null conditions .*--cond null.*ValueError"):
+        check_evaluator(_Broken("null_labels"), conditional, items=100)
 
 
 def test_bad_metric_directions_are_refused():

@@ -4,7 +4,8 @@ A :class:`~mfkit_audio.classifier.SpectrogramClassifier` is trained locally on t
 spectrograms (cached by a hash of the data and settings; nothing is downloaded). For samples with their
 class conditions it gives:
 
-* ``accuracy``: the share of samples the classifier assigns to the class they were conditioned on;
+* ``accuracy``: the share of samples the classifier assigns to the class they were conditioned on
+  (samples with the null label left out);
 * ``frechet``: the Fréchet distance between Gaussians fitted to the classifier's 128-wide embeddings of
   the samples and of the real held-out items;
 * ``inception``: exp(mean KL(p(y|x) || p(y))), from 1 to the number of classes.
@@ -76,9 +77,19 @@ class DigitClassifierEvaluator(Evaluator):
             x = self.resynthesise(x)
         logits, embedding = network.outputs(x)
         _, real_embedding = network.outputs(real.detach().float().cpu())
-        accuracy = float("nan") if cond is None else float((logits.argmax(1) == cond.cpu()).double().mean())
-        return {"accuracy": accuracy, "frechet": frechet_distance(embedding, real_embedding),
+        return {"accuracy": self._accuracy(logits, cond), "frechet": frechet_distance(embedding, real_embedding),
                 "inception": inception_score(torch.softmax(logits.double(), 1))}
+
+    def _accuracy(self, logits: torch.Tensor, cond: Any) -> float:
+        """Share of samples classified as their class; samples with the null label (unconditional, e.g.
+        `mfkit eval --cond null`) are left out, NaN when none asks for a class."""
+        if cond is None:
+            return float("nan")
+        labels = torch.as_tensor(cond).long().cpu()
+        asked = labels < self.classes
+        if not bool(asked.any()):
+            return float("nan")
+        return float((logits.argmax(1)[asked] == labels[asked]).double().mean())
 
     def baselines(self, real: torch.Tensor, real_cond: torch.Tensor) -> dict[str, dict[str, float]]:
         """Reference rows on real held-out items split in halves: the first half scored against the second

@@ -31,6 +31,11 @@ def test_accuracy_follows_the_conditions_and_baselines_are_reported(speech, cont
     labels = torch.stack([val[i][1] for i in range(len(val))])
     assert evaluator.score(x, labels, x, labels)["accuracy"] == 1.0
     assert evaluator.score(x, 1 - labels, x, labels)["accuracy"] == 0.0  # two classes: every label swapped
+    null = speech.condition().null(len(x))  # unconditional samples (mfkit eval --cond null): no class asked
+    half = torch.where(torch.arange(len(x)) % 2 == 0, labels, null)
+    assert evaluator.score(x, half, x, labels)["accuracy"] == 1.0  # the null half left out, not counted wrong
+    nan = evaluator.score(x, null, x, labels)["accuracy"]
+    assert nan != nan
     heard = DigitClassifierEvaluator(DigitClassifierParams(**FAST, through_vocoder=True), speech, context)
     heard.fit(speech.dataset("train"))
     baselines = heard.baselines(x, labels)

@@ -91,7 +91,8 @@ class PointsEvaluator(Evaluator):
         """Set metrics (in unit-sphere coordinates) of ``samples`` against ``real``; with class labels
         ``cond``, the share of samples the classifier assigns to their requested class: overall, for the
         worst class among those requested, and per class (NaN for a class no sample asked for, e.g.
-        under `mfkit eval --cond`)."""
+        under `mfkit eval --cond`). Samples with the null label count in none of them (all NaN when every
+        sample has it)."""
         device, chosen = self.context.device, self.params.chamfer_points
         samples = _point_subset(self._clouds(samples), chosen, self.context.seed).to(device)
         real = _point_subset(self._clouds(real), chosen, self.context.seed).to(device)
@@ -106,8 +107,10 @@ class PointsEvaluator(Evaluator):
         hits = (predict(self.model, samples) == labels).float()
         per_class = {name: hits[labels == index].mean().item() if (labels == index).any() else float("nan")
                      for index, name in enumerate(self.names)}
-        scores["class_accuracy"] = hits.mean().item()
-        scores["worst_class_accuracy"] = min(value for value in per_class.values() if value == value)
+        asked = labels < len(self.names)  # the null label (unconditional samples) asks for no class
+        requested = [value for value in per_class.values() if value == value]
+        scores["class_accuracy"] = hits[asked].mean().item() if bool(asked.any()) else float("nan")
+        scores["worst_class_accuracy"] = min(requested) if requested else float("nan")
         if self.per_class:
             scores.update({f"accuracy_{name}": value for name, value in per_class.items()})
         return scores

@@ -59,6 +59,23 @@ def test_per_class_accuracy_is_nan_for_classes_without_samples(setup):
     assert scores["worst_class_accuracy"] == scores["accuracy_box"]
 
 
+def test_null_labels_count_in_no_accuracy(setup):
+    """Unconditional samples of a conditional model (`mfkit eval --cond null`) carry the null label: they
+    are left out of every accuracy (once counted as misses), and all-null gives NaN (once a crash)."""
+    modality, evaluator = setup
+    real, labels = stack(modality.dataset("val"))
+    null = modality.condition().null(len(real))
+    right = evaluator.score(real, labels, real, labels)
+    half = torch.where(torch.arange(len(real)) % 2 == 0, labels, null)
+    mixed = evaluator.score(real, half, real, labels)
+    asked = evaluator.score(real[::2], labels[::2], real, labels)
+    assert mixed["class_accuracy"] == pytest.approx(asked["class_accuracy"]) and right["class_accuracy"] >= 0.6
+    assert mixed["worst_class_accuracy"] == pytest.approx(asked["worst_class_accuracy"])
+    unconditional = evaluator.score(real, null, real, labels)
+    assert math.isnan(unconditional["class_accuracy"]) and math.isnan(unconditional["worst_class_accuracy"])
+    assert unconditional["mmd_cd"] == pytest.approx(right["mmd_cd"])  # the set metrics are unaffected
+
+
 def test_many_classes_get_overall_and_worst_class_accuracy_only(shared_context):
     modality = build(SMALL, shared_context)
     evaluator = SPEC.build(PointsEvalParams(per_class=False, **EVAL), modality, shared_context)
