@@ -65,7 +65,7 @@ def evaluate(
     run: Optional[Path] = typer.Option(None, "--run", help="run folder (default: the latest run under runs/)"),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="a checkpoint file (wins over --run)"),
     steps: Optional[str] = typer.Option(None, "--steps", help="MeanFlow step counts, e.g. 1,2,4 (default for a "
-                                        "MeanFlow run: 1,2,4; none for a flow-matching run)"),
+                                        "MeanFlow run: 1,2,4; refused for a flow-matching run: use --euler)"),
     euler: Optional[str] = typer.Option(None, "--euler", help="Euler step counts u(z, t, t), e.g. 1,2,4,8,32,100 "
                                         "(default for a flow-matching run: 1,2,4,8,32,100)"),
     n: Optional[int] = typer.Option(None, "--n", min=2, help="samples per step count (default: the recipe's "

@@ -114,6 +114,11 @@ def evaluate_checkpoint(path: Path, *, steps: Sequence[int] | None = None, euler
     flow_matching = recipe.objective.kind == "flow_matching"
     if steps is None and euler is None:
         steps, euler = ((), (1, 2, 4, 8, 32, 100)) if flow_matching else ((1, 2, 4), ())
+    if flow_matching and steps:
+        counts = ",".join(str(count) for count in steps)
+        raise ValueError(f"{path} is from a flow-matching run, which never learned u(z, r, t) for r != t: MeanFlow "
+                         f"steps would score the network on times it was not trained for; evaluate it with Euler "
+                         f"steps instead (--euler {counts})")
     installed = find_evaluator(recipe.modality.name, evaluator)
     scorer = build_evaluator(installed, modality, context, evaluator_params)
     evaluation = Evaluation(modality, scorer, count=count or recipe.sample.count, seed=seed, cond=cond,

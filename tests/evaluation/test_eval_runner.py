@@ -101,6 +101,8 @@ def test_flow_matching_runs_default_to_euler_steps(tmp_path):
     report = evaluate_checkpoint(checkpoint, count=50, device="cpu")
     assert [(row.sampler, row.steps) for row in report.rows] == [("euler", s) for s in (1, 2, 4, 8, 32, 100)]
     assert report.info["objective"] == "flow_matching"
+    with pytest.raises(ValueError, match=r"flow-matching run, which never learned .* \(--euler 1,2\)"):
+        evaluate_checkpoint(checkpoint, steps=(1, 2), count=50, device="cpu")
 
 
 def test_load_split_draws_a_seeded_subset():
