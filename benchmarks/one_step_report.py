@@ -195,7 +195,17 @@ def evaluate(checkpoint: Path, steps: tuple[int, ...], euler: tuple[int, ...], c
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"mfkit eval on {checkpoint} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    return json.loads(out.read_text())
+    report = json.loads(out.read_text())
+    for row in report["rows"]:
+        row["metrics"] = _nan_for_null(row["metrics"])
+    if report.get("floor"):
+        report["floor"] = _nan_for_null(report["floor"])
+    return report
+
+
+def _nan_for_null(figures: dict) -> dict:
+    """`mfkit eval --json` writes a NaN or infinite figure as null: back to a float (NaN) for the tables."""
+    return {name: float("nan") if value is None else value for name, value in figures.items()}
 
 
 def machine_text(threads: int) -> str:

@@ -69,18 +69,23 @@ class EvalReport:
         return {**asdict(self), "rows": [asdict(row) for row in self.rows]}
 
     def write_json(self, path: Path) -> Path:
+        """Standard JSON (readable by jq and browsers): a NaN or infinite figure (e.g. the accuracy of
+        unconditional samples) is written as null."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2, default=_plain) + "\n")
+        path.write_text(json.dumps(_finite_or_null(self.to_dict()), indent=2, default=str, allow_nan=False) + "\n")
         return path
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return str(value)
+def _finite_or_null(value: Any) -> Any:
+    """``value`` with every non-finite float inside it (dicts, lists, tuples) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    return value
 
 
 def format_value(value: float) -> str:

@@ -158,3 +158,21 @@ def test_mfkit_eval_is_a_command_of_the_cli(meanflow_checkpoint):
                                       "--reference", "200", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "MeanFlow" in result.output and "floor" in result.output
+
+
+def test_json_is_standard_with_null_for_non_finite_figures(tmp_path):
+    from pathlib import Path
+
+    from mfkit.evaluation.report import EvalReport, Row
+
+    report = EvalReport("toy", {"fd": "lower", "accuracy": "higher"}, count=4, seed=0, reference_count=8,
+                        rows=[Row("meanflow", 1, {"fd": float("inf"), "accuracy": float("nan")}, 1.0, 0.5)],
+                        floor={"fd": 0.25, "accuracy": float("nan")}, info={"checkpoint": Path("a/b")})
+    text = report.write_json(tmp_path / "r.json").read_text()
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    figures = json.loads(text, parse_constant=refuse)
+    assert figures["rows"][0]["metrics"] == {"fd": None, "accuracy": None}
+    assert figures["floor"] == {"fd": 0.25, "accuracy": None} and figures["info"]["checkpoint"] == "a/b"
