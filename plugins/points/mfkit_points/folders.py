@@ -9,8 +9,10 @@ Layouts (``root`` is the folder the recipe names):
 The first folder level is the class (when there are sub-folders with files). A path component named
 ``train``, ``test`` or ``val`` below it fixes the split (``test`` counts as ``val``); other files go to
 ``val`` with probability ``val_fraction``, decided by a hash of their path, so the split never changes
-when files are added. Clouds are sampled once per file and cached; broken files are skipped with one
-warning that names each and counts them.
+when files are added; a class with no held-out file gets a warning (the split itself never moves). Files
+whose path below the root has a part starting with ``.`` or ``__MACOSX`` (``.ipynb_checkpoints/``,
+``.DS_Store``, AppleDouble ``._x.off``, macOS zip leftovers) are skipped. Clouds are sampled once per file
+and cached; broken files are skipped with one warning that names each and counts them.
 """
 from __future__ import annotations
 
@@ -43,6 +45,11 @@ class Entry:
     split: int
 
 
+def _is_hidden(relative: Path) -> bool:
+    """Whether a path below the root is hidden or a macOS leftover: a part starts with ``.`` or ``__MACOSX``."""
+    return any(part.startswith((".", "__MACOSX")) for part in relative.parts)
+
+
 def _split_of(relative: Path, val_fraction: float) -> int:
     for part in relative.parts[:-1]:
         if part.lower() in SPLIT_NAMES:
@@ -58,10 +65,11 @@ def scan(root: Path, val_fraction: float, classes: list[str] | None = None, cond
     if not root.is_dir():
         raise FolderError(f"the point-cloud folder {root} does not exist; set modality.params.folder to a folder "
                           f"of meshes (OBJ/OFF/PLY/STL/GLB) or clouds (PLY/XYZ/NPY), one sub-folder per class")
-    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+    files = sorted(f for f in (p.relative_to(root) for p in root.rglob("*") if p.suffix.lower() in SUFFIXES)
+                   if not _is_hidden(f) and (root / f).is_file())
     if not files:
         raise FolderError(f"the folder {root} holds no mesh or point-cloud files (looked for "
-                          f"{', '.join(SUFFIXES)} at any depth)")
+                          f"{', '.join(SUFFIXES)} at any depth, skipping hidden and __MACOSX folders)")
     nested = sorted({f.parts[0] for f in files if len(f.parts) > 1})
     if classes:
         missing = [c for c in classes if c not in nested]
@@ -92,6 +100,20 @@ def _limit(entries: list[Entry], per_class: int | None) -> list[Entry]:
         if seen[key] <= per_class:
             kept.append(entry)
     return kept
+
+
+def _warn_classes_without_held_out(arrays: dict[str, np.ndarray], names: list[str] | None, root: Path,
+                                   val_fraction: float) -> None:
+    """One warning naming the classes with no held-out cloud (``mfkit eval --cond`` cannot score them)."""
+    held_out = arrays["split"] == 1
+    if not names or (val_fraction == 0 and not held_out.any()):
+        return
+    present = set(arrays["labels"][held_out].tolist())
+    lacking = [name for index, name in enumerate(names) if index not in present]
+    if lacking:
+        warnings.warn(f"class(es) {', '.join(lacking)} in {root} have no held-out file, so evaluation "
+                      f"(mfkit eval --cond) has no real items of them; raise val_fraction (now {val_fraction:g}), "
+                      f"add files to those classes, or give them a test/ sub-folder", stacklevel=3)
 
 
 def _read_one(job: tuple[str, str, int, int]) -> tuple[np.ndarray | None, str | None]:
@@ -150,4 +172,5 @@ def load_folder(root: Path, cache_dir: Path, points: int, seed: int, val_fractio
                       stacklevel=2)
     if len(arrays["points"]) == 0:
         raise FolderError(f"none of the {len(entries)} files in {root} could be read (first: {broken[0]})")
+    _warn_classes_without_held_out(arrays, names, root, val_fraction)
     return arrays, names

@@ -1,6 +1,8 @@
 """Mesh and point-cloud folders: layouts, formats, splits, broken files, caching, clear errors."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -135,3 +137,26 @@ def test_standardized_tensors_have_unit_spread_and_decode_to_the_unit_sphere(con
     plain = build({"num_points": 64, "corpus_train_per_class": 8, "corpus_val_per_class": 2, "standardize": False},
                   context)
     assert plain.scale == 1.0 and plain.state_dict()["scale"].item() == 1.0
+
+
+def test_hidden_and_macos_leftover_folders_are_not_classes(tmp_path):
+    root = write_mesh_folder(tmp_path / "m", broken=False)
+    for junk in (".ipynb_checkpoints/x-checkpoint.off", "__MACOSX/cube/train/._a.off", "cube/train/._b.off",
+                 ".cache/ball/train/a.off"):
+        (root / junk).parent.mkdir(parents=True, exist_ok=True)
+        (root / junk).write_bytes(b"\x00\x05\x16\x07 AppleDouble junk")
+    entries, names = scan(root, val_fraction=0.1)
+    assert names == ["ball", "cube"]
+    assert not any(part.startswith((".", "__")) for e in entries for part in e.name.split("/"))
+
+
+def test_a_class_without_held_out_files_is_named_in_one_warning(tmp_path):
+    root = write_mesh_folder(tmp_path / "m", broken=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every class has a test/ file: no warning
+        load_folder(root, tmp_path / "c1", 32, seed=0)
+    (root / "cube" / "test" / "d.stl").unlink()
+    with pytest.warns(UserWarning, match=r"class\(es\) cube in .* have no held-out file.*val_fraction") as caught:
+        arrays, _ = load_folder(root, tmp_path / "c2", 32, seed=0)
+    assert len(caught) == 1 and "ball" not in str(caught[0].message)
+    assert sorted(zip(arrays["labels"].tolist(), arrays["split"].tolist())) == [(0, 0)] * 5 + [(0, 1)] + [(1, 0)] * 3
