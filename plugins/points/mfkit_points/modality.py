@@ -181,15 +181,27 @@ class Points(Modality):
     def encode(self, raw: Any) -> torch.Tensor:
         """A cloud (M, 3) array or tensor, a trimesh mesh/point cloud, or a path to a supported file ->
         (num_points, 3) model tensor: resampled, normalised to the unit sphere (a normalised cloud of
-        num_points stays as it is), times the scale."""
+        num_points stays as it is), times the scale. A file is sampled like training samples it (see
+        :meth:`sampling_key`)."""
         count = self.params.num_points
         if isinstance(raw, (str, Path)):
-            cloud = read_cloud(Path(raw), count, file_seed(self.params.seed, Path(raw).name))
+            cloud = read_cloud(Path(raw), count, file_seed(self.params.seed, self.sampling_key(Path(raw))))
         else:
             if isinstance(raw, torch.Tensor):
                 raw = raw.detach().cpu().numpy()
             cloud = sample_geometry(raw, count, np.random.default_rng(self.params.seed))
         return torch.from_numpy(cloud) * self.scale
+
+    def sampling_key(self, path: Path) -> str:
+        """The name that seeds a file's point sampling: its path relative to the folder when it lies inside
+        it (as training uses, so the cloud is the training one), else its file name alone."""
+        if self.params.folder is not None:
+            folder = Path(self.params.folder).expanduser()
+            for file, root in ((path.expanduser().resolve(), folder.resolve()),
+                               (path.expanduser().absolute(), folder.absolute())):
+                if file.is_relative_to(root):
+                    return file.relative_to(root).as_posix()
+        return path.name
 
     def decode(self, tensor: torch.Tensor) -> np.ndarray:
         """Model tensors (B, num_points, 3) -> clouds (B, num_points, 3) in unit-sphere coordinates."""

@@ -11,6 +11,7 @@ import trimesh
 from mfkit_points import folders
 from mfkit_points.folders import FolderError, load_folder, scan
 from mfkit_points.modality import SPEC, Points, PointsParams
+from mfkit_points.reading import file_seed, read_cloud
 from tests_support import build
 
 from conftest import write_mesh_folder
@@ -148,6 +149,19 @@ def test_hidden_and_macos_leftover_folders_are_not_classes(tmp_path):
     entries, names = scan(root, val_fraction=0.1)
     assert names == ["ball", "cube"]
     assert not any(part.startswith((".", "__")) for e in entries for part in e.name.split("/"))
+
+
+def test_encode_of_a_folder_file_is_the_cloud_training_sampled(tmp_path, context):
+    root = write_mesh_folder(tmp_path / "m", broken=False)
+    modality: Points = build({"folder": str(root), "num_points": 40, "seed": 3}, context)
+    train = modality.dataset("train").points.numpy()
+    inside = (modality.encode(root / "cube" / "train" / "b.obj") / modality.scale).numpy()
+    assert sum(np.allclose(inside, cloud, atol=1e-6) for cloud in train) == 1
+    outside = tmp_path / "elsewhere" / "b.obj"  # outside the folder: seeded by the file name alone
+    outside.parent.mkdir()
+    outside.write_bytes((root / "cube" / "train" / "b.obj").read_bytes())
+    expected = read_cloud(outside, 40, file_seed(3, "b.obj"))
+    assert np.allclose((modality.encode(str(outside)) / modality.scale).numpy(), expected, atol=1e-6)
 
 
 def test_a_class_without_held_out_files_is_named_in_one_warning(tmp_path):
