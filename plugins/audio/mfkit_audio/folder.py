@@ -4,7 +4,8 @@ Layouts understood (``label_from``):
 
 * ``folder``: the first folder below the split root names the class (Speech Commands:
   ``<root>/seven/x.wav``; LibriSpeech: ``<root>/<speaker>/<chapter>/x.flac`` gives speakers);
-* ``filename``: the file name up to its first ``_``, lower-cased (SC09: ``Seven_0a2b400e_nohash_0.wav``);
+* ``filename``: the file name without its suffix, up to its first ``_``, lower-cased (SC09:
+  ``Seven_0a2b400e_nohash_0.wav``; ``Seven.wav`` and ``seven.flac`` are both ``seven``);
 * ``manifest``: a CSV/TSV (or ``|``-separated, LJSpeech) file with a path and a label column (header names
   ``path``/``file``/``filename``/``audio``/``wav`` and ``label``/``class``/``word``/``speaker``; without a
   recognised header: path first, label second); paths are relative to the folder, with or without suffix;
@@ -73,7 +74,7 @@ def _label(relative: Path, label_from: LabelFrom) -> str | None:
                                     f"(one sub-folder per class); move it into a class folder or set label_from")
         return relative.parts[0]
     if label_from == "filename":
-        return relative.name.split("_")[0].lower()
+        return relative.stem.split("_")[0].lower()
     return None
 
 
