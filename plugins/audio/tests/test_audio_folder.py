@@ -102,3 +102,10 @@ def test_filename_labels_use_the_stem_lower_cased(tmp_path):
     labels = {f.relative: f.label for f in scan(tmp_path, "train", "filename", val_fraction=0.0)}
     assert labels == {"seven_a.wav": "seven", "Seven.wav": "seven", "seven.flac": "seven", "Two.ogg": "two"}
 
+
+def test_a_manifest_without_a_label_column_is_one_clear_error(tmp_path):
+    soundfile.write(str(tmp_path / "a.wav"), tone(440, 8000), 8000)
+    (tmp_path / "meta.csv").write_text("path,transcript\na.wav,hello\n")
+    with pytest.raises(SpeechFolderError, match=r"meta\.csv has no label column: its header has path, transcript; "
+                                                r"name the label column one of label, class"):
+        scan(tmp_path, "train", "manifest", tmp_path / "meta.csv", val_fraction=0.0)
