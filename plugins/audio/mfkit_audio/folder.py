@@ -4,10 +4,12 @@ Layouts understood (``label_from``):
 
 * ``folder``: the first folder below the split root names the class (Speech Commands:
   ``<root>/seven/x.wav``; LibriSpeech: ``<root>/<speaker>/<chapter>/x.flac`` gives speakers);
-* ``filename``: the file name up to its first ``_``, lower-cased (SC09: ``Seven_0a2b400e_nohash_0.wav``);
+* ``filename``: the file name without its suffix, up to its first ``_``, lower-cased (SC09:
+  ``Seven_0a2b400e_nohash_0.wav``; ``Seven.wav`` and ``seven.flac`` are both ``seven``);
 * ``manifest``: a CSV/TSV (or ``|``-separated, LJSpeech) file with a path and a label column (header names
   ``path``/``file``/``filename``/``audio``/``wav`` and ``label``/``class``/``word``/``speaker``; without a
-  recognised header: path first, label second); paths are relative to the folder, with or without suffix;
+  recognised header: path first, label second; a recognised path column without a label column is an
+  error); paths are relative to the folder, with or without suffix;
 * ``none``: no labels (unconditional).
 
 Splits: a folder with ``train/`` and one of ``val/``, ``valid/``, ``validation/``, ``test/`` uses them;
@@ -73,7 +75,7 @@ def _label(relative: Path, label_from: LabelFrom) -> str | None:
                                     f"(one sub-folder per class); move it into a class folder or set label_from")
         return relative.parts[0]
     if label_from == "filename":
-        return relative.name.split("_")[0].lower()
+        return relative.stem.split("_")[0].lower()
     return None
 
 
@@ -90,6 +92,10 @@ def _read_manifest(manifest: Path, root: Path) -> list[tuple[Path, str | None]]:
     label_col = next((header.index(c) for c in LABEL_COLUMNS if c in header), None)
     if path_col is None:
         path_col, label_col = 0, (1 if len(rows[0]) > 1 else None)
+    elif label_col is None:
+        raise SpeechFolderError(f"manifest {manifest} has no label column: its header has {', '.join(header)}; "
+                                f"name the label column one of {', '.join(LABEL_COLUMNS)} (or set label_from: "
+                                f"none to train without labels)")
     else:
         rows = rows[1:]
     found = []

@@ -94,3 +94,18 @@ def test_the_second_run_decodes_no_audio(tone_folder, context, monkeypatch):
     soundfile.write(str(tone_folder / "low" / "new.wav"), tone(350, 8000), 8000)  # a changed folder is decoded
     with pytest.raises(AssertionError, match="audio was decoded"):
         modality(context, folder=str(tone_folder), val_fraction=0.0).dataset("train")
+
+
+def test_filename_labels_use_the_stem_lower_cased(tmp_path):
+    for name in ("seven_a.wav", "Seven.wav", "seven.flac", "Two.ogg"):
+        soundfile.write(str(tmp_path / name), tone(440, 8000), 8000)
+    labels = {f.relative: f.label for f in scan(tmp_path, "train", "filename", val_fraction=0.0)}
+    assert labels == {"seven_a.wav": "seven", "Seven.wav": "seven", "seven.flac": "seven", "Two.ogg": "two"}
+
+
+def test_a_manifest_without_a_label_column_is_one_clear_error(tmp_path):
+    soundfile.write(str(tmp_path / "a.wav"), tone(440, 8000), 8000)
+    (tmp_path / "meta.csv").write_text("path,transcript\na.wav,hello\n")
+    with pytest.raises(SpeechFolderError, match=r"meta\.csv has no label column: its header has path, transcript; "
+                                                r"name the label column one of label, class"):
+        scan(tmp_path, "train", "manifest", tmp_path / "meta.csv", val_fraction=0.0)
