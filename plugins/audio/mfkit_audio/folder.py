@@ -90,19 +90,21 @@ def _read_manifest(manifest: Path, root: Path) -> list[tuple[Path, str | None]]:
     header = [cell.strip().lower() for cell in rows[0]]
     path_col = next((header.index(c) for c in PATH_COLUMNS if c in header), None)
     label_col = next((header.index(c) for c in LABEL_COLUMNS if c in header), None)
-    if path_col is None:
+    has_header = path_col is not None
+    if not has_header:
         path_col, label_col = 0, (1 if len(rows[0]) > 1 else None)
-    elif label_col is None:
-        raise SpeechFolderError(f"manifest {manifest} has no label column: its header has {', '.join(header)}; "
-                                f"name the label column one of {', '.join(LABEL_COLUMNS)} (or set label_from: "
-                                f"none to train without labels)")
-    else:
+    if label_col is None:
+        found_columns = f"its header has {', '.join(header)}" if has_header else "its lines have one column"
+        raise SpeechFolderError(f"manifest {manifest} has no label column ({found_columns}); give each line a path "
+                                f"and a label, with a header naming the label column one of "
+                                f"{', '.join(LABEL_COLUMNS)} (or set label_from: none to train without labels)")
+    if has_header:
         rows = rows[1:]
     found = []
-    for number, row in enumerate(rows, start=2 if path_col is not None else 1):
-        if len(row) <= max(path_col, label_col or 0):
+    for number, row in enumerate(rows, start=2 if has_header else 1):
+        if len(row) <= max(path_col, label_col) or not row[label_col].strip():
             raise SpeechFolderError(f"{manifest}, line {number}: expected a path and a label, got {row!r}")
-        found.append((_resolve(root, row[path_col].strip()), row[label_col].strip() if label_col is not None else None))
+        found.append((_resolve(root, row[path_col].strip()), row[label_col].strip()))
     return found
 
 

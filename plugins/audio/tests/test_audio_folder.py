@@ -106,6 +106,12 @@ def test_filename_labels_use_the_stem_lower_cased(tmp_path):
 def test_a_manifest_without_a_label_column_is_one_clear_error(tmp_path):
     soundfile.write(str(tmp_path / "a.wav"), tone(440, 8000), 8000)
     (tmp_path / "meta.csv").write_text("path,transcript\na.wav,hello\n")
-    with pytest.raises(SpeechFolderError, match=r"meta\.csv has no label column: its header has path, transcript; "
-                                                r"name the label column one of label, class"):
+    with pytest.raises(SpeechFolderError, match=r"meta\.csv has no label column \(its header has path, transcript\); "
+                                                r".*naming the label column one of label, class"):
         scan(tmp_path, "train", "manifest", tmp_path / "meta.csv", val_fraction=0.0)
+    (tmp_path / "bare.csv").write_text("a.wav\n")  # no header, one column: was silently unlabelled
+    with pytest.raises(SpeechFolderError, match=r"bare\.csv has no label column \(its lines have one column\)"):
+        scan(tmp_path, "train", "manifest", tmp_path / "bare.csv", val_fraction=0.0)
+    (tmp_path / "gap.csv").write_text("a.wav,seven\na.wav,\n")  # no header: line numbers count from 1
+    with pytest.raises(SpeechFolderError, match=r"gap\.csv, line 2: expected a path and a label"):
+        scan(tmp_path, "train", "manifest", tmp_path / "gap.csv", val_fraction=0.0)
