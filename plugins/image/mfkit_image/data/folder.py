@@ -4,8 +4,8 @@ Layout: ``root/*.png`` (unconditional) or ``root/<class>/**/*.png`` (the sub-fol
 are the classes). Every picture is resized (shorter side) and centre-cropped to the resolution and
 converted to 1 or 3 channels. Files that cannot be decoded are skipped with a warning naming each and
 a count. Folders whose decoded pictures fit ``cache_mb`` are decoded once and cached as a uint8 array
-under the cache folder (keyed by the files' names, sizes and times and the resolution and channels);
-larger ones are decoded on access.
+under the cache folder (keyed by the files' names, sizes and times, the resolution and channels, the
+decoder's version and Pillow's); larger ones are decoded on access.
 """
 from __future__ import annotations
 
@@ -17,11 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import PIL
 from PIL import Image, UnidentifiedImageError
 
 from mfkit_image.data.pixels import fit_picture
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+#: Version of the decoding (bumped when it changes what pixels a file gives; part of the cache key).
+#: 2: EXIF orientation, 16-bit grey scaled to 8 bits, tRNS transparency of L and RGB laid on white.
+DECODE_VERSION = 2
 _DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
@@ -108,8 +112,10 @@ def decode_all(listing: FolderListing, resolution: int, channels: int,
 
 
 def listing_key(listing: FolderListing, resolution: int, channels: int) -> str:
-    """A content key of the listing: relative names, sizes and modification times, and the target shape."""
-    digest = hashlib.sha256(json.dumps([resolution, channels, listing.class_names]).encode())
+    """A content key of the listing: relative names, sizes and modification times, the target shape, and
+    the decoder's and Pillow's versions (a changed decoder never reuses old pictures)."""
+    settings = [resolution, channels, listing.class_names, DECODE_VERSION, PIL.__version__]
+    digest = hashlib.sha256(json.dumps(settings).encode())
     for path in listing.files:
         stat = path.stat()
         digest.update(f"{path.relative_to(listing.root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
