@@ -79,6 +79,7 @@ class ImageModality(Modality):
         has_val = params.source == "mnist" or fraction > 0 or params.val_path is not None
         self.splits = ("train", "val") if has_val else ("train",)
         self._names: list[str] | None = None
+        self._names_known = False  # True once the names are read or loaded (None then means "no classes")
         self._data: dict[str, Dataset] | None = None
 
     # ------------------------------------------------------------------ conditions
@@ -88,9 +89,9 @@ class ImageModality(Modality):
             return None
         if self.params.source in ("digits", "mnist"):
             return DIGIT_NAMES
-        if self._names is None:
-            self._names = folders.list_folder(self.params.path).class_names or []
-        return self._names or None
+        if not self._names_known:
+            self._names, self._names_known = folders.list_folder(self.params.path).class_names, True
+        return self._names
 
     # ------------------------------------------------------------------ data
     @property
@@ -117,7 +118,7 @@ class ImageModality(Modality):
                     "val": (resize_array(arrays["test_x"], self.resolution, self.channels), arrays["test_y"])}
         out = self._split(*self._read_folder(self.params.path))
         if self.params.val_path is not None:
-            out["val"] = self._read_folder(self.params.val_path, self.class_names)
+            out["val"] = self._read_folder(self.params.val_path)
         return out
 
     def _split(self, pictures, labels) -> dict[str, tuple[Any, np.ndarray | None]]:
@@ -128,17 +129,32 @@ class ImageModality(Modality):
         return {"train": (_take(pictures, train), labels[train] if labels is not None else None),
                 "val": (_take(pictures, held), labels[held] if labels is not None else None)}
 
-    def _read_folder(self, path: str, names: list[str] | None = None):
+    def _read_folder(self, path: str):
         listing = folders.list_folder(path, classes=self.params.conditional)
-        if names is not None and listing.class_names != names:
-            raise folders.ImageFolderError(f"{path} has classes {listing.class_names} but the training folder has "
-                                           f"{names}; give both folders the same class sub-folders")
-        if self._names is None and self.params.conditional:
-            self._names = listing.class_names
+        if self.params.conditional:
+            if self._names_known:
+                self._check_classes(path, listing.class_names)
+            self._names, self._names_known = listing.class_names, True
         size_mb = len(listing.files) * self.resolution ** 2 * self.channels / 2 ** 20
         if size_mb <= self.params.cache_mb:
             return folders.load_cached(listing, self.resolution, self.channels, self.cache_dir)
         return folders.LazyFolderReader(listing, self.resolution, self.channels), listing.labels
+
+    def _check_classes(self, path: str, found: list[str] | None) -> None:
+        """Refuse a folder whose class sub-folders differ from the known names (its labels would name
+        other classes than the run's)."""
+        known, found = self._names or [], found or []
+        if found == known:
+            return
+        added, missing = sorted(set(found) - set(known)), sorted(set(known) - set(found))
+        differs = "; ".join([f"added {added}"] * bool(added) + [f"missing {missing}"] * bool(missing))
+        if path == self.params.val_path:
+            whose, fix = "the training folder's", "give it the same class sub-folders as the training folder"
+        else:
+            whose, fix = "this run's", "restore its class sub-folders, or train a new run for the changed folder"
+        raise folders.ImageFolderError(f"{path} has classes {found} but {whose} classes are {known} "
+                                       f"({differs or 'in another order'}), so its labels would name the wrong "
+                                       f"classes; {fix}")
 
     def _load(self) -> dict[str, Dataset]:
         data = {}
@@ -206,8 +222,9 @@ class ImageModality(Modality):
         unknown = set(state) - {"class_names_json"}
         if unknown:
             raise ValueError(f"the image modality keeps no state named {sorted(unknown)}")
-        if "class_names_json" in state:
+        if "class_names_json" in state:  # "[]": a folder without class sub-folders
             self._names = json.loads(bytes(state["class_names_json"].tolist()).decode()) or None
+            self._names_known = True
 
 
 def _count(pictures) -> int:

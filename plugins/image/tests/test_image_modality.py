@@ -167,3 +167,40 @@ def test_grid_wraps_many_samples_of_one_class(tmp_path):
     mixed = picture_grid(pictures, tmp_path / "b.png", np.arange(40) % 2, [str(d) for d in range(10)], 16)
     rows = lambda path: round((Image.open(path).height - 12) / (8 * 6 + 2))  # noqa: E731 - title, 48 px cells
     assert rows(one_class) == 3 and rows(mixed) == 4
+
+
+def test_changed_class_folders_are_refused_on_resume(tmp_path, context):
+    root = tmp_path / "pets"
+    for name in ("cat", "dog"):
+        write_picture(root / name / "0.png")
+    trained = build(context, source="folder", path=str(root), resolution=8)
+    trained.dataset("train")
+    state = trained.state_dict()
+    write_picture(root / "bird" / "0.png")  # sorts first: cats would be labelled 1, "dog"
+    resumed = build(context, source="folder", path=str(root), resolution=8)
+    resumed.load_state_dict(state)
+    with pytest.raises(folders.ImageFolderError, match=r"added \['bird'\].*train a new run"):
+        resumed.dataset("train")
+
+
+def test_val_folder_with_other_classes_is_refused(tmp_path, context):
+    for name in ("cat", "dog"):
+        write_picture(tmp_path / "train" / name / "0.png")
+    write_picture(tmp_path / "val" / "cat" / "0.png")
+    modality = build(context, source="folder", path=str(tmp_path / "train"), val_path=str(tmp_path / "val"),
+                     resolution=8)
+    with pytest.raises(folders.ImageFolderError, match=r"missing \['dog'\].*same class sub-folders"):
+        modality.dataset("val")
+
+
+def test_flat_folder_samples_without_the_folder(tmp_path, context):
+    for i in range(2):
+        write_picture(tmp_path / "flat" / f"{i}.png")
+    trained = build(context, source="folder", path=str(tmp_path / "flat"), resolution=8)  # conditional: true
+    trained.dataset("train")
+    state = trained.state_dict()
+    (tmp_path / "flat").rename(tmp_path / "moved")
+    sampler = SPEC.build(ImageParams(source="folder", path=str(tmp_path / "flat"), resolution=8),
+                         PluginContext(purpose="sample"))
+    sampler.load_state_dict(state)
+    assert sampler.class_names is None and sampler.condition() is None
