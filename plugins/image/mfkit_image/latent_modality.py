@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from mfkit.plugins import Modality, ModalitySpec, PluginContext
 from mfkit_image.data.latents import LatentShards
 from mfkit_image.data.pixels import to_pictures
-from mfkit_image.data.sets import held_out_split
+from mfkit_image.data.sets import keyed_split, require_both_splits
 from mfkit_image.grid import picture_grid, single_pngs
 from mfkit_image.vae import VAESettings, decode_in_batches, load_decoder
 
@@ -38,7 +38,8 @@ class LatentParams(BaseModel):
     path: str = Field(description="folder of latent shards (.safetensors with 'latents' [+ 'labels'], or .npy "
                                   "[+ NAME.labels.npy]); optional classes.txt")
     val_path: str | None = Field(None, description="a separate folder of held-out latent shards")
-    val_fraction: float = Field(0.0, ge=0, lt=1, description="share of each class held out as 'val' (without val_path)")
+    val_fraction: float = Field(0.0, ge=0, lt=1, description="share held out as 'val' (without val_path): each latent "
+                                "by a hash of its shard's name and row, stable as shards are added")
     split_seed: int = Field(0, description="seed of the held-out split")
     scale: float | None = Field(None, gt=0, description="latent scale s (model tensor = s * latent); null: fit "
                                                         "1 / std on the training latents")
@@ -79,6 +80,7 @@ class LatentModality(Modality):
         self._names: list[str] | None = None
         self._names_known = False
         self._shape: tuple[int, ...] | None = None
+        self._indices: tuple[np.ndarray, np.ndarray] | None = None
         self.splits = ("train", "val") if params.val_path or params.val_fraction > 0 else ("train",)
 
     @property
@@ -144,10 +146,16 @@ class LatentModality(Modality):
 
     # ------------------------------------------------------------------ data
     def _split(self) -> tuple[np.ndarray, np.ndarray]:
-        labels = self.shards.labels if self.params.conditional else None
-        if self.params.val_path or self.params.val_fraction <= 0:
-            return np.arange(len(self.shards)), np.zeros(0, dtype=np.int64)
-        return held_out_split(labels, len(self.shards), self.params.val_fraction, self.params.split_seed)
+        """(train, held-out) indices: each latent held out by a hash of its shard's name and row (stable as
+        shards are added)."""
+        if self._indices is None:
+            if self.params.val_path or self.params.val_fraction <= 0:
+                self._indices = np.arange(len(self.shards)), np.zeros(0, dtype=np.int64)
+            else:
+                train, held = keyed_split(self.shards.keys(), self.params.val_fraction, self.params.split_seed)
+                require_both_splits(len(train), len(held), self.params.val_fraction, self.params.path, "latents")
+                self._indices = train, held
+        return self._indices
 
     def _train_indices(self) -> np.ndarray:
         return self._split()[0]

@@ -16,7 +16,8 @@ from mfkit_image.data import folder as folders
 from mfkit_image.data.digits import DIGIT_NAMES, load_digits_pictures
 from mfkit_image.data.mnist import load_mnist
 from mfkit_image.data.pixels import fit_picture, resize_array, to_pictures, to_pil, to_tensor
-from mfkit_image.data.sets import LazyPictureSet, PictureSet, held_out_split
+from mfkit_image.data.sets import (LazyPictureSet, PictureSet, class_mix_subset, held_out_split, keyed_split,
+                                   require_both_splits)
 from mfkit_image.grid import picture_grid, single_pngs
 
 NATIVE = {"digits": (8, 1), "mnist": (28, 1), "folder": (32, 3)}
@@ -41,10 +42,12 @@ class ImageParams(BaseModel):
     channels: Literal[1, 3] | None = Field(None, description="1 (grey) or 3 (RGB) (default: 1 digits/mnist, 3 folder)")
     conditional: bool = Field(True, description="class labels as the condition (folder: its sub-folders)")
     flip: bool = Field(False, description="add left-right mirrored copies to the training set")
-    val_fraction: float | None = Field(None, ge=0, lt=1, description="share of each class held out as 'val' "
+    val_fraction: float | None = Field(None, ge=0, lt=1, description="share held out as 'val' (digits: of each "
+                                       "class; folder: each file by a hash of its path, stable as files are added) "
                                        "(default: 0.2 digits, 0 folder; mnist uses its official 10,000 test digits)")
     split_seed: int = Field(0, description="seed of the held-out split (kept apart from the training seed)")
-    limit: int | None = Field(None, gt=0, description="use only the first N training items (quick trials)")
+    limit: int | None = Field(None, gt=0, description="use only N training items, a subset (seeded by split_seed) "
+                                                       "keeping each class's share (quick trials)")
     cache_mb: float = Field(2048, ge=0, description="folder: decode and cache the pictures when they take at most "
                                                     "this many MB as uint8, else decode on access")
     save_individual: bool = Field(False, description="write one PNG per sample beside the grid (not for previews)")
@@ -118,14 +121,19 @@ class ImageModality(Modality):
                     "val": (resize_array(arrays["test_x"], self.resolution, self.channels), arrays["test_y"])}
         out = self._split(*self._read_folder(self.params.path))
         if self.params.val_path is not None:
-            out["val"] = self._read_folder(self.params.val_path)
+            out["val"] = self._read_folder(self.params.val_path)[:2]
         return out
 
-    def _split(self, pictures, labels) -> dict[str, tuple[Any, np.ndarray | None]]:
+    def _split(self, pictures, labels, keys: list[str] | None = None) -> dict[str, tuple[Any, np.ndarray | None]]:
+        """Hold out ``val_fraction``: folders by a hash of each file's path (``keys``: stable as files are
+        added), digits by the seeded stratified permutation (unchanged: published numbers use it)."""
         if self.val_fraction <= 0:
             return {"train": (pictures, labels)}
-        train, held = held_out_split(labels, len(labels) if labels is not None else _count(pictures),
-                                     self.val_fraction, self.params.split_seed)
+        if keys is None:
+            train, held = held_out_split(labels, _count(pictures), self.val_fraction, self.params.split_seed)
+        else:
+            train, held = keyed_split(keys, self.val_fraction, self.params.split_seed)
+            require_both_splits(len(train), len(held), self.val_fraction, self.params.path, "pictures")
         return {"train": (_take(pictures, train), labels[train] if labels is not None else None),
                 "val": (_take(pictures, held), labels[held] if labels is not None else None)}
 
@@ -137,8 +145,10 @@ class ImageModality(Modality):
             self._names, self._names_known = listing.class_names, True
         size_mb = len(listing.files) * self.resolution ** 2 * self.channels / 2 ** 20
         if size_mb <= self.params.cache_mb:
-            return folders.load_cached(listing, self.resolution, self.channels, self.cache_dir)
-        return folders.LazyFolderReader(listing, self.resolution, self.channels), listing.labels
+            pictures, labels, kept = folders.load_cached(listing, self.resolution, self.channels, self.cache_dir)
+            return pictures, labels, [listing.relative(path) for path in kept]
+        reader = folders.LazyFolderReader(listing, self.resolution, self.channels)
+        return reader, listing.labels, [listing.relative(path) for path in listing.files]
 
     def _check_classes(self, path: str, found: list[str] | None) -> None:
         """Refuse a folder whose class sub-folders differ from the known names (its labels would name
@@ -160,8 +170,8 @@ class ImageModality(Modality):
         data = {}
         for split, (pictures, labels) in self._arrays().items():
             if split == "train" and self.params.limit is not None:
-                pictures, labels = _take(pictures, np.arange(min(self.params.limit, _count(pictures)))), (
-                    labels[:self.params.limit] if labels is not None else None)
+                chosen = class_mix_subset(labels, _count(pictures), self.params.limit, self.params.split_seed)
+                pictures, labels = _take(pictures, chosen), labels[chosen] if labels is not None else None
             labels = labels if self.params.conditional else None
             flip = self.params.flip and split == "train"
             if isinstance(pictures, folders.LazyFolderReader):

@@ -127,3 +127,17 @@ def test_missing_folder_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(LatentFolderError, match="no latent shards"):
         SPEC.build(LatentParams(path=str(tmp_path / "empty")), PluginContext()).sample_shape
+
+
+def test_held_out_latents_stay_held_out_as_shards_are_added(tmp_path):
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(folder / "b.npy", rng.normal(size=(12, 1, 2, 2)).astype(np.float32))
+    params = LatentParams(path=str(folder), val_fraction=0.3, scale=1.0)
+    items = lambda data: {tuple(data[i].flatten().tolist()) for i in range(len(data))}  # noqa: E731
+    before = SPEC.build(params, PluginContext())
+    val, train = items(before.dataset("val")), items(before.dataset("train"))
+    np.save(folder / "a.npy", rng.normal(size=(5, 1, 2, 2)).astype(np.float32))  # sorts first: shifts every index
+    after = SPEC.build(params, PluginContext())
+    assert val <= items(after.dataset("val")) and train <= items(after.dataset("train"))

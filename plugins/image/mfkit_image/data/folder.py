@@ -42,6 +42,10 @@ class FolderListing:
     labels: np.ndarray | None
     class_names: list[str] | None
 
+    def relative(self, path: Path) -> str:
+        """A file's path below the root ("cats/001.png"): its stable name (split key, cache entry)."""
+        return path.relative_to(self.root).as_posix()
+
 
 def _pictures_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file()
@@ -118,36 +122,45 @@ def listing_key(listing: FolderListing, resolution: int, channels: int) -> str:
     digest = hashlib.sha256(json.dumps(settings).encode())
     for path in listing.files:
         stat = path.stat()
-        digest.update(f"{path.relative_to(listing.root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{listing.relative(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:24]
 
 
 def load_cached(listing: FolderListing, resolution: int, channels: int,
-                cache_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
+                cache_dir: Path) -> tuple[np.ndarray, np.ndarray | None, list[Path]]:
     """:func:`decode_all`, with the result kept in ``<cache_dir>/image/folder-<key>.npz`` for next time."""
     cache = Path(cache_dir) / "image" / f"folder-{listing_key(listing, resolution, channels)}.npz"
     if cache.is_file():
         try:
-            with np.load(cache) as stored:
-                pictures = stored["pictures"]
-                labels = stored["labels"] if "labels" in stored.files else None
-                skipped = [str(s) for s in stored["skipped"]]
-            for path in skipped:
-                warnings.warn(f"skipping unreadable image {path} (found when the cache was made)", stacklevel=2)
-            if skipped:
-                warnings.warn(f"{listing.root}: skipped {len(skipped)} unreadable of {len(listing.files)} image "
-                              f"file(s)", stacklevel=2)
-            return pictures, labels
+            return _read_cache(cache, listing)
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache is rebuilt
     pictures, labels, kept = decode_all(listing, resolution, channels)
-    skipped = sorted(set(map(str, listing.files)) - set(map(str, kept)))
+    skipped = sorted(set(map(listing.relative, listing.files)) - set(map(listing.relative, kept)))
     cache.parent.mkdir(parents=True, exist_ok=True)
     partial = cache.with_name(cache.name + ".partial.npz")
     extra = {"labels": labels} if labels is not None else {}
     np.savez(partial, pictures=pictures, skipped=np.array(skipped, dtype=str), **extra)
     partial.replace(cache)
-    return pictures, labels
+    return pictures, labels, kept
+
+
+def _read_cache(cache: Path, listing: FolderListing) -> tuple[np.ndarray, np.ndarray | None, list[Path]]:
+    """(pictures, labels, the files kept) from a cache file, warning again about the files it skipped."""
+    with np.load(cache) as stored:
+        pictures = stored["pictures"]
+        labels = stored["labels"] if "labels" in stored.files else None
+        skipped = {str(s) for s in stored["skipped"]}
+    kept = [path for path in listing.files if listing.relative(path) not in skipped]
+    if len(kept) != len(pictures):
+        raise ValueError(f"{cache} holds {len(pictures)} pictures for {len(kept)} files")
+    for name in sorted(skipped):
+        warnings.warn(f"skipping unreadable image {listing.root / name} (found when the cache was made)",
+                      stacklevel=3)
+    if skipped:
+        warnings.warn(f"{listing.root}: skipped {len(skipped)} unreadable of {len(listing.files)} image file(s)",
+                      stacklevel=3)
+    return pictures, labels, kept
 
 
 class LazyFolderReader:

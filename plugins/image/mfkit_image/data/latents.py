@@ -79,6 +79,10 @@ class LatentShards:
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
+    def keys(self) -> list[str]:
+        """A stable name per latent, "SHARD_FILE:ROW" (its held-out split depends on nothing else)."""
+        return [f"{shard.path.name}:{row}" for shard in self.shards for row in range(shard.count)]
+
     def class_names(self) -> list[str] | None:
         """Names from classes.txt, else "0" .. "K-1" for labels up to K - 1; None when unlabelled."""
         names_file = self.folder / "classes.txt"
