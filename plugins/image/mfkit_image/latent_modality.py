@@ -128,8 +128,9 @@ class LatentModality(Modality):
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {"latent_scale": torch.tensor(self.scale, dtype=torch.float64),
                  "latent_shape": torch.tensor(self.sample_shape, dtype=torch.int64)}
-        if self.params.conditional and self.class_names:
-            state["class_names_json"] = torch.tensor(list(json.dumps(self.class_names).encode()), dtype=torch.uint8)
+        if self.params.conditional:  # "[]": unlabelled shards, so sampling needs no folder either way
+            text = json.dumps(self.class_names or []).encode()
+            state["class_names_json"] = torch.tensor(list(text), dtype=torch.uint8)
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -141,7 +142,7 @@ class LatentModality(Modality):
         if "latent_shape" in state:
             self._shape = tuple(int(v) for v in state["latent_shape"].tolist())
         if "class_names_json" in state:
-            self._names = json.loads(bytes(state["class_names_json"].tolist()).decode())
+            self._names = json.loads(bytes(state["class_names_json"].tolist()).decode()) or None
             self._names_known = True
 
     # ------------------------------------------------------------------ data

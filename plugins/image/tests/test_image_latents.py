@@ -141,3 +141,47 @@ def test_held_out_latents_stay_held_out_as_shards_are_added(tmp_path):
     np.save(folder / "a.npy", rng.normal(size=(5, 1, 2, 2)).astype(np.float32))  # sorts first: shifts every index
     after = SPEC.build(params, PluginContext())
     assert val <= items(after.dataset("val")) and train <= items(after.dataset("train"))
+
+
+def _npy_folder(folder, labels=None):
+    folder.mkdir()
+    np.save(folder / "a.npy", np.random.default_rng(0).normal(size=(6, 1, 2, 2)).astype(np.float32))
+    if labels is not None:
+        np.save(folder / "a.labels.npy", np.asarray(labels, np.int64))
+    return folder
+
+
+@pytest.mark.parametrize("text, message", [
+    ("tench\n\ngoldfish\nshark\n", "line 2 is blank"),  # dropping it made label 1 'goldfish'
+    ("tench\ngoldfish\ntench\n", "line 3 repeats 'tench'"),
+])
+def test_classes_txt_blank_or_repeated_names_are_refused(tmp_path, text, message):
+    folder = _npy_folder(tmp_path / "npy", [0, 1, 2, 0, 1, 2])
+    (folder / "classes.txt").write_text(text)
+    with pytest.raises(LatentFolderError, match=f"classes.txt {message}"):
+        SPEC.build(LatentParams(path=str(folder)), PluginContext()).class_names
+
+
+def test_classes_txt_trailing_blank_lines_are_ignored(tmp_path):
+    folder = _npy_folder(tmp_path / "npy", [0, 1, 2, 0, 1, 2])
+    (folder / "classes.txt").write_text("tench\ngoldfish\nshark\n\n")
+    assert SPEC.build(LatentParams(path=str(folder)), PluginContext()).class_names == ["tench", "goldfish", "shark"]
+
+
+def test_classes_txt_beside_unlabelled_shards_is_refused(tmp_path):
+    folder = _npy_folder(tmp_path / "npy")
+    (folder / "classes.txt").write_text("x\ny\n")
+    with pytest.raises(LatentFolderError, match="carry no labels.*conditional: false"):
+        SPEC.build(LatentParams(path=str(folder)), PluginContext()).condition()
+    assert SPEC.build(LatentParams(path=str(folder), conditional=False), PluginContext()).condition() is None
+
+
+def test_unlabelled_latents_sample_without_the_folder(tmp_path):
+    folder = _npy_folder(tmp_path / "npy")
+    trained = SPEC.build(LatentParams(path=str(folder)), PluginContext())
+    trained.fit(trained.dataset("train"))
+    state = trained.state_dict()
+    folder.rename(tmp_path / "moved")
+    sampler = SPEC.build(LatentParams(path=str(folder)), PluginContext(purpose="sample"))
+    sampler.load_state_dict(state)
+    assert sampler.condition() is None and sampler.sample_shape == (1, 2, 2)
