@@ -11,6 +11,7 @@ recipe fixes it (e.g. 0.18215 for Stable Diffusion's VAE). Samples are saved as 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,7 +24,8 @@ from torch.utils.data import Dataset
 from mfkit.plugins import Modality, ModalitySpec, PluginContext
 from mfkit_image.data.latents import LatentShards
 from mfkit_image.data.pixels import to_pictures
-from mfkit_image.data.sets import keyed_split, require_both_splits
+from mfkit_image.data.sets import (KEYED_SPLIT, PERMUTED_SPLIT, held_out_split, keyed_split, require_both_splits,
+                                   split_scheme_of, split_scheme_state)
 from mfkit_image.grid import picture_grid, single_pngs
 from mfkit_image.vae import VAESettings, decode_in_batches, load_decoder
 
@@ -81,6 +83,9 @@ class LatentModality(Modality):
         self._names_known = False
         self._shape: tuple[int, ...] | None = None
         self._indices: tuple[np.ndarray, np.ndarray] | None = None
+        #: How val_fraction splits the shards (data/sets.py): a new run's is the current one; a loaded
+        #: state's wins (a run made before the scheme was recorded keeps its seeded permutation).
+        self._scheme = KEYED_SPLIT
         self.splits = ("train", "val") if params.val_path or params.val_fraction > 0 else ("train",)
 
     @property
@@ -127,16 +132,22 @@ class LatentModality(Modality):
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {"latent_scale": torch.tensor(self.scale, dtype=torch.float64),
-                 "latent_shape": torch.tensor(self.sample_shape, dtype=torch.int64)}
+                 "latent_shape": torch.tensor(self.sample_shape, dtype=torch.int64),
+                 "split_scheme": split_scheme_state(self._scheme)}
         if self.params.conditional:  # "[]": unlabelled shards, so sampling needs no folder either way
             text = json.dumps(self.class_names or []).encode()
             state["class_names_json"] = torch.tensor(list(text), dtype=torch.uint8)
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        unknown = set(state) - {"latent_scale", "latent_shape", "class_names_json"}
+        """A state without ``split_scheme`` is from a run made before it was recorded: that run keeps its
+        seeded-permutation split (and records so when its state is saved again)."""
+        unknown = set(state) - {"latent_scale", "latent_shape", "class_names_json", "split_scheme"}
         if unknown:
             raise ValueError(f"the image_latents modality keeps no state named {sorted(unknown)}")
+        scheme = split_scheme_of(state)
+        if scheme != self._scheme:
+            self._scheme, self._indices = scheme, None  # indices taken before the state came are split again
         if "latent_scale" in state:
             self._scale = float(state["latent_scale"])
         if "latent_shape" in state:
@@ -148,10 +159,19 @@ class LatentModality(Modality):
     # ------------------------------------------------------------------ data
     def _split(self) -> tuple[np.ndarray, np.ndarray]:
         """(train, held-out) indices: each latent held out by a hash of its shard's name and row (stable as
-        shards are added)."""
+        shards are added); for a run made before the split scheme was recorded, the seeded stratified
+        permutation it trained with."""
         if self._indices is None:
             if self.params.val_path or self.params.val_fraction <= 0:
                 self._indices = np.arange(len(self.shards)), np.zeros(0, dtype=np.int64)
+            elif self._scheme == PERMUTED_SPLIT:
+                warnings.warn(f"{self.params.path}: this run was made before mfkit-image recorded its split scheme, "
+                              f"so it keeps the split it trained with (val_fraction's seeded permutation of the "
+                              f"latents: adding or removing shards moves others between its splits); new runs "
+                              f"hold out each latent by a hash of its shard's name and row", stacklevel=3)
+                labels = self.shards.labels if self.params.conditional else None
+                self._indices = held_out_split(labels, len(self.shards), self.params.val_fraction,
+                                               self.params.split_seed)
             else:
                 train, held = keyed_split(self.shards.keys(), self.params.val_fraction, self.params.split_seed)
                 require_both_splits(len(train), len(held), self.params.val_fraction, self.params.path, "latents")

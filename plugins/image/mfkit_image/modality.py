@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,8 +17,9 @@ from mfkit_image.data import folder as folders
 from mfkit_image.data.digits import DIGIT_NAMES, load_digits_pictures
 from mfkit_image.data.mnist import load_mnist
 from mfkit_image.data.pixels import fit_picture, resize_array, to_pictures, to_pil, to_tensor
-from mfkit_image.data.sets import (LazyPictureSet, PictureSet, class_mix_subset, held_out_split, keyed_split,
-                                   require_both_splits)
+from mfkit_image.data.sets import (KEYED_SPLIT, PERMUTED_SPLIT, LazyPictureSet, PictureSet, class_mix_subset,
+                                   held_out_split, keyed_split, require_both_splits, split_scheme_of,
+                                   split_scheme_state)
 from mfkit_image.grid import picture_grid, single_pngs
 
 NATIVE = {"digits": (8, 1), "mnist": (28, 1), "folder": (32, 3)}
@@ -84,6 +86,9 @@ class ImageModality(Modality):
         self._names: list[str] | None = None
         self._names_known = False  # True once the names are read or loaded (None then means "no classes")
         self._data: dict[str, Dataset] | None = None
+        #: How folders are split and ``limit`` taken (data/sets.py): a new run's is the current one; a
+        #: loaded state's wins (a run made before the scheme was recorded keeps the permutation, first N).
+        self._scheme = KEYED_SPLIT
 
     # ------------------------------------------------------------------ conditions
     @property
@@ -119,6 +124,7 @@ class ImageModality(Modality):
             arrays = load_mnist(self.cache_dir, Path(self.params.mnist_file) if self.params.mnist_file else None)
             return {"train": (resize_array(arrays["train_x"], self.resolution, self.channels), arrays["train_y"]),
                     "val": (resize_array(arrays["test_x"], self.resolution, self.channels), arrays["test_y"])}
+        self._note_old_scheme()
         out = self._split(*self._read_folder(self.params.path))
         if self.params.val_path is not None:
             out["val"] = self._read_folder(self.params.val_path)[:2]
@@ -126,10 +132,11 @@ class ImageModality(Modality):
 
     def _split(self, pictures, labels, keys: list[str] | None = None) -> dict[str, tuple[Any, np.ndarray | None]]:
         """Hold out ``val_fraction``: folders by a hash of each file's path (``keys``: stable as files are
-        added), digits by the seeded stratified permutation (unchanged: published numbers use it)."""
+        added), digits by the seeded stratified permutation (unchanged: published numbers use it), and
+        folders of a run made before the split scheme was recorded by that permutation too (as it trained)."""
         if self.val_fraction <= 0:
             return {"train": (pictures, labels)}
-        if keys is None:
+        if keys is None or self._scheme == PERMUTED_SPLIT:
             train, held = held_out_split(labels, _count(pictures), self.val_fraction, self.params.split_seed)
         else:
             train, held = keyed_split(keys, self.val_fraction, self.params.split_seed)
@@ -170,7 +177,10 @@ class ImageModality(Modality):
         data = {}
         for split, (pictures, labels) in self._arrays().items():
             if split == "train" and self.params.limit is not None:
-                chosen = class_mix_subset(labels, _count(pictures), self.params.limit, self.params.split_seed)
+                if self._scheme == PERMUTED_SPLIT:  # a run made before the scheme was recorded: the first N
+                    chosen = np.arange(min(self.params.limit, _count(pictures)))
+                else:
+                    chosen = class_mix_subset(labels, _count(pictures), self.params.limit, self.params.split_seed)
                 pictures, labels = _take(pictures, chosen), labels[chosen] if labels is not None else None
             labels = labels if self.params.conditional else None
             flip = self.params.flip and split == "train"
@@ -179,6 +189,18 @@ class ImageModality(Modality):
             else:
                 data[split] = PictureSet(pictures, labels, flip)
         return data
+
+    def _note_old_scheme(self) -> None:
+        """Say once that a folder run made before the split scheme was recorded keeps its old split."""
+        held_out = self.val_fraction > 0 and self.params.val_path is None
+        if self._scheme != PERMUTED_SPLIT or not (held_out or self.params.limit is not None):
+            return
+        kept = " and ".join(["val_fraction's seeded permutation of the pictures"] * held_out
+                            + ["limit's first N pictures"] * (self.params.limit is not None))
+        warnings.warn(f"{self.params.path}: this run was made before mfkit-image recorded its split scheme, so it "
+                      f"keeps the split it trained with ({kept}; adding or removing pictures moves others "
+                      f"between its splits); new runs hold out each picture by a hash of its path",
+                      stacklevel=3)
 
     # ------------------------------------------------------------------ raw items
     def encode(self, raw: Any) -> torch.Tensor:
@@ -222,16 +244,23 @@ class ImageModality(Modality):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Folder sources keep their class names (UTF-8 JSON bytes), so sampling needs no folder."""
-        if self.params.source != "folder" or not self.params.conditional:
-            return {}
-        text = json.dumps(self.class_names or []).encode()
-        return {"class_names_json": torch.tensor(list(text), dtype=torch.uint8)}
+        """The split scheme (every source: it decides ``limit`` too) and, for conditional folders, the class
+        names (UTF-8 JSON bytes), so sampling needs no folder."""
+        state = {"split_scheme": split_scheme_state(self._scheme)}
+        if self.params.source == "folder" and self.params.conditional:
+            text = json.dumps(self.class_names or []).encode()
+            state["class_names_json"] = torch.tensor(list(text), dtype=torch.uint8)
+        return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        unknown = set(state) - {"class_names_json"}
+        """A state without ``split_scheme`` (even an empty one) is from a run made before it was recorded:
+        that run keeps its old split and ``limit`` (and records so when its state is saved again)."""
+        unknown = set(state) - {"class_names_json", "split_scheme"}
         if unknown:
             raise ValueError(f"the image modality keeps no state named {sorted(unknown)}")
+        scheme = split_scheme_of(state)
+        if scheme != self._scheme:
+            self._scheme, self._data = scheme, None  # data read before the state came are split again
         if "class_names_json" in state:  # "[]": a folder without class sub-folders
             self._names = json.loads(bytes(state["class_names_json"].tolist()).decode()) or None
             self._names_known = True

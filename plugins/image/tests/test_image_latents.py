@@ -56,7 +56,8 @@ def test_contract_and_fitted_scale(tmp_path, latent_folder, context):
     everything = [modality.dataset(s)[i][0] for s in ("train", "val") for i in range(len(modality.dataset(s)))]
     assert torch.stack(everything).std().item() == pytest.approx(1.0, abs=0.15) and train.shape[0] == 16
     state = modality.state_dict()
-    assert set(state) == {"latent_scale", "latent_shape", "class_names_json"} and 0.05 < float(state["latent_scale"]) < 1
+    assert set(state) == {"latent_scale", "latent_shape", "class_names_json", "split_scheme"}
+    assert 0.05 < float(state["latent_scale"]) < 1
 
 
 def test_scale_travels_and_explicit_scale_wins(latent_folder):

@@ -10,6 +10,32 @@ from torch.utils.data import Dataset
 
 from mfkit_image.data.pixels import to_tensor
 
+#: How a run splits folders and latent shards and takes its ``limit`` subset, kept in the modality's state
+#: as ``split_scheme`` so every resume and evaluation of a run sees the split it trained with.
+#: 1 (runs whose state lacks the key: made before it was recorded): :func:`held_out_split` over the items
+#: (a seeded permutation), ``limit`` = the first N training items.
+#: 2: :func:`keyed_split` (a hash of each item's key), ``limit`` = :func:`class_mix_subset`.
+#: The built-in digits are split by :func:`held_out_split` under both; MNIST keeps its official test set.
+PERMUTED_SPLIT, KEYED_SPLIT = 1, 2
+SPLIT_SCHEMES = (PERMUTED_SPLIT, KEYED_SPLIT)
+
+
+def split_scheme_of(state: dict[str, torch.Tensor]) -> int:
+    """The split scheme a loaded state records (:data:`PERMUTED_SPLIT` when it records none: its run was
+    made before the scheme was saved); a scheme this version does not know is refused."""
+    if "split_scheme" not in state:
+        return PERMUTED_SPLIT
+    scheme = int(state["split_scheme"])
+    if scheme not in SPLIT_SCHEMES:
+        raise ValueError(f"split_scheme {scheme} is not one this mfkit-image knows ({SPLIT_SCHEMES}); the run was "
+                         f"made by a newer version: update mfkit-image")
+    return scheme
+
+
+def split_scheme_state(scheme: int) -> torch.Tensor:
+    """The state tensor recording ``scheme``."""
+    return torch.tensor(scheme, dtype=torch.int64)
+
 
 class PictureSet(Dataset):
     """uint8 pictures (N, H, W, C) (an array or a memory map) with optional labels (N,).
