@@ -99,6 +99,8 @@ def draw(model: nn.Module, modality: Modality, count: int, steps: int, *, euler:
     return torch.cat(chunks), network, decode_per_sample * count
 
 
+#: How samples get their conditions (recorded with a best checkpoint's figures): changing it changes them.
+CONDITION_ORDER = "the reference's, in seeded random order"
 CONDITION_SEED_OFFSET = 1_000_003  # the shuffle's stream, apart from those of the noise (seed) and subsets
 
 
