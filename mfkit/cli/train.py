@@ -64,7 +64,9 @@ def train(
 ) -> None:
     """Train a model from a YAML recipe. One process writes a run folder at a time (a lock in the folder).
 
-    Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and exits (130 or 143).
+    Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and exits (130 or 143). One that arrives
+    during the set-up (loading data, building the model, reading the checkpoint) exits the same way once the
+    set-up is done, having trained nothing: a resumed run folder is left as it was, a new run's folder removed.
 
     Examples:
 
