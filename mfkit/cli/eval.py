@@ -78,7 +78,8 @@ def evaluate(
     param: Optional[List[str]] = typer.Option(None, "--param", help="an evaluator parameter name=value (repeat "
                                               "it; see `mfkit plugins --params EVALUATOR`)"),
     json_file: Optional[Path] = typer.Option(None, "--json", help="also write every figure to this JSON file"),
-    seed: int = typer.Option(0, "--seed", help="seed of the noise, the real subsets and the scores"),
+    seed: int = typer.Option(0, "--seed", help="seed of the noise, the order of the conditions, the real subsets "
+                                               "and the scores"),
     reference: Optional[int] = typer.Option(None, "--reference", min=2, help="at most this many real val items "
                                             "(default: all)"),
     no_ema: bool = typer.Option(False, "--no-ema", help="use the raw weights instead of the EMA"),

@@ -99,11 +99,20 @@ def draw(model: nn.Module, modality: Modality, count: int, steps: int, *, euler:
     return torch.cat(chunks), network, decode_per_sample * count
 
 
-def _repeat(data: RealData, count: int) -> Any:
-    """The conditions of ``count`` samples: those of the reference items, cycled."""
+#: How samples get their conditions (recorded with a best checkpoint's figures): changing it changes them.
+CONDITION_ORDER = "the reference's, in seeded random order"
+CONDITION_SEED_OFFSET = 1_000_003  # the shuffle's stream, apart from those of the noise (seed) and subsets
+
+
+def reference_conditions(data: RealData, count: int, seed: int) -> Any:
+    """The conditions of ``count`` samples: those of the reference items in seeded random order, in whole
+    shuffled passes (each item's condition used once before any twice), so the mix of conditions follows
+    the real data's even when the reference is stored sorted by class and ``count`` is below its size."""
     if data.cond is None:
         return None
-    index = torch.arange(count) % len(data)
+    generator = torch.Generator().manual_seed(seed + CONDITION_SEED_OFFSET)  # a stream apart from the noise's
+    passes = -(-count // len(data))
+    index = torch.cat([torch.randperm(len(data), generator=generator) for _ in range(passes)])[:count]
     return slice_condition(data.cond, index)
 
 
@@ -112,7 +121,7 @@ class Evaluation:
 
     ``count``: samples per row. ``cond``: the text of `mfkit eval --cond` (samples get that condition
     and the real items are those with it); without it, conditional samples get the conditions of the
-    reference items in turn. ``reference_limit``: at most this many "val" items (drawn from ``seed``).
+    reference items in seeded random order (:func:`reference_conditions`). ``reference_limit``: at most this many "val" items (drawn from ``seed``).
     ``floor``: score ``count`` real training items against the reference (skipped when False).
     """
 
@@ -164,7 +173,7 @@ class Evaluation:
         """The conditions the samples are drawn with (None for an unconditional modality)."""
         if self.target is not None:
             return self.target
-        return _repeat(self.reference, self.count)
+        return reference_conditions(self.reference, self.count, self.seed)
 
     def run(self, model: nn.Module, *, steps: Sequence[int] = (1,), euler: Sequence[int] = (), batch_size: int = 1000,
             progress: ProgressFn = _quiet, info: dict[str, Any] | None = None, guidance: float = 1.0) -> EvalReport:

@@ -14,6 +14,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from mfkit.evaluation.runner import CONDITION_ORDER
 from mfkit.evaluation.training import BestTracker, TrainingEvaluation
 from mfkit.plugins.spec import Modality, PluginContext
 from mfkit.recipe.schema import Recipe
@@ -85,7 +86,8 @@ class PeriodicEvaluation:
                  measured_with: dict[str, Any] | None = None) -> None:
         self.evaluation, self.best = evaluation, best
         #: what the figures depend on besides the network (evaluator, its parameters, sample count, step
-        #: counts, seed, the weights scored); a best record measured otherwise is not comparable
+        #: counts, seed, the weights scored, how conditions are chosen); a best record measured otherwise
+        #: is not comparable
         self.measured_with = json.loads(json.dumps(measured_with)) if measured_with is not None else None
         self._before: dict[str, Any] | None = None
 
@@ -105,6 +107,8 @@ class PeriodicEvaluation:
         identity = evaluation.evaluator_identity or {"evaluator": train.eval_evaluator, "params": train.eval_params}
         measured_with = {**identity, "count": train.eval_count, "steps": list(steps), "euler": list(euler),
                          "seed": train.seed, "weights": f"ema {train.ema_decays[0]}" if train.ema_decays else "raw"}
+        if modality.condition() is not None:  # samples' conditions: the reference's in seeded random order
+            measured_with["conditions"] = CONDITION_ORDER
         return cls(evaluation, best, measured_with)
 
     def __call__(self, model: nn.Module, step: int) -> tuple[dict[str, float], bool]:

@@ -14,6 +14,7 @@ from mfkit.builtin.toy2d_eval import SPEC as TOY_EVALUATOR, Toy2dEvalParams, Toy
 from mfkit.cli.eval import evaluate as eval_command
 from mfkit.evaluation import Evaluation, draw, evaluate_checkpoint, load_split, parse_counts
 from mfkit.evaluation.data import select_condition
+from mfkit.evaluation.runner import CONDITION_SEED_OFFSET
 from tests.evaluation.conftest import make_checkpoint
 
 
@@ -89,11 +90,29 @@ def test_conditions_select_real_items_and_samples(tmp_path):
     assert unconditional.reference_count == len(val) and unconditional.floor_count == 100
     with pytest.raises(ValueError, match="unknown condition"):
         evaluate_checkpoint(checkpoint, steps=(1,), count=50, cond="nowhere", device="cpu")
-    # without --cond, samples take the reference items' conditions in turn
+    # without --cond, samples take the reference items' conditions in a seeded random order
     evaluation = Evaluation(modality, Toy2dEvaluator(Toy2dEvalParams()), count=7, floor=False)
-    assert torch.equal(evaluation.conditions(), val.cond[:7])
+    order = torch.randperm(len(val), generator=torch.Generator().manual_seed(CONDITION_SEED_OFFSET))[:7]
+    assert torch.equal(evaluation.conditions(), val.cond[order])
     chosen = select_condition(val, torch.tensor([label]), "val", "north")
     assert bool((chosen.cond == label).all())
+
+
+def test_samples_get_the_reference_conditions_shuffled_even_when_stored_class_by_class():
+    """A folder's held-out split is stored class by class: taking the first --n conditions gave samples of
+    the first classes only, scored against all of them."""
+    from mfkit.evaluation.data import RealData
+    from mfkit.evaluation.runner import reference_conditions
+
+    labels = torch.arange(3).repeat_interleave(10)  # 0 x10, 1 x10, 2 x10
+    sorted_by_class = RealData(torch.zeros(30, 2), labels)
+    few = reference_conditions(sorted_by_class, 12, seed=0)
+    assert sorted(set(few.tolist())) == [0, 1, 2] and torch.bincount(few).min() >= 2
+    many = reference_conditions(sorted_by_class, 70, seed=0)
+    assert torch.equal(torch.bincount(many[:60]), torch.full((3,), 20))  # whole passes: each item twice
+    assert torch.equal(reference_conditions(sorted_by_class, 12, seed=0), few)
+    assert not torch.equal(reference_conditions(sorted_by_class, 12, seed=1), few)
+    assert reference_conditions(RealData(torch.zeros(5, 2)), 4, seed=0) is None
 
 
 def test_flow_matching_runs_default_to_euler_steps(tmp_path):

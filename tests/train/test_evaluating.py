@@ -224,3 +224,24 @@ def test_resuming_from_an_earlier_checkpoint_keeps_a_best_file_for_its_record(tm
     assert load_checkpoint(folder / "set-aside" / "best.safetensors").step == 40
     best = load_checkpoint(folder / "best.safetensors")
     assert best.step == 20 and best.extra["best"]["best_step"] == 20  # 30 scored 0.9 after the resume
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_the_best_record_says_how_conditional_samples_got_their_conditions(tmp_path, conditional):
+    """The conditions of evaluation samples (the reference's, shuffled since 2026-11-29; in storage order
+    before) change the figures: a best record from before that change is not compared with new ones."""
+    from mfkit.evaluation.runner import CONDITION_ORDER
+    from mfkit.plugins.spec import PluginContext
+    from mfkit.recipe.build import build_modality
+    from mfkit.train.evaluating import PeriodicEvaluation
+
+    data = small_recipe(tmp_path, keep_best="sliced_w2", **EVAL)
+    data["modality"]["params"]["conditional"] = conditional
+    recipe = parse_recipe(data)
+    context = PluginContext(purpose="train", cache_dir=tmp_path / "cache")
+    periodic = PeriodicEvaluation.from_recipe(recipe, build_modality(recipe, context=context), context)
+    assert periodic.measured_with.get("conditions") == (CONDITION_ORDER if conditional else None)
+    if conditional:
+        before = {**json.loads(json.dumps(periodic.state())), "best": 0.1, "best_step": 10}
+        del before["measured_with"]["conditions"]  # as saved before the shuffle
+        assert "conditions None -> " in periodic.load(before)

@@ -26,6 +26,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from digits_meanflow_vs_fm import FEATURE_SPACE, FM_OVERRIDES  # noqa: E402 - one definition each
 RESULTS = Path(__file__).parent / "results"
+#: How the scored samples' class labels were chosen. Entries without this key (before 2026-11-29) took the
+#: first `count` test labels in order; scores of the two kinds differ by evaluation noise, so compare runs
+#: scored the same way (rescore older runs with `score RUN`).
+CONDITIONS = "test labels in seeded random order"
 
 
 def is_flow_matching(run: Path) -> bool:
@@ -102,6 +106,7 @@ def main() -> None:
         run = Path(args.name)
         entry["objective"] = "flow_matching" if is_flow_matching(run) else "meanflow"
     entry["scores"] = score(run, args.seeds, args.count, args.guidance, tuple(args.euler), args.emas)
+    entry["conditions"] = CONDITIONS
     args.log.parent.mkdir(parents=True, exist_ok=True)
     with args.log.open("a") as log:
         log.write(json.dumps(entry) + "\n")

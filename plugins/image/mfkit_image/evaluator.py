@@ -9,8 +9,9 @@ cached. Metrics, each against the real held-out images:
 * ``accuracy`` (class-conditional data only): the share of samples the network classifies as the class
   they were asked for (null-label samples are left out);
 * ``mmd_pixels``: unbiased RBF-mixture MMD^2 on raw pixels, bandwidths 0.5, 1 and 2 times the median
-  distance between real images (``mmd_latents`` for the ``image_latents`` modality: the same on the raw
-  latents).
+  distance between two different real images; at most ``max_pixels_items`` a side (the first samples, a
+  seeded random subset of the real images) (``mmd_latents`` for the ``image_latents`` modality: the same
+  on the raw latents).
 
 Pixel samples are clamped to [-1, 1] first (what a saved PNG holds); latents are scored as they are
 (their values are not bounded: clamping the samples only would reward a model whose latents are too large).
@@ -78,13 +79,23 @@ class ImageEvaluator(Evaluator):
             self.fit(self.modality.dataset("train"))
         return self.network
 
+    def _pixel_subset(self, real: torch.Tensor) -> torch.Tensor:
+        """At most ``max_pixels_items`` real images for the pixel MMD: a seeded random subset (the first ones
+        would be the first classes of a held-out split stored class by class)."""
+        if len(real) <= self.params.max_pixels_items:
+            return real
+        generator = torch.Generator().manual_seed(self.context.seed)
+        return real[torch.randperm(len(real), generator=generator)[: self.params.max_pixels_items]]
+
     def _real_terms(self, real: torch.Tensor) -> tuple[torch.Tensor, tuple[float, ...], float]:
         """Features of the real images, the pixel bandwidths and the real-only MMD term (cached per tensor)."""
         cached = self._reference
         if cached is None or cached[0] is not real or cached[1] != real._version:
             features = extract_features(self._network(), real.float())
-            pixels = real[: self.params.max_pixels_items].reshape(min(len(real), self.params.max_pixels_items), -1).double()
-            median = float(torch.cdist(pixels, pixels).median().clamp_min(1e-6))
+            pixels = self._pixel_subset(real).reshape(min(len(real), self.params.max_pixels_items), -1).double()
+            distances = torch.cdist(pixels, pixels)
+            apart = distances[torch.triu_indices(len(pixels), len(pixels), offset=1).unbind()]  # no zero diagonal
+            median = float(apart.median().clamp_min(1e-6)) if len(apart) else 1.0
             bandwidths = (0.5 * median, median, 2.0 * median)
             cached = self._reference = (real, real._version, features, bandwidths, mmd_within(pixels, bandwidths))
         return cached[2], cached[3], cached[4]
@@ -107,8 +118,8 @@ class ImageEvaluator(Evaluator):
             values["accuracy"] = self.accuracy(samples, cond)
         n = min(len(samples), self.params.max_pixels_items)
         values[self.mmd_name] = mmd_unbiased(samples[:n].reshape(n, -1).double(),
-                                            real[: self.params.max_pixels_items].reshape(-1, samples[0].numel()).double(),
-                                            bandwidths, within_b=within)
+                                             self._pixel_subset(real).reshape(-1, samples[0].numel()).double(),
+                                             bandwidths, within_b=within)
         return values
 
     def accuracy(self, samples: torch.Tensor, labels: Any) -> float:

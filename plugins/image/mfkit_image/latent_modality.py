@@ -11,6 +11,7 @@ recipe fixes it (e.g. 0.18215 for Stable Diffusion's VAE). Samples are saved as 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,7 +24,8 @@ from torch.utils.data import Dataset
 from mfkit.plugins import Modality, ModalitySpec, PluginContext
 from mfkit_image.data.latents import LatentShards
 from mfkit_image.data.pixels import to_pictures
-from mfkit_image.data.sets import held_out_split
+from mfkit_image.data.sets import (KEYED_SPLIT, PERMUTED_SPLIT, held_out_split, keyed_split, require_both_splits,
+                                   split_scheme_of, split_scheme_state)
 from mfkit_image.grid import picture_grid, single_pngs
 from mfkit_image.vae import VAESettings, decode_in_batches, load_decoder
 
@@ -38,7 +40,8 @@ class LatentParams(BaseModel):
     path: str = Field(description="folder of latent shards (.safetensors with 'latents' [+ 'labels'], or .npy "
                                   "[+ NAME.labels.npy]); optional classes.txt")
     val_path: str | None = Field(None, description="a separate folder of held-out latent shards")
-    val_fraction: float = Field(0.0, ge=0, lt=1, description="share of each class held out as 'val' (without val_path)")
+    val_fraction: float = Field(0.0, ge=0, lt=1, description="share held out as 'val' (without val_path): each latent "
+                                "by a hash of its shard's name and row, stable as shards are added")
     split_seed: int = Field(0, description="seed of the held-out split")
     scale: float | None = Field(None, gt=0, description="latent scale s (model tensor = s * latent); null: fit "
                                                         "1 / std on the training latents")
@@ -79,6 +82,10 @@ class LatentModality(Modality):
         self._names: list[str] | None = None
         self._names_known = False
         self._shape: tuple[int, ...] | None = None
+        self._indices: tuple[np.ndarray, np.ndarray] | None = None
+        #: How val_fraction splits the shards (data/sets.py): a new run's is the current one; a loaded
+        #: state's wins (a run made before the scheme was recorded keeps its seeded permutation).
+        self._scheme = KEYED_SPLIT
         self.splits = ("train", "val") if params.val_path or params.val_fraction > 0 else ("train",)
 
     @property
@@ -125,29 +132,51 @@ class LatentModality(Modality):
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {"latent_scale": torch.tensor(self.scale, dtype=torch.float64),
-                 "latent_shape": torch.tensor(self.sample_shape, dtype=torch.int64)}
-        if self.params.conditional and self.class_names:
-            state["class_names_json"] = torch.tensor(list(json.dumps(self.class_names).encode()), dtype=torch.uint8)
+                 "latent_shape": torch.tensor(self.sample_shape, dtype=torch.int64),
+                 "split_scheme": split_scheme_state(self._scheme)}
+        if self.params.conditional:  # "[]": unlabelled shards, so sampling needs no folder either way
+            text = json.dumps(self.class_names or []).encode()
+            state["class_names_json"] = torch.tensor(list(text), dtype=torch.uint8)
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        unknown = set(state) - {"latent_scale", "latent_shape", "class_names_json"}
+        """A state without ``split_scheme`` is from a run made before it was recorded: that run keeps its
+        seeded-permutation split (and records so when its state is saved again)."""
+        unknown = set(state) - {"latent_scale", "latent_shape", "class_names_json", "split_scheme"}
         if unknown:
             raise ValueError(f"the image_latents modality keeps no state named {sorted(unknown)}")
+        scheme = split_scheme_of(state)
+        if scheme != self._scheme:
+            self._scheme, self._indices = scheme, None  # indices taken before the state came are split again
         if "latent_scale" in state:
             self._scale = float(state["latent_scale"])
         if "latent_shape" in state:
             self._shape = tuple(int(v) for v in state["latent_shape"].tolist())
         if "class_names_json" in state:
-            self._names = json.loads(bytes(state["class_names_json"].tolist()).decode())
+            self._names = json.loads(bytes(state["class_names_json"].tolist()).decode()) or None
             self._names_known = True
 
     # ------------------------------------------------------------------ data
     def _split(self) -> tuple[np.ndarray, np.ndarray]:
-        labels = self.shards.labels if self.params.conditional else None
-        if self.params.val_path or self.params.val_fraction <= 0:
-            return np.arange(len(self.shards)), np.zeros(0, dtype=np.int64)
-        return held_out_split(labels, len(self.shards), self.params.val_fraction, self.params.split_seed)
+        """(train, held-out) indices: each latent held out by a hash of its shard's name and row (stable as
+        shards are added); for a run made before the split scheme was recorded, the seeded stratified
+        permutation it trained with."""
+        if self._indices is None:
+            if self.params.val_path or self.params.val_fraction <= 0:
+                self._indices = np.arange(len(self.shards)), np.zeros(0, dtype=np.int64)
+            elif self._scheme == PERMUTED_SPLIT:
+                warnings.warn(f"{self.params.path}: this run was made before mfkit-image recorded its split scheme, "
+                              f"so it keeps the split it trained with (val_fraction's seeded permutation of the "
+                              f"latents: adding or removing shards moves others between its splits); new runs "
+                              f"hold out each latent by a hash of its shard's name and row", stacklevel=3)
+                labels = self.shards.labels if self.params.conditional else None
+                self._indices = held_out_split(labels, len(self.shards), self.params.val_fraction,
+                                               self.params.split_seed)
+            else:
+                train, held = keyed_split(self.shards.keys(), self.params.val_fraction, self.params.split_seed)
+                require_both_splits(len(train), len(held), self.params.val_fraction, self.params.path, "latents")
+                self._indices = train, held
+        return self._indices
 
     def _train_indices(self) -> np.ndarray:
         return self._split()[0]

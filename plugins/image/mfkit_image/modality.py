@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +17,9 @@ from mfkit_image.data import folder as folders
 from mfkit_image.data.digits import DIGIT_NAMES, load_digits_pictures
 from mfkit_image.data.mnist import load_mnist
 from mfkit_image.data.pixels import fit_picture, resize_array, to_pictures, to_pil, to_tensor
-from mfkit_image.data.sets import LazyPictureSet, PictureSet, held_out_split
+from mfkit_image.data.sets import (KEYED_SPLIT, PERMUTED_SPLIT, LazyPictureSet, PictureSet, class_mix_subset,
+                                   held_out_split, keyed_split, require_both_splits, split_scheme_of,
+                                   split_scheme_state)
 from mfkit_image.grid import picture_grid, single_pngs
 
 NATIVE = {"digits": (8, 1), "mnist": (28, 1), "folder": (32, 3)}
@@ -41,10 +44,12 @@ class ImageParams(BaseModel):
     channels: Literal[1, 3] | None = Field(None, description="1 (grey) or 3 (RGB) (default: 1 digits/mnist, 3 folder)")
     conditional: bool = Field(True, description="class labels as the condition (folder: its sub-folders)")
     flip: bool = Field(False, description="add left-right mirrored copies to the training set")
-    val_fraction: float | None = Field(None, ge=0, lt=1, description="share of each class held out as 'val' "
+    val_fraction: float | None = Field(None, ge=0, lt=1, description="share held out as 'val' (digits: of each "
+                                       "class; folder: each file by a hash of its path, stable as files are added) "
                                        "(default: 0.2 digits, 0 folder; mnist uses its official 10,000 test digits)")
     split_seed: int = Field(0, description="seed of the held-out split (kept apart from the training seed)")
-    limit: int | None = Field(None, gt=0, description="use only the first N training items (quick trials)")
+    limit: int | None = Field(None, gt=0, description="use only N training items, a subset (seeded by split_seed) "
+                                                       "keeping each class's share (quick trials)")
     cache_mb: float = Field(2048, ge=0, description="folder: decode and cache the pictures when they take at most "
                                                     "this many MB as uint8, else decode on access")
     save_individual: bool = Field(False, description="write one PNG per sample beside the grid (not for previews)")
@@ -79,7 +84,11 @@ class ImageModality(Modality):
         has_val = params.source == "mnist" or fraction > 0 or params.val_path is not None
         self.splits = ("train", "val") if has_val else ("train",)
         self._names: list[str] | None = None
+        self._names_known = False  # True once the names are read or loaded (None then means "no classes")
         self._data: dict[str, Dataset] | None = None
+        #: How folders are split and ``limit`` taken (data/sets.py): a new run's is the current one; a
+        #: loaded state's wins (a run made before the scheme was recorded keeps the permutation, first N).
+        self._scheme = KEYED_SPLIT
 
     # ------------------------------------------------------------------ conditions
     @property
@@ -88,9 +97,9 @@ class ImageModality(Modality):
             return None
         if self.params.source in ("digits", "mnist"):
             return DIGIT_NAMES
-        if self._names is None:
-            self._names = folders.list_folder(self.params.path).class_names or []
-        return self._names or None
+        if not self._names_known:
+            self._names, self._names_known = folders.list_folder(self.params.path).class_names, True
+        return self._names
 
     # ------------------------------------------------------------------ data
     @property
@@ -115,37 +124,64 @@ class ImageModality(Modality):
             arrays = load_mnist(self.cache_dir, Path(self.params.mnist_file) if self.params.mnist_file else None)
             return {"train": (resize_array(arrays["train_x"], self.resolution, self.channels), arrays["train_y"]),
                     "val": (resize_array(arrays["test_x"], self.resolution, self.channels), arrays["test_y"])}
+        self._note_old_scheme()
         out = self._split(*self._read_folder(self.params.path))
         if self.params.val_path is not None:
-            out["val"] = self._read_folder(self.params.val_path, self.class_names)
+            out["val"] = self._read_folder(self.params.val_path)[:2]
         return out
 
-    def _split(self, pictures, labels) -> dict[str, tuple[Any, np.ndarray | None]]:
+    def _split(self, pictures, labels, keys: list[str] | None = None) -> dict[str, tuple[Any, np.ndarray | None]]:
+        """Hold out ``val_fraction``: folders by a hash of each file's path (``keys``: stable as files are
+        added), digits by the seeded stratified permutation (unchanged: published numbers use it), and
+        folders of a run made before the split scheme was recorded by that permutation too (as it trained)."""
         if self.val_fraction <= 0:
             return {"train": (pictures, labels)}
-        train, held = held_out_split(labels, len(labels) if labels is not None else _count(pictures),
-                                     self.val_fraction, self.params.split_seed)
+        if keys is None or self._scheme == PERMUTED_SPLIT:
+            train, held = held_out_split(labels, _count(pictures), self.val_fraction, self.params.split_seed)
+        else:
+            train, held = keyed_split(keys, self.val_fraction, self.params.split_seed)
+            require_both_splits(len(train), len(held), self.val_fraction, self.params.path, "pictures")
         return {"train": (_take(pictures, train), labels[train] if labels is not None else None),
                 "val": (_take(pictures, held), labels[held] if labels is not None else None)}
 
-    def _read_folder(self, path: str, names: list[str] | None = None):
+    def _read_folder(self, path: str):
         listing = folders.list_folder(path, classes=self.params.conditional)
-        if names is not None and listing.class_names != names:
-            raise folders.ImageFolderError(f"{path} has classes {listing.class_names} but the training folder has "
-                                           f"{names}; give both folders the same class sub-folders")
-        if self._names is None and self.params.conditional:
-            self._names = listing.class_names
+        if self.params.conditional:
+            if self._names_known:
+                self._check_classes(path, listing.class_names)
+            self._names, self._names_known = listing.class_names, True
         size_mb = len(listing.files) * self.resolution ** 2 * self.channels / 2 ** 20
         if size_mb <= self.params.cache_mb:
-            return folders.load_cached(listing, self.resolution, self.channels, self.cache_dir)
-        return folders.LazyFolderReader(listing, self.resolution, self.channels), listing.labels
+            pictures, labels, kept = folders.load_cached(listing, self.resolution, self.channels, self.cache_dir)
+            return pictures, labels, [listing.relative(path) for path in kept]
+        reader = folders.LazyFolderReader(listing, self.resolution, self.channels)
+        return reader, listing.labels, [listing.relative(path) for path in listing.files]
+
+    def _check_classes(self, path: str, found: list[str] | None) -> None:
+        """Refuse a folder whose class sub-folders differ from the known names (its labels would name
+        other classes than the run's)."""
+        known, found = self._names or [], found or []
+        if found == known:
+            return
+        added, missing = sorted(set(found) - set(known)), sorted(set(known) - set(found))
+        differs = "; ".join([f"added {added}"] * bool(added) + [f"missing {missing}"] * bool(missing))
+        if path == self.params.val_path:
+            whose, fix = "the training folder's", "give it the same class sub-folders as the training folder"
+        else:
+            whose, fix = "this run's", "restore its class sub-folders, or train a new run for the changed folder"
+        raise folders.ImageFolderError(f"{path} has classes {found} but {whose} classes are {known} "
+                                       f"({differs or 'in another order'}), so its labels would name the wrong "
+                                       f"classes; {fix}")
 
     def _load(self) -> dict[str, Dataset]:
         data = {}
         for split, (pictures, labels) in self._arrays().items():
             if split == "train" and self.params.limit is not None:
-                pictures, labels = _take(pictures, np.arange(min(self.params.limit, _count(pictures)))), (
-                    labels[:self.params.limit] if labels is not None else None)
+                if self._scheme == PERMUTED_SPLIT:  # a run made before the scheme was recorded: the first N
+                    chosen = np.arange(min(self.params.limit, _count(pictures)))
+                else:
+                    chosen = class_mix_subset(labels, _count(pictures), self.params.limit, self.params.split_seed)
+                pictures, labels = _take(pictures, chosen), labels[chosen] if labels is not None else None
             labels = labels if self.params.conditional else None
             flip = self.params.flip and split == "train"
             if isinstance(pictures, folders.LazyFolderReader):
@@ -153,6 +189,18 @@ class ImageModality(Modality):
             else:
                 data[split] = PictureSet(pictures, labels, flip)
         return data
+
+    def _note_old_scheme(self) -> None:
+        """Say once that a folder run made before the split scheme was recorded keeps its old split."""
+        held_out = self.val_fraction > 0 and self.params.val_path is None
+        if self._scheme != PERMUTED_SPLIT or not (held_out or self.params.limit is not None):
+            return
+        kept = " and ".join(["val_fraction's seeded permutation of the pictures"] * held_out
+                            + ["limit's first N pictures"] * (self.params.limit is not None))
+        warnings.warn(f"{self.params.path}: this run was made before mfkit-image recorded its split scheme, so it "
+                      f"keeps the split it trained with ({kept}; adding or removing pictures moves others "
+                      f"between its splits); new runs hold out each picture by a hash of its path",
+                      stacklevel=3)
 
     # ------------------------------------------------------------------ raw items
     def encode(self, raw: Any) -> torch.Tensor:
@@ -196,18 +244,26 @@ class ImageModality(Modality):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Folder sources keep their class names (UTF-8 JSON bytes), so sampling needs no folder."""
-        if self.params.source != "folder" or not self.params.conditional:
-            return {}
-        text = json.dumps(self.class_names or []).encode()
-        return {"class_names_json": torch.tensor(list(text), dtype=torch.uint8)}
+        """The split scheme (every source: it decides ``limit`` too) and, for conditional folders, the class
+        names (UTF-8 JSON bytes), so sampling needs no folder."""
+        state = {"split_scheme": split_scheme_state(self._scheme)}
+        if self.params.source == "folder" and self.params.conditional:
+            text = json.dumps(self.class_names or []).encode()
+            state["class_names_json"] = torch.tensor(list(text), dtype=torch.uint8)
+        return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        unknown = set(state) - {"class_names_json"}
+        """A state without ``split_scheme`` (even an empty one) is from a run made before it was recorded:
+        that run keeps its old split and ``limit`` (and records so when its state is saved again)."""
+        unknown = set(state) - {"class_names_json", "split_scheme"}
         if unknown:
             raise ValueError(f"the image modality keeps no state named {sorted(unknown)}")
-        if "class_names_json" in state:
+        scheme = split_scheme_of(state)
+        if scheme != self._scheme:
+            self._scheme, self._data = scheme, None  # data read before the state came are split again
+        if "class_names_json" in state:  # "[]": a folder without class sub-folders
             self._names = json.loads(bytes(state["class_names_json"].tolist()).decode()) or None
+            self._names_known = True
 
 
 def _count(pictures) -> int:

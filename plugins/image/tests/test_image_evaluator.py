@@ -79,3 +79,21 @@ def test_latents_are_scored_unclamped_so_too_large_latents_lose(tmp_path):
     right = evaluator.score(real, labels, reference, None)
     too_large = evaluator.score(2.5 * real, labels, reference, None)
     assert too_large["fd"] > right["fd"] and too_large["mmd_latents"] > 5 * max(right["mmd_latents"], 1e-3)
+
+
+def test_pixel_mmd_uses_a_random_subset_of_a_reference_stored_class_by_class(digits):
+    """Held-out folders are stored class by class: the first max_pixels_items real images were the first
+    classes only; the bandwidth is the median distance between different images (no zero diagonal)."""
+    modality, context = digits
+    evaluator = ImageEvaluator(ImageEvalParams(**QUICK, max_pixels_items=60), modality, context)
+    val = modality.dataset("val")
+    items = sorted((val[i] for i in range(len(val))), key=lambda item: int(item[1]))
+    real = torch.stack([x for x, _ in items])
+    labels = torch.stack([y for _, y in items])
+    subset = evaluator._pixel_subset(real)
+    assert len(subset) == 60 and len({int(labels[(real == x).flatten(1).all(1)][0]) for x in subset}) >= 8
+    _, bandwidths, _ = evaluator._real_terms(real)
+    pixels = subset.reshape(60, -1).double()
+    distances = torch.cdist(pixels, pixels)
+    apart = distances[~torch.eye(60, dtype=torch.bool)]
+    assert bandwidths[1] == pytest.approx(float(apart.median()), rel=0.02)

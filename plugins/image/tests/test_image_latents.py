@@ -56,7 +56,8 @@ def test_contract_and_fitted_scale(tmp_path, latent_folder, context):
     everything = [modality.dataset(s)[i][0] for s in ("train", "val") for i in range(len(modality.dataset(s)))]
     assert torch.stack(everything).std().item() == pytest.approx(1.0, abs=0.15) and train.shape[0] == 16
     state = modality.state_dict()
-    assert set(state) == {"latent_scale", "latent_shape", "class_names_json"} and 0.05 < float(state["latent_scale"]) < 1
+    assert set(state) == {"latent_scale", "latent_shape", "class_names_json", "split_scheme"}
+    assert 0.05 < float(state["latent_scale"]) < 1
 
 
 def test_scale_travels_and_explicit_scale_wins(latent_folder):
@@ -127,3 +128,61 @@ def test_missing_folder_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(LatentFolderError, match="no latent shards"):
         SPEC.build(LatentParams(path=str(tmp_path / "empty")), PluginContext()).sample_shape
+
+
+def test_held_out_latents_stay_held_out_as_shards_are_added(tmp_path):
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(folder / "b.npy", rng.normal(size=(12, 1, 2, 2)).astype(np.float32))
+    params = LatentParams(path=str(folder), val_fraction=0.3, scale=1.0)
+    items = lambda data: {tuple(data[i].flatten().tolist()) for i in range(len(data))}  # noqa: E731
+    before = SPEC.build(params, PluginContext())
+    val, train = items(before.dataset("val")), items(before.dataset("train"))
+    np.save(folder / "a.npy", rng.normal(size=(5, 1, 2, 2)).astype(np.float32))  # sorts first: shifts every index
+    after = SPEC.build(params, PluginContext())
+    assert val <= items(after.dataset("val")) and train <= items(after.dataset("train"))
+
+
+def _npy_folder(folder, labels=None):
+    folder.mkdir()
+    np.save(folder / "a.npy", np.random.default_rng(0).normal(size=(6, 1, 2, 2)).astype(np.float32))
+    if labels is not None:
+        np.save(folder / "a.labels.npy", np.asarray(labels, np.int64))
+    return folder
+
+
+@pytest.mark.parametrize("text, message", [
+    ("tench\n\ngoldfish\nshark\n", "line 2 is blank"),  # dropping it made label 1 'goldfish'
+    ("tench\ngoldfish\ntench\n", "line 3 repeats 'tench'"),
+])
+def test_classes_txt_blank_or_repeated_names_are_refused(tmp_path, text, message):
+    folder = _npy_folder(tmp_path / "npy", [0, 1, 2, 0, 1, 2])
+    (folder / "classes.txt").write_text(text)
+    with pytest.raises(LatentFolderError, match=f"classes.txt {message}"):
+        SPEC.build(LatentParams(path=str(folder)), PluginContext()).class_names
+
+
+def test_classes_txt_trailing_blank_lines_are_ignored(tmp_path):
+    folder = _npy_folder(tmp_path / "npy", [0, 1, 2, 0, 1, 2])
+    (folder / "classes.txt").write_text("tench\ngoldfish\nshark\n\n")
+    assert SPEC.build(LatentParams(path=str(folder)), PluginContext()).class_names == ["tench", "goldfish", "shark"]
+
+
+def test_classes_txt_beside_unlabelled_shards_is_refused(tmp_path):
+    folder = _npy_folder(tmp_path / "npy")
+    (folder / "classes.txt").write_text("x\ny\n")
+    with pytest.raises(LatentFolderError, match="carry no labels.*conditional: false"):
+        SPEC.build(LatentParams(path=str(folder)), PluginContext()).condition()
+    assert SPEC.build(LatentParams(path=str(folder), conditional=False), PluginContext()).condition() is None
+
+
+def test_unlabelled_latents_sample_without_the_folder(tmp_path):
+    folder = _npy_folder(tmp_path / "npy")
+    trained = SPEC.build(LatentParams(path=str(folder)), PluginContext())
+    trained.fit(trained.dataset("train"))
+    state = trained.state_dict()
+    folder.rename(tmp_path / "moved")
+    sampler = SPEC.build(LatentParams(path=str(folder)), PluginContext(purpose="sample"))
+    sampler.load_state_dict(state)
+    assert sampler.condition() is None and sampler.sample_shape == (1, 2, 2)

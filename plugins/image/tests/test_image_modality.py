@@ -13,7 +13,7 @@ from mfkit.testing import check_modality_spec
 from mfkit_image.data import folder as folders
 from mfkit_image.modality import SPEC, ImageParams
 
-from image_testutil import write_picture
+from image_testutil import grey_list, write_greys, write_picture
 
 
 def build(context, **params):
@@ -167,3 +167,91 @@ def test_grid_wraps_many_samples_of_one_class(tmp_path):
     mixed = picture_grid(pictures, tmp_path / "b.png", np.arange(40) % 2, [str(d) for d in range(10)], 16)
     rows = lambda path: round((Image.open(path).height - 12) / (8 * 6 + 2))  # noqa: E731 - title, 48 px cells
     assert rows(one_class) == 3 and rows(mixed) == 4
+
+
+def test_changed_class_folders_are_refused_on_resume(tmp_path, context):
+    root = tmp_path / "pets"
+    for name in ("cat", "dog"):
+        write_picture(root / name / "0.png")
+    trained = build(context, source="folder", path=str(root), resolution=8)
+    trained.dataset("train")
+    state = trained.state_dict()
+    write_picture(root / "bird" / "0.png")  # sorts first: cats would be labelled 1, "dog"
+    resumed = build(context, source="folder", path=str(root), resolution=8)
+    resumed.load_state_dict(state)
+    with pytest.raises(folders.ImageFolderError, match=r"added \['bird'\].*train a new run"):
+        resumed.dataset("train")
+
+
+def test_val_folder_with_other_classes_is_refused(tmp_path, context):
+    for name in ("cat", "dog"):
+        write_picture(tmp_path / "train" / name / "0.png")
+    write_picture(tmp_path / "val" / "cat" / "0.png")
+    modality = build(context, source="folder", path=str(tmp_path / "train"), val_path=str(tmp_path / "val"),
+                     resolution=8)
+    with pytest.raises(folders.ImageFolderError, match=r"missing \['dog'\].*same class sub-folders"):
+        modality.dataset("val")
+
+
+def test_flat_folder_samples_without_the_folder(tmp_path, context):
+    for i in range(2):
+        write_picture(tmp_path / "flat" / f"{i}.png")
+    trained = build(context, source="folder", path=str(tmp_path / "flat"), resolution=8)  # conditional: true
+    trained.dataset("train")
+    state = trained.state_dict()
+    (tmp_path / "flat").rename(tmp_path / "moved")
+    sampler = SPEC.build(ImageParams(source="folder", path=str(tmp_path / "flat"), resolution=8),
+                         PluginContext(purpose="sample"))
+    sampler.load_state_dict(state)
+    assert sampler.class_names is None and sampler.condition() is None
+
+
+def _greys(data) -> set[int]:
+    return set(grey_list(data))
+
+
+def test_folder_split_is_stable_as_files_are_added(tmp_path, context):
+    params = {"source": "folder", "path": str(tmp_path / "pets"), "resolution": 4, "channels": 1,
+              "val_fraction": 0.3}
+    write_greys(tmp_path / "pets", 10)
+    before = build(context, **params)
+    val, train = _greys(before.dataset("val")), _greys(before.dataset("train"))
+    write_greys(tmp_path / "pets", 5, start=10)
+    after = build(context, **params)
+    assert val <= _greys(after.dataset("val")) and train <= _greys(after.dataset("train"))
+    other_seed = build(context, **params, split_seed=1)
+    assert _greys(other_seed.dataset("val")) != _greys(after.dataset("val"))
+
+
+def test_cached_and_on_access_folders_hold_out_the_same_files_with_corrupt_ones(tmp_path, context):
+    """Both paths split the same files by their names; what a user gets differs by the corrupt files: the
+    cache drops them, the on-access reader keeps each one's place and fills it with its split's next
+    readable picture (a repeat; docs/plugins/image.md)."""
+    write_greys(tmp_path / "pets", 10, classes=("cat",))
+    for name in ("000b_bad.png", "006b_bad.png"):  # by their hashes: 000b trained on, 006b held out
+        (tmp_path / "pets" / "cat" / name).write_bytes(b"not a png")
+    params = {"source": "folder", "path": str(tmp_path / "pets"), "resolution": 4, "channels": 1,
+              "val_fraction": 0.3}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cached, on_access = build(context, **params), build(context, **params, cache_mb=0)
+        assert grey_list(cached.dataset("val")) == [0, 6, 10, 16]
+        assert grey_list(on_access.dataset("val")) == [0, 6, 10, 16, 16]  # 006b_bad: the next val picture, 008
+        assert grey_list(cached.dataset("train")) == [2, 4, 8, 12, 14, 18]
+        assert grey_list(on_access.dataset("train")) == [2, 2, 4, 8, 12, 14, 18]  # 000b_bad: 001 again
+
+
+def test_an_empty_held_out_split_is_a_clear_error(tmp_path, context):
+    write_greys(tmp_path / "pets", 1)
+    modality = build(context, source="folder", path=str(tmp_path / "pets"), resolution=4, val_fraction=0.01)
+    with pytest.raises(ValueError, match="'val' split of .* is empty.*raise val_fraction"):
+        modality.dataset("train")
+
+
+def test_limit_keeps_the_class_mix(tmp_path, context):
+    write_greys(tmp_path / "pets", 6)
+    folder = build(context, source="folder", path=str(tmp_path / "pets"), resolution=4, limit=6).dataset("train")
+    assert sorted(int(folder[i][1]) for i in range(len(folder))) == [0, 0, 0, 1, 1, 1]
+    digits = build(context, limit=100).dataset("train")
+    counts = torch.bincount(torch.stack([digits[i][1] for i in range(len(digits))]), minlength=10)
+    assert len(digits) == 100 and counts.min() >= 9 and counts.max() <= 11  # each digit's share, give or take 1

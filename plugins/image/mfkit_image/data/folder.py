@@ -4,8 +4,8 @@ Layout: ``root/*.png`` (unconditional) or ``root/<class>/**/*.png`` (the sub-fol
 are the classes). Every picture is resized (shorter side) and centre-cropped to the resolution and
 converted to 1 or 3 channels. Files that cannot be decoded are skipped with a warning naming each and
 a count. Folders whose decoded pictures fit ``cache_mb`` are decoded once and cached as a uint8 array
-under the cache folder (keyed by the files' names, sizes and times and the resolution and channels);
-larger ones are decoded on access.
+under the cache folder (keyed by the files' names, sizes and times, the resolution and channels, the
+decoder's version and Pillow's); larger ones are decoded on access.
 """
 from __future__ import annotations
 
@@ -17,11 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import PIL
 from PIL import Image, UnidentifiedImageError
 
 from mfkit_image.data.pixels import fit_picture
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+#: Version of the decoding (bumped when it changes what pixels a file gives; part of the cache key).
+#: 2: EXIF orientation, 16-bit grey scaled to 8 bits, tRNS transparency of L and RGB laid on white.
+DECODE_VERSION = 2
 _DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
@@ -37,6 +41,10 @@ class FolderListing:
     files: list[Path]
     labels: np.ndarray | None
     class_names: list[str] | None
+
+    def relative(self, path: Path) -> str:
+        """A file's path below the root ("cats/001.png"): its stable name (split key, cache entry)."""
+        return path.relative_to(self.root).as_posix()
 
 
 def _pictures_under(folder: Path) -> list[Path]:
@@ -108,40 +116,51 @@ def decode_all(listing: FolderListing, resolution: int, channels: int,
 
 
 def listing_key(listing: FolderListing, resolution: int, channels: int) -> str:
-    """A content key of the listing: relative names, sizes and modification times, and the target shape."""
-    digest = hashlib.sha256(json.dumps([resolution, channels, listing.class_names]).encode())
+    """A content key of the listing: relative names, sizes and modification times, the target shape, and
+    the decoder's and Pillow's versions (a changed decoder never reuses old pictures)."""
+    settings = [resolution, channels, listing.class_names, DECODE_VERSION, PIL.__version__]
+    digest = hashlib.sha256(json.dumps(settings).encode())
     for path in listing.files:
         stat = path.stat()
-        digest.update(f"{path.relative_to(listing.root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{listing.relative(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:24]
 
 
 def load_cached(listing: FolderListing, resolution: int, channels: int,
-                cache_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
+                cache_dir: Path) -> tuple[np.ndarray, np.ndarray | None, list[Path]]:
     """:func:`decode_all`, with the result kept in ``<cache_dir>/image/folder-<key>.npz`` for next time."""
     cache = Path(cache_dir) / "image" / f"folder-{listing_key(listing, resolution, channels)}.npz"
     if cache.is_file():
         try:
-            with np.load(cache) as stored:
-                pictures = stored["pictures"]
-                labels = stored["labels"] if "labels" in stored.files else None
-                skipped = [str(s) for s in stored["skipped"]]
-            for path in skipped:
-                warnings.warn(f"skipping unreadable image {path} (found when the cache was made)", stacklevel=2)
-            if skipped:
-                warnings.warn(f"{listing.root}: skipped {len(skipped)} unreadable of {len(listing.files)} image "
-                              f"file(s)", stacklevel=2)
-            return pictures, labels
+            return _read_cache(cache, listing)
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache is rebuilt
     pictures, labels, kept = decode_all(listing, resolution, channels)
-    skipped = sorted(set(map(str, listing.files)) - set(map(str, kept)))
+    skipped = sorted(set(map(listing.relative, listing.files)) - set(map(listing.relative, kept)))
     cache.parent.mkdir(parents=True, exist_ok=True)
     partial = cache.with_name(cache.name + ".partial.npz")
     extra = {"labels": labels} if labels is not None else {}
     np.savez(partial, pictures=pictures, skipped=np.array(skipped, dtype=str), **extra)
     partial.replace(cache)
-    return pictures, labels
+    return pictures, labels, kept
+
+
+def _read_cache(cache: Path, listing: FolderListing) -> tuple[np.ndarray, np.ndarray | None, list[Path]]:
+    """(pictures, labels, the files kept) from a cache file, warning again about the files it skipped."""
+    with np.load(cache) as stored:
+        pictures = stored["pictures"]
+        labels = stored["labels"] if "labels" in stored.files else None
+        skipped = {str(s) for s in stored["skipped"]}
+    kept = [path for path in listing.files if listing.relative(path) not in skipped]
+    if len(kept) != len(pictures):
+        raise ValueError(f"{cache} holds {len(pictures)} pictures for {len(kept)} files")
+    for name in sorted(skipped):
+        warnings.warn(f"skipping unreadable image {listing.root / name} (found when the cache was made)",
+                      stacklevel=3)
+    if skipped:
+        warnings.warn(f"{listing.root}: skipped {len(skipped)} unreadable of {len(listing.files)} image file(s)",
+                      stacklevel=3)
+    return pictures, labels, kept
 
 
 class LazyFolderReader:

@@ -5,8 +5,9 @@ A folder holds shards in name order, each either
 * ``NAME.safetensors`` with the tensor ``latents`` (n, c, h, w) and optionally ``labels`` (n,), or
 * ``NAME.npy`` (n, c, h, w) with optionally ``NAME.labels.npy`` (n,) beside it,
 
-and optionally ``classes.txt`` (one class name per line, line k naming label k). Items are read on
-access through memory maps, so a data set larger than memory works.
+and optionally ``classes.txt`` (one class name per line, line k naming label k - 1; labelled shards
+only; blank lines only at the end). Items are read on access through memory maps, so a data set
+larger than memory works.
 """
 from __future__ import annotations
 
@@ -27,6 +28,24 @@ class Shard:
     path: Path
     count: int
     labels: np.ndarray | None
+
+
+def read_class_names(path: Path) -> list[str]:
+    """The class names of classes.txt, line k naming label k - 1 (blank lines at the end ignored); a blank
+    or repeated name is refused, since dropping it would shift every later class."""
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    while names and not names[-1]:
+        names.pop()
+    first: dict[str, int] = {}
+    for line, name in enumerate(names, start=1):
+        if not name:
+            raise LatentFolderError(f"{path} line {line} is blank, but line k names label k - 1; write that "
+                                    f"class's name there")
+        if name in first:
+            raise LatentFolderError(f"{path} line {line} repeats {name!r} (line {first[name]}); give every class "
+                                    f"its own name")
+        first[name] = line
+    return names
 
 
 class LatentShards:
@@ -79,12 +98,21 @@ class LatentShards:
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
+    def keys(self) -> list[str]:
+        """A stable name per latent, "SHARD_FILE:ROW" (its held-out split depends on nothing else)."""
+        return [f"{shard.path.name}:{row}" for shard in self.shards for row in range(shard.count)]
+
     def class_names(self) -> list[str] | None:
-        """Names from classes.txt, else "0" .. "K-1" for labels up to K - 1; None when unlabelled."""
+        """Names from classes.txt, else "0" .. "K-1" for labels up to K - 1; None when unlabelled
+        (classes.txt beside unlabelled shards is refused: it declares classes no item carries)."""
         names_file = self.folder / "classes.txt"
         if names_file.is_file():
-            names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
-            if self.labels is not None and len(self.labels) and self.labels.max() >= len(names):
+            if self.labels is None:
+                raise LatentFolderError(f"{names_file} names classes but the shards in {self.folder} carry no "
+                                        f"labels; add them ('labels' in each .safetensors, NAME.labels.npy beside "
+                                        f"each .npy), or set conditional: false to train without classes")
+            names = read_class_names(names_file)
+            if len(self.labels) and self.labels.max() >= len(names):
                 raise LatentFolderError(f"labels reach {self.labels.max()} but {names_file} names only {len(names)} "
                                         f"classes")
             return names

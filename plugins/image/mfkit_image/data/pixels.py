@@ -7,17 +7,40 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
+
+
+#: Modes holding more than 8 bits of grey: integers in 0..65535 (16-bit PNGs) or floats in [0, 1].
+DEEP_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def deep_grey_to_8bit(image: Image.Image) -> Image.Image:
+    """A 16-bit (or 32-bit integer, 0..65535) or float ([0, 1]) grey image -> mode L, or LA when its
+    ``transparency`` (tRNS) value marks transparent pixels."""
+    values = np.asarray(image, dtype=np.float64)
+    scale = 255.0 if image.mode == "F" else 255.0 / 65535.0
+    grey = Image.fromarray(np.round(np.clip(values * scale, 0, 255)).astype(np.uint8), "L")
+    if "transparency" in image.info:
+        grey.putalpha(Image.fromarray(np.where(values == image.info["transparency"], 0, 255).astype(np.uint8), "L"))
+    return grey
+
+
+def on_white(image: Image.Image) -> Image.Image:
+    """Transparent pixels (an alpha band, or a tRNS colour or palette entry) laid on white; others as they are."""
+    if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
+        return image
+    rgba = image.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
 
 
 def fit_picture(image: Image.Image, resolution: int, channels: int) -> np.ndarray:
-    """A PIL image -> uint8 (resolution, resolution, channels): shorter side resized to ``resolution``
-    (bicubic, antialiased when shrinking), then the centre square cropped. Transparency is laid on white."""
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    image = image.convert("L" if channels == 1 else "RGB")
+    """A PIL image -> uint8 (resolution, resolution, channels): turned upright by its EXIF orientation,
+    deep grey scaled to 8 bits, transparency laid on white, shorter side resized to ``resolution``
+    (bicubic, antialiased when shrinking), then the centre square cropped."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in DEEP_GREY:
+        image = deep_grey_to_8bit(image)
+    image = on_white(image).convert("L" if channels == 1 else "RGB")
     width, height = image.size
     scale = resolution / min(width, height)
     if (width, height) != (resolution, resolution):

@@ -1,13 +1,40 @@
-"""Map-style data sets of pictures and a deterministic held-out split."""
+"""Map-style data sets of pictures, deterministic held-out splits and class-keeping subsets."""
 from __future__ import annotations
 
-from typing import Callable
+import hashlib
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from mfkit_image.data.pixels import to_tensor
+
+#: How a run splits folders and latent shards and takes its ``limit`` subset, kept in the modality's state
+#: as ``split_scheme`` so every resume and evaluation of a run sees the split it trained with.
+#: 1 (runs whose state lacks the key: made before it was recorded): :func:`held_out_split` over the items
+#: (a seeded permutation), ``limit`` = the first N training items.
+#: 2: :func:`keyed_split` (a hash of each item's key), ``limit`` = :func:`class_mix_subset`.
+#: The built-in digits are split by :func:`held_out_split` under both; MNIST keeps its official test set.
+PERMUTED_SPLIT, KEYED_SPLIT = 1, 2
+SPLIT_SCHEMES = (PERMUTED_SPLIT, KEYED_SPLIT)
+
+
+def split_scheme_of(state: dict[str, torch.Tensor]) -> int:
+    """The split scheme a loaded state records (:data:`PERMUTED_SPLIT` when it records none: its run was
+    made before the scheme was saved); a scheme this version does not know is refused."""
+    if "split_scheme" not in state:
+        return PERMUTED_SPLIT
+    scheme = int(state["split_scheme"])
+    if scheme not in SPLIT_SCHEMES:
+        raise ValueError(f"split_scheme {scheme} is not one this mfkit-image knows ({SPLIT_SCHEMES}); the run was "
+                         f"made by a newer version: update mfkit-image")
+    return scheme
+
+
+def split_scheme_state(scheme: int) -> torch.Tensor:
+    """The state tensor recording ``scheme``."""
+    return torch.tensor(scheme, dtype=torch.int64)
 
 
 class PictureSet(Dataset):
@@ -58,7 +85,8 @@ class LazyPictureSet(Dataset):
 
 def held_out_split(labels: np.ndarray | None, count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, held-out indices): a share ``fraction`` of every class (of all items when
-    unlabelled) held out, chosen by a permutation seeded with ``seed``; both sorted."""
+    unlabelled) held out, chosen by a permutation seeded with ``seed``; both sorted. For fixed sets only
+    (the built-in digits): adding an item moves others between the splits; growing sets use :func:`keyed_split`."""
     rng = np.random.default_rng(seed)
     groups = [np.arange(count)] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
     held = []
@@ -68,3 +96,39 @@ def held_out_split(labels: np.ndarray | None, count: int, fraction: float, seed:
     held_out = np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
     train = np.setdiff1d(np.arange(count), held_out)
     return train, held_out
+
+
+def key_share(key: str, seed: int) -> float:
+    """A number in [0, 1) fixed by ``(seed, key)`` alone (a SHA-256 hash): an item's place in the split."""
+    digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") / 2 ** 64
+
+
+def keyed_split(keys: Sequence[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, held-out indices): item i is held out when ``key_share(keys[i], seed) < fraction``,
+    so its split never depends on the other items (files added later move no item; about ``fraction``
+    of every class is held out)."""
+    held = np.array([key_share(key, seed) < fraction for key in keys], dtype=bool)
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def require_both_splits(train: int, held: int, fraction: float, where: str, items: str) -> None:
+    """Refuse a :func:`keyed_split` that left the training or the held-out split empty."""
+    if train and held:
+        return
+    empty, fix = ("val", "raise val_fraction") if train else ("train", "lower val_fraction")
+    raise ValueError(f"the {empty!r} split of {where} is empty: val_fraction {fraction} holds out each of its "
+                     f"{train + held} {items} by a hash of its name; {fix}, change split_seed or give val_path")
+
+
+def class_mix_subset(labels: np.ndarray | None, count: int, limit: int, seed: int) -> np.ndarray:
+    """``limit`` of ``count`` item indices (sorted) keeping each class's share: every class is shuffled
+    (seeded), its k-th item ranked at (k + 0.5) / class size, and the lowest ranks taken."""
+    if limit >= count:
+        return np.arange(count)
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(count)] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    ranks = np.empty(count)
+    for group in groups:
+        ranks[rng.permutation(group)] = (np.arange(len(group)) + 0.5) / len(group)
+    return np.sort(np.argsort(ranks, kind="stable")[:limit])
