@@ -121,7 +121,8 @@ class Evaluation:
 
     ``count``: samples per row. ``cond``: the text of `mfkit eval --cond` (samples get that condition
     and the real items are those with it); without it, conditional samples get the conditions of the
-    reference items in seeded random order (:func:`reference_conditions`). ``reference_limit``: at most this many "val" items (drawn from ``seed``).
+    reference items in seeded random order (:func:`reference_conditions`). ``reference_limit``: at most
+    this many "val" items (drawn from ``seed``).
     ``floor``: score ``count`` real training items against the reference (skipped when False).
     """
 

@@ -43,7 +43,8 @@ class SpeechParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     folder: str | None = Field(None, description="a speech folder (WAV/FLAC/OGG); null: the embedded spoken-digit corpus")
     label_from: LabelFrom = Field("folder", description="class labels from the first sub-folder, the file name "
-                                                        "stem (up to '_', lower-cased), a manifest, or none (unconditional)")
+                                                        "stem (up to '_', lower-cased), a manifest, or none "
+                                                        "(unconditional)")
     manifest: str | None = Field(None, description="CSV/TSV of path and label (label_from: manifest), relative to folder")
     classes: list[str] | None = Field(None, description="the classes to keep, in this order; files of other labels are "
                                                         "ignored (null: every label found in the training split)")
