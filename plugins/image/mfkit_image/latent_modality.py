@@ -11,7 +11,6 @@ recipe fixes it (e.g. 0.18215 for Stable Diffusion's VAE). Samples are saved as 
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +24,8 @@ from mfkit.plugins import Modality, ModalitySpec, PluginContext
 from mfkit_image.data.latents import LatentShards
 from mfkit_image.data.pixels import to_pictures
 from mfkit_image.data.sets import (KEYED_SPLIT, PERMUTED_SPLIT, held_out_split, keyed_split, require_both_splits,
-                                   split_scheme_of, split_scheme_state)
+                                   split_scheme_of, split_scheme_state,
+                                   warn_old_split)
 from mfkit_image.grid import picture_grid, single_pngs
 from mfkit_image.vae import VAESettings, decode_in_batches, load_decoder
 
@@ -165,10 +165,8 @@ class LatentModality(Modality):
             if self.params.val_path or self.params.val_fraction <= 0:
                 self._indices = np.arange(len(self.shards)), np.zeros(0, dtype=np.int64)
             elif self._scheme == PERMUTED_SPLIT:
-                warnings.warn(f"{self.params.path}: this run was made before mfkit-image recorded its split scheme, "
-                              f"so it keeps the split it trained with (val_fraction's seeded permutation of the "
-                              f"latents: adding or removing shards moves others between its splits); new runs "
-                              f"hold out each latent by a hash of its shard's name and row", stacklevel=3)
+                warn_old_split(self.params.path, "val_fraction's seeded permutation of the latents", "shards",
+                               "latent by a hash of its shard's name and row")
                 labels = self.shards.labels if self.params.conditional else None
                 self._indices = held_out_split(labels, len(self.shards), self.params.val_fraction,
                                                self.params.split_seed)

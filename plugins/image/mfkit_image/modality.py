@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +18,7 @@ from mfkit_image.data.mnist import load_mnist
 from mfkit_image.data.pixels import fit_picture, resize_array, to_pictures, to_pil, to_tensor
 from mfkit_image.data.sets import (KEYED_SPLIT, PERMUTED_SPLIT, LazyPictureSet, PictureSet, class_mix_subset,
                                    held_out_split, keyed_split, require_both_splits, split_scheme_of,
-                                   split_scheme_state)
+                                   split_scheme_state, warn_old_split)
 from mfkit_image.grid import picture_grid, single_pngs
 
 NATIVE = {"digits": (8, 1), "mnist": (28, 1), "folder": (32, 3)}
@@ -197,10 +196,7 @@ class ImageModality(Modality):
             return
         kept = " and ".join(["val_fraction's seeded permutation of the pictures"] * held_out
                             + ["limit's first N pictures"] * (self.params.limit is not None))
-        warnings.warn(f"{self.params.path}: this run was made before mfkit-image recorded its split scheme, so it "
-                      f"keeps the split it trained with ({kept}; adding or removing pictures moves others "
-                      f"between its splits); new runs hold out each picture by a hash of its path",
-                      stacklevel=3)
+        warn_old_split(self.params.path, kept, "pictures", "picture by a hash of its path")
 
     # ------------------------------------------------------------------ raw items
     def encode(self, raw: Any) -> torch.Tensor:

@@ -14,6 +14,7 @@ import json
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +43,15 @@ class FolderListing:
     labels: np.ndarray | None
     class_names: list[str] | None
 
+    @cached_property
+    def names(self) -> dict[Path, str]:
+        """Each file's path below the root ("cats/001.png"), worked out once: its stable name (split key,
+        cache key and cache entry)."""
+        return {path: path.relative_to(self.root).as_posix() for path in self.files}
+
     def relative(self, path: Path) -> str:
-        """A file's path below the root ("cats/001.png"): its stable name (split key, cache entry)."""
-        return path.relative_to(self.root).as_posix()
+        """One file's stable name (see :attr:`names`)."""
+        return self.names[path]
 
 
 def _pictures_under(folder: Path) -> list[Path]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -30,6 +31,13 @@ def split_scheme_of(state: dict[str, torch.Tensor]) -> int:
         raise ValueError(f"split_scheme {scheme} is not one this mfkit-image knows ({SPLIT_SCHEMES}); the run was "
                          f"made by a newer version: update mfkit-image")
     return scheme
+
+
+def warn_old_split(path: str, kept: str, items: str, new_key: str) -> None:
+    """Say that a run made before the split scheme was recorded keeps the split it trained with."""
+    warnings.warn(f"{path}: this run was made before mfkit-image recorded its split scheme, so it keeps the split "
+                  f"it trained with ({kept}; adding or removing {items} moves others between its splits); new runs "
+                  f"hold out each {new_key}", stacklevel=4)
 
 
 def split_scheme_state(scheme: int) -> torch.Tensor:
