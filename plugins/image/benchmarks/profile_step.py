@@ -10,6 +10,7 @@ import argparse
 import time
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 from train_step import build_backbone, objective_for
 
@@ -27,6 +28,9 @@ def main() -> None:
     parser.add_argument("--objective", default="forward_ad@all")
     parser.add_argument("--precision", default="fp32", help="jvp_precision: fp32, tf32 or autocast")
     parser.add_argument("--rows", type=int, default=25)
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="steps before timing; cuDNN builds an attention plan for each new batch shape, and the "
+                             "number of r != t rows changes from step to step, so a short warm-up times those builds")
     args = parser.parse_args()
     device = torch.device(args.device)
     shape = tuple(int(v) for v in args.shape.split(","))
@@ -42,7 +46,7 @@ def main() -> None:
             loss = objective(model, x, labels).loss
         loss.backward()
 
-    for _ in range(3):
+    for _ in range(args.warmup):
         step()
     wall = median_wall(step, device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -61,7 +65,9 @@ def main() -> None:
     print(prof.key_averages().table(sort_by=key, row_limit=args.rows,
                                     max_name_column_width=60))
     if device.type == "cuda":
-        busy = sum(event.self_device_time_total for event in prof.key_averages()) / 1e3
+        # kernels only: an operator's row repeats the device time of the kernels it launched
+        busy = sum(event.self_device_time_total for event in prof.key_averages()
+                   if event.device_type == DeviceType.CUDA) / 1e3
         print(f"step {wall * 1e3:.1f} ms (median of 10, unprofiled); kernels {busy:.1f} ms: the GPU is busy "
               f"{100 * busy / (wall * 1e3):.0f}% of the step (well under 100%: the step waits on the host, "
               f"Python's per-op cost or synchronisations)")
