@@ -13,8 +13,10 @@ second evaluation loads them, and changed data (or settings) trains a new networ
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -91,8 +93,10 @@ def train_feature_network(factory: Callable[[], nn.Module], dataset: Dataset, lo
 
     Deterministic from ``seed`` (initial weights and batch order; the global RNG is left as it was).
     The cache file is ``cache_dir/feature-nets/<name>-<hash>.safetensors``, the hash covering the data
-    (:func:`dataset_digest`), the architecture (parameter names and shapes), the training settings and
-    ``settings`` (anything else the caller's loss depends on). ``cache_dir`` defaults to
+    (:func:`dataset_digest`), the architecture (parameter names and shapes), the training settings,
+    ``settings`` (anything else the caller's loss depends on) and the source code of the modules that
+    define the network's class, the loss and this training loop (:func:`code_digest`: an edited forward
+    or loss trains afresh instead of loading weights the new code would not produce). ``cache_dir`` defaults to
     :func:`mfkit.plugins.default_cache_dir`.
     """
     from mfkit.plugins.spec import default_cache_dir
@@ -102,7 +106,7 @@ def train_feature_network(factory: Callable[[], nn.Module], dataset: Dataset, lo
         module = factory()
     key = {"name": name, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
            "architecture": _architecture(module), "settings": dict(settings or {}),
-           "data": dataset_digest(dataset, collate)}
+           "data": dataset_digest(dataset, collate), "code": code_digest(type(module), loss)}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     path = Path(cache_dir or default_cache_dir()) / "feature-nets" / f"{name}-{digest[:20]}.safetensors"
     trained = False
@@ -119,6 +123,21 @@ def train_feature_network(factory: Callable[[], nn.Module], dataset: Dataset, lo
         _save(module, path, {"name": name, "key": json.dumps(key, sort_keys=True, default=str)})
     module.eval().requires_grad_(False)
     return FeatureNetwork(module, path, digest, trained)
+
+
+def code_digest(*objects: Any) -> str:
+    """A hash (16 hex digits) of the source files of the modules that define ``objects`` (classes,
+    functions; a ``functools.partial`` counts as its function) and of this module. A module whose source
+    cannot be read (built in, or run from bytecode only) counts by its name."""
+    names = {getattr(getattr(item, "func", item), "__module__", None) for item in objects} | {__name__}
+    hasher = hashlib.sha256()
+    for module_name in sorted(name for name in names if name):
+        hasher.update(module_name.encode())
+        try:
+            hasher.update(inspect.getsource(sys.modules[module_name]).encode())
+        except (KeyError, OSError, TypeError):
+            pass
+    return hasher.hexdigest()[:16]
 
 
 def _fit(module: nn.Module, dataset: Dataset, loss: FeatureLoss, *, steps: int, batch_size: int, lr: float,

@@ -61,3 +61,47 @@ def test_digest_sees_values_shapes_and_labels():
     digests = {dataset_digest(TensorDataset(x)), dataset_digest(TensorDataset(x.reshape(10, 2, 1))),
                dataset_digest(TensorDataset(x + 1)), dataset_digest(TensorDataset(x, torch.arange(10)))}
     assert len(digests) == 4 and dataset_digest(TensorDataset(x)) == dataset_digest(TensorDataset(x.clone()))
+
+
+_NET_SOURCE = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(2, 4)
+
+    def forward(self, x):
+        return torch.{activation}(self.layer(x))
+
+
+def loss(module, batch):
+    (x,) = batch
+    return (module(x)[:, :2] - x.flip(1)).pow(2).mean()
+'''
+
+
+def test_an_edited_forward_or_loss_trains_afresh_instead_of_loading_the_old_weights(tmp_path, monkeypatch):
+    """Same parameter names and shapes, same data and settings, another forward: the cached weights were
+    trained for the old code and must not be loaded for the new."""
+    import importlib
+    import sys
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    source = tmp_path / "edited_feature_net.py"
+
+    def train(activation):
+        source.write_text(_NET_SOURCE.replace("{activation}", activation))
+        sys.modules.pop("edited_feature_net", None)
+        importlib.invalidate_caches()
+        module = importlib.import_module("edited_feature_net")
+        return train_feature_network(module.Net, _data(0), module.loss, name="edited", steps=5, batch_size=64,
+                                     cache_dir=tmp_path / "cache")
+
+    first = train("tanh")
+    assert first.trained and not train("tanh").trained  # unchanged code: loaded from the cache
+    edited = train("sigmoid")
+    assert edited.trained and edited.path != first.path
+    sys.modules.pop("edited_feature_net", None)
