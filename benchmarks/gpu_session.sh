@@ -64,7 +64,8 @@ run dit_b4_fp32 python3 plugins/image/benchmarks/train_step.py --device cuda --s
     --batch 256 --backbones dit --dit '{"preset": "B/4"}' --repeats "$steps" --warmup "$warmup" \
     --objectives forward_ad,forward_ad@all
 run unet_cifar_bf16 python3 plugins/image/benchmarks/train_step.py --device cuda --dtype bf16 --shape 3,32,32 \
-    --batch 128 --backbones unet --unet '{}' --repeats "$steps" --warmup "$warmup" --objectives forward_ad,forward_ad@all
+    --batch 128 --backbones unet --unet '{}' --repeats "$steps" --warmup "$warmup" \
+    --objectives forward_ad,forward_ad@all
 run conv256 python3 benchmarks/train_step.py --device cuda --backbone conv --width 64 --depth 2 --batch 32 \
     --image 16 --interleaved --steps "$steps" --configs flow_matching,forward_ad,forward_ad@all
 run mlp_share025 python3 benchmarks/train_step.py --device cuda --interleaved --steps "$steps" \
@@ -74,7 +75,8 @@ run mlp_share025_bf16 python3 benchmarks/train_step.py --device cuda --dtype bf1
 run shipped_bf16 python3 benchmarks/train_step.py --device cuda --dtype bf16 --shipped --interleaved \
     --steps "$steps" --configs flow_matching,forward_ad,forward_ad@all
 run profile_autocast python3 plugins/image/benchmarks/profile_step.py --device cuda --dtype bf16 --backbone dit \
-    --params '{"preset": "B/4"}' --shape 4,32,32 --batch 256 --objective forward_ad --precision autocast --rows 30 --warmup "$warmup"
+    --params '{"preset": "B/4"}' --shape 4,32,32 --batch 256 --objective forward_ad --precision autocast --rows 30 \
+    --warmup "$warmup"
 run cuda_tests python3 -m pytest -q -p no:cacheprovider tests/core/test_attention_triton.py \
     tests/core/test_attention_tangent.py
 run mlp_compile python3 benchmarks/train_step.py --device cuda --interleaved --steps "$steps" --compile \
