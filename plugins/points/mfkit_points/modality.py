@@ -194,11 +194,13 @@ class Points(Modality):
 
     def sampling_key(self, path: Path) -> str:
         """The name that seeds a file's point sampling: its path relative to the folder when it lies inside
-        it (as training uses, so the cloud is the training one), else its file name alone."""
+        it (as training uses, so the cloud is the training one), else its file name alone. Links count as
+        training sees them: a linked file by its own name in the folder, a linked folder by its target."""
         if self.params.folder is not None:
             folder = Path(self.params.folder).expanduser()
-            for file, root in ((path.expanduser().resolve(), folder.resolve()),
-                               (path.expanduser().absolute(), folder.absolute())):
+            given = path.expanduser().absolute()
+            for file, root in ((given.parent.resolve() / given.name, folder.resolve()),
+                               (given.resolve(), folder.resolve()), (given, folder.absolute())):
                 if file.is_relative_to(root):
                     return file.relative_to(root).as_posix()
         return path.name

@@ -164,6 +164,25 @@ def test_encode_of_a_folder_file_is_the_cloud_training_sampled(tmp_path, context
     assert np.allclose((modality.encode(str(outside)) / modality.scale).numpy(), expected, atol=1e-6)
 
 
+def test_encode_of_a_symlinked_folder_file_or_a_file_through_a_symlinked_folder_is_the_training_cloud(tmp_path,
+                                                                                                       context):
+    """A link inside the folder to a file elsewhere is sampled (in training and by encode) under its name in
+    the folder, not its target's; a folder given through a link works the same from either path."""
+    root = write_mesh_folder(tmp_path / "m", broken=False)
+    target = tmp_path / "store" / "shape.obj"
+    target.parent.mkdir()
+    (root / "cube" / "train" / "b.obj").rename(target)
+    (root / "cube" / "train" / "b.obj").symlink_to(target)
+    (tmp_path / "link").symlink_to(root, target_is_directory=True)
+    modality: Points = build({"folder": str(tmp_path / "link"), "num_points": 40, "seed": 3}, context)
+    train = modality.dataset("train").points.numpy()
+    for path in (root / "cube" / "train" / "b.obj", tmp_path / "link" / "cube" / "train" / "b.obj"):
+        assert modality.sampling_key(path) == "cube/train/b.obj"
+        cloud = (modality.encode(path) / modality.scale).numpy()
+        assert sum(np.allclose(cloud, sample, atol=1e-6) for sample in train) == 1
+    assert modality.sampling_key(target) == "shape.obj"  # the target itself lies outside the folder
+
+
 def test_a_class_without_held_out_files_is_named_in_one_warning(tmp_path):
     root = write_mesh_folder(tmp_path / "m", broken=False)
     with warnings.catch_warnings():
