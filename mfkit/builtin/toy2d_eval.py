@@ -18,8 +18,10 @@ class Toy2dEvalParams(BaseModel):
     projections: int = Field(256, gt=0, description="random directions of the sliced Wasserstein distance")
     bandwidths: tuple[float, ...] = Field((0.1, 0.5, 1.0, 2.0), min_length=1,
                                           description="RBF bandwidths of the MMD mixture (data units)")
-    max_reference: int = Field(4000, ge=2, description="real points compared with (the first of the reference)")
-    max_samples: int = Field(4000, ge=2, description="samples compared (the first of those given)")
+    max_reference: int = Field(4000, ge=2, description="real points compared with (`mfkit eval` loads a seeded "
+                                                       "random subset of this many; score() takes the first)")
+    max_samples: int = Field(4000, ge=2, description="samples compared (`mfkit eval` draws no more; score() takes "
+                                                     "the first)")
 
 
 class Toy2dEvaluator(Evaluator):
@@ -30,6 +32,7 @@ class Toy2dEvaluator(Evaluator):
     def __init__(self, params: Toy2dEvalParams, modality: Modality | None = None,
                  context: PluginContext | None = None) -> None:
         self.params = params
+        self.max_samples, self.max_reference = params.max_samples, params.max_reference
         self.seed = context.seed if context is not None else 0
         self._reference: tuple[torch.Tensor, int, float, float] | None = None
 

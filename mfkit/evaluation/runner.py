@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
@@ -132,8 +133,10 @@ class Evaluation:
                  progress: ProgressFn = _quiet) -> None:
         if count < 2:
             raise ValueError(f"evaluation needs at least 2 samples, got {count}")
-        self.modality, self.evaluator, self.count, self.seed = modality, evaluator, count, seed
         self.cond_text, self.device, self.evaluator_name = cond, device, evaluator_name or type(evaluator).__name__
+        count = self._within_limit(count, evaluator.max_samples, "samples", "max_samples")
+        reference_limit = self._within_limit(reference_limit, evaluator.max_reference, "real items", "max_reference")
+        self.modality, self.evaluator, self.count, self.seed = modality, evaluator, count, seed
         self.seconds: dict[str, float] = {}
         began = time.perf_counter()
         progress("loading real data", 0, 1)
@@ -169,6 +172,15 @@ class Evaluation:
             self.floor_count = len(real)
             progress("scoring real data (floor)", 1, 1)
             self.seconds["floor"] = time.perf_counter() - began
+
+    def _within_limit(self, wanted: int | None, limit: int | None, what: str, field: str) -> int | None:
+        """``wanted`` (None: all), cut to the evaluator's ``limit`` with a warning when it asked for more."""
+        if limit is None or (wanted is not None and wanted <= limit):
+            return wanted
+        if wanted is not None:
+            warnings.warn(f"the {self.evaluator_name} evaluator scores at most {limit} {what} (its {field}): "
+                          f"using {limit}, not {wanted}", stacklevel=3)
+        return limit
 
     def conditions(self) -> Any:
         """The conditions the samples are drawn with (None for an unconditional modality)."""

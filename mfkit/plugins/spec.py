@@ -321,9 +321,15 @@ class Evaluator(abc.ABC):
     nothing may be downloaded. :meth:`score` compares a batch of samples (B, *sample_shape) with
     their conditions against real items (N, *sample_shape) with theirs; `mfkit eval` also calls it on
     two halves of real data to print the real-vs-real floor beside every figure.
+
+    ``max_samples`` / ``max_reference``: the most samples / real items :meth:`score` reads (None: all).
+    An evaluator whose cost grows too fast sets them; `mfkit eval` then draws no more samples (saying so)
+    and scores against a seeded random subset of that many real items, so its report states what was scored.
     """
 
     metrics: dict[str, str] = {}
+    max_samples: int | None = None
+    max_reference: int | None = None
 
     def fit(self, train: Dataset) -> None:
         """Prepare on the training data (default: nothing)."""

@@ -109,6 +109,11 @@ class PeriodicEvaluation:
                          "seed": train.seed, "weights": f"ema {train.ema_decays[0]}" if train.ema_decays else "raw"}
         if modality.condition() is not None:  # samples' conditions: the reference's in seeded random order
             measured_with["conditions"] = CONDITION_ORDER
+        scored = evaluation.evaluation
+        if scored.evaluator.max_samples is not None or scored.evaluator.max_reference is not None:
+            # an evaluator with limits is scored on what they leave (samples drawn, a seeded random subset of
+            # the reference): before 2026-11-29 it read the first items of each instead
+            measured_with.update(count=scored.count, reference=f"seeded random subset of {len(scored.reference)}")
         return cls(evaluation, best, measured_with)
 
     def __call__(self, model: nn.Module, step: int) -> tuple[dict[str, float], bool]:

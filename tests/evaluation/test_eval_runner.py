@@ -115,6 +115,30 @@ def test_samples_get_the_reference_conditions_shuffled_even_when_stored_class_by
     assert reference_conditions(RealData(torch.zeros(5, 2)), 4, seed=0) is None
 
 
+def test_an_evaluators_limits_cut_the_samples_drawn_and_the_reference_and_the_report_says_so(tmp_path):
+    """toy2d scores at most max_samples samples and max_reference real points: the report printed --n and
+    the whole reference while the evaluator silently looked at the first 4000 of each."""
+    modality = Toy2d(Toy2dParams(distribution="eight_gaussians", size=2000))
+    evaluator = Toy2dEvaluator(Toy2dEvalParams(max_samples=40, max_reference=50))
+    with pytest.warns(UserWarning, match=r"toy2d evaluator scores at most 40 samples \(its max_samples\): using 40, "
+                                         r"not 300"):
+        evaluation = Evaluation(modality, evaluator, count=300, evaluator_name="toy2d")
+    assert evaluation.count == 40 and evaluation.floor_count == 40 and len(evaluation.reference) == 50
+    assert torch.equal(evaluation.reference.x, load_split(modality, "val", 50, 0).x)  # seeded random subset
+    class Shift(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.shift = torch.nn.Parameter(torch.ones(2))
+
+        def forward(self, z, r, t, cond=None):
+            return z - self.shift
+
+    report = evaluation.run(Shift(), steps=(1,))
+    assert report.count == 40 and report.reference_count == 50
+    within = Evaluation(modality, evaluator, count=30, reference_limit=20, floor=False)
+    assert within.count == 30 and len(within.reference) == 20  # under the limits: as asked, no warning
+
+
 def test_flow_matching_runs_default_to_euler_steps(tmp_path):
     checkpoint = make_checkpoint(tmp_path, kind="flow_matching", steps=20)
     report = evaluate_checkpoint(checkpoint, count=50, device="cpu")

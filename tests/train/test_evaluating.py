@@ -245,3 +245,25 @@ def test_the_best_record_says_how_conditional_samples_got_their_conditions(tmp_p
         before = {**json.loads(json.dumps(periodic.state())), "best": 0.1, "best_step": 10}
         del before["measured_with"]["conditions"]  # as saved before the shuffle
         assert "conditions None -> " in periodic.load(before)
+
+
+def test_the_best_record_of_an_evaluator_with_limits_says_what_was_scored(tmp_path):
+    """toy2d scores at most max_samples samples against max_reference real points: the record carries the
+    counts actually scored and the reference subset, so a record from before (first items, --n as asked) is
+    set aside instead of compared."""
+    from mfkit.plugins.spec import PluginContext
+    from mfkit.recipe.build import build_modality
+    from mfkit.train.evaluating import PeriodicEvaluation
+
+    data = small_recipe(tmp_path, keep_best="sliced_w2", eval_every=10, eval_count=300,
+                        eval_params={"max_samples": 100, "max_reference": 150})
+    recipe = parse_recipe(data)
+    context = PluginContext(purpose="train", cache_dir=tmp_path / "cache")
+    with pytest.warns(UserWarning, match="at most 100 samples"):
+        periodic = PeriodicEvaluation.from_recipe(recipe, build_modality(recipe, context=context), context)
+    assert periodic.measured_with["count"] == 100
+    assert periodic.measured_with["reference"] == "seeded random subset of 150"
+    before = {**json.loads(json.dumps(periodic.state())), "best": 0.1, "best_step": 10}
+    before["measured_with"].pop("reference")
+    before["measured_with"]["count"] = 300  # as saved before: the count asked for, the first items read
+    assert "reference None -> 'seeded random subset of 150'" in periodic.load(before)
