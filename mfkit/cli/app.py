@@ -44,10 +44,13 @@ app.command()(info.recipes)
 
 
 def main() -> None:
-    """The `mfkit` console script: SIGTERM outside training exits like Ctrl-C (clean-up runs, code 143)."""
+    """The `mfkit` console script: SIGTERM outside training exits like Ctrl-C (clean-up runs, code 143);
+    warnings as one ``warning: ...`` line each."""
+    from mfkit.cli.console import show_warnings_plainly
     from mfkit.train.signals import raise_on_sigterm
 
     raise_on_sigterm()
+    show_warnings_plainly()
     app()
 
 

@@ -151,3 +151,26 @@ def test_demo_trains_samples_and_says_where_without_deleting_anything(tmp_path):
     assert again.exit_code == 0, again.output
     assert f"run folder {runs / 'demo-2'}" in again.output and (runs / "demo-2" / "checkpoints").is_dir()
     assert png.read_bytes() == first and sentinel.read_text() == "keep"
+
+
+def test_the_console_script_shows_a_user_warning_as_one_plain_line(capsys):
+    """Data adapters and the evaluation warn with UserWarning; the `mfkit` script shows each as one
+    'warning: ...' line (no code location), and hands other warnings, and all with --verbose, to Python's
+    own display (here the recording one of catch_warnings)."""
+    import warnings
+
+    from mfkit.cli.console import show_warnings_plainly, state
+
+    with warnings.catch_warnings(record=True) as python_shown:
+        warnings.simplefilter("always")
+        show_warnings_plainly()
+        show_warnings_plainly()  # installing twice changes nothing
+        warnings.warn("skipped 2 broken file(s) of 12 in /data", UserWarning)
+        warnings.warn("an API goes away", DeprecationWarning)
+        state["verbose"] = True
+        try:
+            warnings.warn("shown with its place", UserWarning)
+        finally:
+            state["verbose"] = False
+    assert capsys.readouterr().err.splitlines() == ["warning: skipped 2 broken file(s) of 12 in /data"]
+    assert [str(w.message) for w in python_shown] == ["an API goes away", "shown with its place"]
