@@ -134,8 +134,9 @@ class Evaluation:
         if count < 2:
             raise ValueError(f"evaluation needs at least 2 samples, got {count}")
         self.cond_text, self.device, self.evaluator_name = cond, device, evaluator_name or type(evaluator).__name__
-        count = self._within_limit(count, evaluator.max_samples, "samples", "max_samples")
-        reference_limit = self._within_limit(reference_limit, evaluator.max_reference, "real items", "max_reference")
+        count = self._within_limit(count, getattr(evaluator, "max_samples", None), "samples", "max_samples")
+        reference_limit = self._within_limit(reference_limit, getattr(evaluator, "max_reference", None), "real items",
+                                             "max_reference")
         self.modality, self.evaluator, self.count, self.seed = modality, evaluator, count, seed
         self.seconds: dict[str, float] = {}
         began = time.perf_counter()

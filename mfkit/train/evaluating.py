@@ -109,11 +109,12 @@ class PeriodicEvaluation:
                          "seed": train.seed, "weights": f"ema {train.ema_decays[0]}" if train.ema_decays else "raw"}
         if modality.condition() is not None:  # samples' conditions: the reference's in seeded random order
             measured_with["conditions"] = CONDITION_ORDER
+        # an evaluator's limits (since 2026-11-29; it read the first items before): the samples drawn, and a
+        # seeded random subset of the reference
         scored = evaluation.evaluation
-        if scored.evaluator.max_samples is not None or scored.evaluator.max_reference is not None:
-            # an evaluator with limits is scored on what they leave (samples drawn, a seeded random subset of
-            # the reference): before 2026-11-29 it read the first items of each instead
-            measured_with.update(count=scored.count, reference=f"seeded random subset of {len(scored.reference)}")
+        measured_with["count"] = scored.count
+        if getattr(scored.evaluator, "max_reference", None) is not None:
+            measured_with["reference"] = f"seeded random subset of {len(scored.reference)}"
         return cls(evaluation, best, measured_with)
 
     def __call__(self, model: nn.Module, step: int) -> tuple[dict[str, float], bool]:
