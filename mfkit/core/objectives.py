@@ -24,8 +24,11 @@ Variants, each off by default:
 * ``alpha`` (alpha-Flow curriculum, :class:`AlphaCurriculum`): while the curriculum's alpha(progress) > 0
   the JVP is replaced by a finite step of size alpha (t - r):
   s = t - alpha (t - r), z_s = z_t - alpha (t - r) v, u_tgt = alpha v + (1 - alpha) sg(u(z_s, r, s));
-  alpha = 1 is trajectory flow matching (u_tgt = v), alpha -> 0 tends to the MeanFlow target, and at
-  alpha = 0 the exact JVP target above is used.
+  alpha = 1 is trajectory flow matching (u_tgt = v), and at alpha = 0 the exact JVP target above is used.
+  To first order in alpha the residual u - u_tgt is alpha times MeanFlow's (u - v + (t - r) d/dt u), so
+  the r != t rows' adaptive weight is multiplied by alpha^(2p - 1): their gradient is then MeanFlow's
+  wherever the residual dominates c (alpha-Flow's own code weights them by alpha, its p being 1); without
+  it they weighed up to 1/alpha too much (p = 1) or alpha too little (p = 0).
 * ``interval_weighting`` (:class:`IntervalWeighting`): each sample's term of the loss is multiplied by
   exp(-lambda(progress) (t - r)), lambda falling to 0 over training: short intervals first, all
   intervals equal later; loss = mean_B(w * exp(-lambda (t - r)) * err).
@@ -580,6 +583,8 @@ class MeanFlow:
         with autocast_off(x.device):
             err = sum_non_batch((u.float() - target).pow(2))
             weight = adaptive_weight(err, self.adaptive_p, self.adaptive_c)
+            if alpha:  # alpha-Flow's finite-step rows: residual ~ alpha x MeanFlow's (module docstring)
+                weight = torch.where(r != t, weight * alpha ** (2 * self.adaptive_p - 1), weight)
             interval = None if self.interval_weighting is None else self.interval_weighting.weights(r, t, progress)
             loss = (weight * err if interval is None else weight * interval * err).mean()
         return ObjectiveOutput(

@@ -161,6 +161,30 @@ def test_alpha_zero_is_exactly_meanflow():
                             float(plain.loss.detach()))
 
 
+@pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
+def test_alpha_rows_get_meanflows_gradient_as_alpha_falls(p):
+    """To first order the finite-step residual is alpha times MeanFlow's, so its rows' weight carries
+    alpha^(2p - 1): with c negligible their gradient tends to MeanFlow's as alpha -> 0, for every p
+    (unweighted it was alpha times MeanFlow's at p = 0 and 1/alpha times at p = 1)."""
+    torch.manual_seed(0)
+    model = MLPBackbone(3, width=32, depth=2).double()
+    x = torch.randn(64, 3, dtype=torch.float64)
+    objective = mfkit.MeanFlow(alpha=mfkit.AlphaCurriculum(0.0, 1.0, "linear"), r_neq_t_share=1.0,
+                               adaptive_p=p, adaptive_c=1e-12)
+    draw = objective.draw(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+    def gradient(loss):
+        model.zero_grad()
+        loss.backward()
+        return torch.cat([q.grad.flatten() for q in model.parameters()])
+
+    exact = gradient(replace(objective, alpha=None)(model, x, draw=draw).loss)
+    for alpha in (0.01, 0.001):
+        finite = gradient(objective(model, x, draw=draw, progress=1.0 - alpha).loss)
+        assert float(finite.norm() / exact.norm()) == pytest.approx(1.0, abs=0.05)
+        assert float(torch.nn.functional.cosine_similarity(finite, exact, dim=0)) > 0.99
+
+
 # ---------------------------------------------------------------- interval weighting
 def test_interval_weighting_schedule():
     cosine = mfkit.IntervalWeighting(strength=4.0, balanced_from=0.5)
