@@ -158,6 +158,23 @@ def test_presets_carry_the_paper_settings():
         mfkit.MeanFlow.preset("lsun")
 
 
+def test_training_presets_keep_the_papers_optimisation_settings():
+    """The optimiser half of the presets (mfkit.core.presets: the paper's ImageNet and CIFAR-10 settings), pinned
+    so that an edit shows here; each call returns a fresh copy."""
+    from mfkit.core.presets import training_settings
+
+    imagenet, cifar = training_settings("imagenet"), training_settings("cifar10")
+    assert (imagenet["optimizer"], imagenet["lr"], tuple(imagenet["betas"]), imagenet["batch_size"]) == \
+        ("adam", 1e-4, (0.9, 0.95), 256)
+    assert imagenet["ema_decays"] == [0.9999] and imagenet["lr_schedule"] == "constant"
+    assert (cifar["optimizer"], cifar["lr"], tuple(cifar["betas"]), cifar["batch_size"]) == ("adam", 6e-4, (0.9, 0.999), 1024)
+    assert cifar["ema_decays"][0] == 0.9999 and cifar["warmup_steps"] == 9800 and cifar["lr_schedule"] == "constant"
+    for settings in (imagenet, cifar):
+        assert settings["weight_decay"] == 0.0 and settings["grad_clip"] is None
+    imagenet["ema_decays"].append(0.5)
+    assert training_settings("imagenet")["ema_decays"] == [0.9999]
+
+
 def test_guided_velocity_formula_and_window():
     g = mfkit.Guidance(null_label=10, w_cfg=0.2, kappa=0.92, t_min=0.0, t_max=0.75)
     assert abs(g.effective_scale - 0.2 / 0.08) < 1e-12
@@ -179,6 +196,36 @@ def test_guidance_in_the_objective_uses_the_guided_velocity():
     out = objective(oracle, x, cond=torch.zeros(4096, dtype=torch.long))
     # w_cfg = 0 and kappa + (1 - kappa) = 1: v_g is the marginal velocity, so the oracle is exact.
     assert out.loss.item() < 1e-10
+
+
+def test_guidance_gives_kappa_to_the_conditional_term_and_keeps_v_on_dropped_rows():
+    """A network whose output is A for the null label and B otherwise (no dependence on z, r, t: a zero JVP,
+    so the target is the guided velocity itself): inside the window v_g = w v + kappa B + (1 - w - kappa) A;
+    rows whose label was dropped, and rows outside the window, keep v."""
+    a, b = torch.tensor([1.0, -2.0]), torch.tensor([0.5, 3.0])
+
+    class ByCondition(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.offset = nn.Parameter(torch.zeros(()))
+
+        def forward(self, z, r, t, cond=None):
+            null = (cond == 3).to(z.dtype)[:, None]
+            return z * 0 + self.offset + null * a + (1 - null) * b
+
+    guidance = mfkit.Guidance(null_label=3, w_cfg=0.3, kappa=0.5, t_max=0.75, class_dropout=0.2)
+    objective = mfkit.MeanFlow(guidance=guidance, adaptive_p=0.0, jvp_guard=0)  # the JVP is zero here
+    x, cond = torch.randn(6, 2), torch.tensor([0, 1, 2, 0, 1, 2])
+    draw = objective.draw(x.shape, generator=torch.Generator().manual_seed(0))
+    draw.t = torch.tensor([0.2, 0.5, 0.7, 0.9, 0.3, 0.6])
+    draw.r = draw.t * 0.5
+    draw.dropped = torch.tensor([False, False, True, False, False, True])
+    loss = objective(ByCondition(), x, cond, draw=draw).loss
+    v = draw.noise - x
+    inside = (draw.t <= 0.75) & ~draw.dropped
+    target = torch.where(inside[:, None], 0.3 * v + 0.5 * b + 0.2 * a, v)
+    u = torch.where(draw.dropped[:, None], a, b)
+    torch.testing.assert_close(loss, (u - target).pow(2).sum(1).mean())
 
 
 def test_guidance_requires_conditions():
