@@ -167,7 +167,8 @@ def test_training_presets_keep_the_papers_optimisation_settings():
     assert (imagenet["optimizer"], imagenet["lr"], tuple(imagenet["betas"]), imagenet["batch_size"]) == \
         ("adam", 1e-4, (0.9, 0.95), 256)
     assert imagenet["ema_decays"] == [0.9999] and imagenet["lr_schedule"] == "constant"
-    assert (cifar["optimizer"], cifar["lr"], tuple(cifar["betas"]), cifar["batch_size"]) == ("adam", 6e-4, (0.9, 0.999), 1024)
+    assert (cifar["optimizer"], cifar["lr"], tuple(cifar["betas"]), cifar["batch_size"]) == \
+        ("adam", 6e-4, (0.9, 0.999), 1024)
     assert cifar["ema_decays"][0] == 0.9999 and cifar["warmup_steps"] == 9800 and cifar["lr_schedule"] == "constant"
     for settings in (imagenet, cifar):
         assert settings["weight_decay"] == 0.0 and settings["grad_clip"] is None
