@@ -26,9 +26,13 @@ Variants, each off by default:
   s = t - alpha (t - r), z_s = z_t - alpha (t - r) v, u_tgt = alpha v + (1 - alpha) sg(u(z_s, r, s));
   alpha = 1 is trajectory flow matching (u_tgt = v), and at alpha = 0 the exact JVP target above is used.
   To first order in alpha the residual u - u_tgt is alpha times MeanFlow's (u - v + (t - r) d/dt u), so
-  the r != t rows' adaptive weight is multiplied by alpha^(2p - 1): their gradient is then MeanFlow's
-  wherever the residual dominates c (alpha-Flow's own code weights them by alpha, its p being 1); without
-  it they weighed up to 1/alpha too much (p = 1) or alpha too little (p = 0).
+  the r != t rows take the weight w = 1 / (max(alpha, 0.01) sg((err / alpha^2 + c)^p)): the adaptive
+  weight of the residual scaled back to MeanFlow's size, divided by alpha. Their gradient is then
+  MeanFlow's, for every p and c (alpha-Flow's own code, p = 1, weights them alpha / (err + c), the same up
+  to c's scale); with MeanFlow's weight they got up to 1/alpha times its gradient at p = 1 and alpha times
+  at p = 0. Below alpha = ``ALPHA_WEIGHT_FLOOR`` (0.01) the rows' gradient fades as alpha / 0.01, so
+  float rounding in the difference u - u_tgt (bf16 autocast: about 1e-2 of u) is never magnified more
+  than 100 times.
 * ``interval_weighting`` (:class:`IntervalWeighting`): each sample's term of the loss is multiplied by
   exp(-lambda(progress) (t - r)), lambda falling to 0 over training: short intervals first, all
   intervals equal later; loss = mean_B(w * exp(-lambda (t - r)) * err).
@@ -263,6 +267,9 @@ def _falling(fraction: float, shape: str) -> float:
     fraction = min(max(float(fraction), 0.0), 1.0)
     return 0.5 * (1.0 + math.cos(math.pi * fraction)) if shape == "cosine" else 1.0 - fraction
 
+
+#: Smallest alpha by which alpha-Flow's finite-step rows are re-weighted (module docstring).
+ALPHA_WEIGHT_FLOOR = 0.01
 
 #: Largest interval-weighting strength: exp(-1000 dt) is already 0 in float32 for dt > 0.11.
 MAX_INTERVAL_STRENGTH = 1e3
@@ -584,7 +591,8 @@ class MeanFlow:
             err = sum_non_batch((u.float() - target).pow(2))
             weight = adaptive_weight(err, self.adaptive_p, self.adaptive_c)
             if alpha:  # alpha-Flow's finite-step rows: residual ~ alpha x MeanFlow's (module docstring)
-                weight = torch.where(r != t, weight * alpha ** (2 * self.adaptive_p - 1), weight)
+                finite = adaptive_weight(err / alpha**2, self.adaptive_p, self.adaptive_c)
+                weight = torch.where(r != t, finite / max(alpha, ALPHA_WEIGHT_FLOOR), weight)
             interval = None if self.interval_weighting is None else self.interval_weighting.weights(r, t, progress)
             loss = (weight * err if interval is None else weight * interval * err).mean()
         return ObjectiveOutput(
