@@ -24,6 +24,14 @@ class RealData:
     def take(self, index: torch.Tensor | slice) -> "RealData":
         return RealData(self.x[index], None if self.cond is None else slice_condition(self.cond, index))
 
+    def subset(self, limit: int | None, seed: int = 0) -> "RealData":
+        """At most ``limit`` items drawn without replacement from ``seed``, in their stored order (as
+        :func:`load_split` draws them from a data set)."""
+        if limit is None or len(self) <= limit:
+            return self
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:limit]
+        return self.take(order.sort().values)
+
 
 def cat_conditions(parts: list[Any]) -> Any:
     """Concatenate a list of condition batches (tensors, or mappings / sequences of them) along dim 0."""

@@ -135,16 +135,17 @@ class Evaluation:
             raise ValueError(f"evaluation needs at least 2 samples, got {count}")
         self.cond_text, self.device, self.evaluator_name = cond, device, evaluator_name or type(evaluator).__name__
         count = self._within_limit(count, getattr(evaluator, "max_samples", None), "samples", "max_samples")
-        reference_limit = self._within_limit(reference_limit, getattr(evaluator, "max_reference", None), "real items",
-                                             "max_reference")
+        reference_max = getattr(evaluator, "max_reference", None)
         self.modality, self.evaluator, self.count, self.seed = modality, evaluator, count, seed
         self.seconds: dict[str, float] = {}
         began = time.perf_counter()
         progress("loading real data", 0, 1)
-        self.reference = load_split(modality, "val", reference_limit, seed)
         condition = modality.condition()
         self.target = None
         self.null = asks_for_null(condition, cond)
+        if cond is None or condition is None or self.null:  # with a condition, the limit applies after selecting
+            reference_limit = self._within_limit(reference_limit, reference_max, "real items", "max_reference")
+        self.reference = load_split(modality, "val", reference_limit, seed)
         if cond is not None:
             if condition is None:
                 raise ValueError(f"--cond {cond!r}: this modality offers no conditions")
@@ -153,6 +154,8 @@ class Evaluation:
             else:
                 self.target = condition.parse(cond, count)
                 self.reference = select_condition(self.reference, self.target, "val", cond)
+                limit = self._within_limit(reference_limit, reference_max, "real items", "max_reference")
+                self.reference = self.reference.subset(limit, seed)
         progress("loading real data", 1, 1)
         self.seconds["reference"] = time.perf_counter() - began
         began = time.perf_counter()
@@ -176,6 +179,9 @@ class Evaluation:
 
     def _within_limit(self, wanted: int | None, limit: int | None, what: str, field: str) -> int | None:
         """``wanted`` (None: all), cut to the evaluator's ``limit`` with a warning when it asked for more."""
+        if limit is not None and limit < 2:
+            raise ValueError(f"the {self.evaluator_name} evaluator's {field} is {limit}: an evaluation needs at "
+                             f"least 2 {what}")
         if limit is None or (wanted is not None and wanted <= limit):
             return wanted
         if wanted is not None:

@@ -30,10 +30,11 @@ class TrainingEvaluation:
 
     def __init__(self, modality: Modality, evaluator: Evaluator, *, count: int = 2000, steps: Sequence[int] = (1,),
                  euler: Sequence[int] = (), seed: int = 0, batch_size: int = 1000,
-                 reference_limit: int | None = None, device: torch.device = torch.device("cpu")) -> None:
+                 reference_limit: int | None = None, device: torch.device = torch.device("cpu"),
+                 evaluator_name: str = "") -> None:
         self.steps, self.euler, self.batch_size = tuple(steps), tuple(euler), batch_size
         self.evaluation = Evaluation(modality, evaluator, count=count, seed=seed, reference_limit=reference_limit,
-                                     device=device)
+                                     device=device, evaluator_name=evaluator_name)
         self._floor_logged = False
         self.last: EvalReport | None = None
         #: which evaluator with which parameters (set by :meth:`from_plugins`; None when built directly)
@@ -47,7 +48,8 @@ class TrainingEvaluation:
         and prepare it."""
         installed = find_evaluator(modality_name, evaluator)
         built = cls(modality, build_evaluator(installed, modality, context, params), seed=context.seed,
-                    device=context.device, **settings)
+                    device=context.device, evaluator_name=f"{installed.spec.name} ({installed.distribution})",
+                    **settings)
         built.evaluator_identity = {  # the evaluator and its parameters as resolved (defaults filled in)
             "evaluator": f"{installed.package}:{installed.spec.name}",
             "params": installed.spec.params_model.model_validate(params or {}).model_dump(mode="json")}

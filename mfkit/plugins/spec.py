@@ -323,8 +323,9 @@ class Evaluator(abc.ABC):
     two halves of real data to print the real-vs-real floor beside every figure.
 
     ``max_samples`` / ``max_reference``: the most samples / real items :meth:`score` reads (None: all).
-    An evaluator whose cost grows too fast sets them; `mfkit eval` then draws no more samples (saying so)
-    and scores against a seeded random subset of that many real items, so its report states what was scored.
+    An evaluator whose cost grows too fast sets them (2 or more); `mfkit eval` then draws no more samples
+    (saying so) and scores against at most that many real items drawn from the seed (with ``--cond``, from
+    that condition's items), so its report states what was scored.
     """
 
     metrics: dict[str, str] = {}

@@ -105,16 +105,13 @@ class PeriodicEvaluation:
             metric = best_metric_name(train.keep_best, row_keys(steps, euler), evaluation.directions)
             best = BestTracker.for_metric(metric, evaluation.directions)
         identity = evaluation.evaluator_identity or {"evaluator": train.eval_evaluator, "params": train.eval_params}
-        measured_with = {**identity, "count": train.eval_count, "steps": list(steps), "euler": list(euler),
+        scored = evaluation.evaluation  # count: the samples drawn (an evaluator's max_samples may cut eval_count)
+        measured_with = {**identity, "count": scored.count, "steps": list(steps), "euler": list(euler),
                          "seed": train.seed, "weights": f"ema {train.ema_decays[0]}" if train.ema_decays else "raw"}
         if modality.condition() is not None:  # samples' conditions: the reference's in seeded random order
             measured_with["conditions"] = CONDITION_ORDER
-        # an evaluator's limits (since 2026-11-29; it read the first items before): the samples drawn, and a
-        # seeded random subset of the reference
-        scored = evaluation.evaluation
-        measured_with["count"] = scored.count
-        if getattr(scored.evaluator, "max_reference", None) is not None:
-            measured_with["reference"] = f"seeded random subset of {len(scored.reference)}"
+        if getattr(scored.evaluator, "max_reference", None) is not None:  # since 2026-11-29 (first items before)
+            measured_with["reference_limit"] = scored.evaluator.max_reference
         return cls(evaluation, best, measured_with)
 
     def __call__(self, model: nn.Module, step: int) -> tuple[dict[str, float], bool]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 
 import pytest
 import torch
@@ -135,8 +136,43 @@ def test_an_evaluators_limits_cut_the_samples_drawn_and_the_reference_and_the_re
 
     report = evaluation.run(Shift(), steps=(1,))
     assert report.count == 40 and report.reference_count == 50
-    within = Evaluation(modality, evaluator, count=30, reference_limit=20, floor=False)
-    assert within.count == 30 and len(within.reference) == 20  # under the limits: as asked, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # under the limits: as asked, no warning
+        within = Evaluation(modality, evaluator, count=30, reference_limit=20, floor=False)
+    assert within.count == 30 and len(within.reference) == 20
+    with pytest.raises(ValueError, match="max_samples is 1: an evaluation needs at least 2 samples"):
+        Evaluation(modality, _limited(1), count=30)
+
+
+def _limited(max_samples):
+    """A duck-typed evaluator (no Evaluator base class) with a limit below 2."""
+
+    class Limited:
+        metrics = {"zero": "lower"}
+
+        def fit(self, train):
+            pass
+
+        def score(self, samples, cond, real, real_cond):
+            return {"zero": 0.0}
+
+    evaluator = Limited()
+    evaluator.max_samples = max_samples
+    return evaluator
+
+
+def test_an_evaluators_reference_limit_applies_to_the_items_of_the_condition_asked_for():
+    """With --cond, the limit cuts the items of that condition, not the whole split before selecting."""
+    modality = Toy2d(Toy2dParams(distribution="eight_gaussians", size=20000, conditional=True))
+    evaluator = Toy2dEvaluator(Toy2dEvalParams(max_reference=4000))
+    label = modality.label_of("north")
+    everything = load_split(modality, "val")
+    in_class = int((everything.cond == label).sum())
+    evaluation = Evaluation(modality, evaluator, count=50, cond="north", floor=False)
+    assert len(evaluation.reference) == min(4000, in_class) > 1000 and bool((evaluation.reference.cond == label).all())
+    small = Evaluation(modality, Toy2dEvaluator(Toy2dEvalParams(max_reference=300)), count=50, cond="north",
+                       floor=False)
+    assert len(small.reference) == 300 and bool((small.reference.cond == label).all())
 
 
 def test_flow_matching_runs_default_to_euler_steps(tmp_path):

@@ -249,7 +249,7 @@ def test_the_best_record_says_how_conditional_samples_got_their_conditions(tmp_p
 
 def test_the_best_record_of_an_evaluator_with_limits_says_what_was_scored(tmp_path):
     """toy2d scores at most max_samples samples against max_reference real points: the record carries the
-    counts actually scored and the reference subset, so a record from before (first items, --n as asked) is
+    count actually scored and the reference limit, so a record from before (first items, --n as asked) is
     set aside instead of compared."""
     from mfkit.plugins.spec import PluginContext
     from mfkit.recipe.build import build_modality
@@ -259,11 +259,10 @@ def test_the_best_record_of_an_evaluator_with_limits_says_what_was_scored(tmp_pa
                         eval_params={"max_samples": 100, "max_reference": 150})
     recipe = parse_recipe(data)
     context = PluginContext(purpose="train", cache_dir=tmp_path / "cache")
-    with pytest.warns(UserWarning, match="at most 100 samples"):
+    with pytest.warns(UserWarning, match=r"the toy2d \(mfkit .*\) evaluator scores at most 100 samples"):
         periodic = PeriodicEvaluation.from_recipe(recipe, build_modality(recipe, context=context), context)
-    assert periodic.measured_with["count"] == 100
-    assert periodic.measured_with["reference"] == "seeded random subset of 150"
+    assert periodic.measured_with["count"] == 100 and periodic.measured_with["reference_limit"] == 150
     before = {**json.loads(json.dumps(periodic.state())), "best": 0.1, "best_step": 10}
-    before["measured_with"].pop("reference")
+    before["measured_with"].pop("reference_limit")
     before["measured_with"]["count"] = 300  # as saved before: the count asked for, the first items read
-    assert "reference None -> 'seeded random subset of 150'" in periodic.load(before)
+    assert "reference_limit None -> 150" in periodic.load(before)
