@@ -155,22 +155,27 @@ def test_demo_trains_samples_and_says_where_without_deleting_anything(tmp_path):
 
 def test_the_console_script_shows_a_user_warning_as_one_plain_line(capsys):
     """Data adapters and the evaluation warn with UserWarning; the `mfkit` script shows each as one
-    'warning: ...' line (no code location), and hands other warnings, and all with --verbose, to Python's
-    own display (here the recording one of catch_warnings)."""
+    'warning: ...' line (mfkit's and its plugins' without a code location, a library's with it), and hands
+    other warnings, and all with --verbose, to Python's own display (here the recording one of
+    catch_warnings)."""
     import warnings
 
+    import mfkit.cli.console
     from mfkit.cli.console import show_warnings_plainly, state
 
     with warnings.catch_warnings(record=True) as python_shown:
         warnings.simplefilter("always")
         show_warnings_plainly()
         show_warnings_plainly()  # installing twice changes nothing
-        warnings.warn("skipped 2 broken file(s) of 12 in /data", UserWarning)
+        warnings.warn_explicit("skipped 2 broken file(s) of 12 in /data", UserWarning, mfkit.cli.console.__file__, 3)
+        warnings.warn_explicit("cannot dispatch to the fused kernel", UserWarning, "/venv/torch/nn/functional.py", 7)
         warnings.warn("an API goes away", DeprecationWarning)
         state["verbose"] = True
         try:
             warnings.warn("shown with its place", UserWarning)
         finally:
             state["verbose"] = False
-    assert capsys.readouterr().err.splitlines() == ["warning: skipped 2 broken file(s) of 12 in /data"]
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: skipped 2 broken file(s) of 12 in /data",  # mfkit's own: no code location
+        "warning: cannot dispatch to the fused kernel (/venv/torch/nn/functional.py:7)"]
     assert [str(w.message) for w in python_shown] == ["an API goes away", "shown with its place"]
