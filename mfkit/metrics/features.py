@@ -95,8 +95,10 @@ def train_feature_network(factory: Callable[[], nn.Module], dataset: Dataset, lo
     The cache file is ``cache_dir/feature-nets/<name>-<hash>.safetensors``, the hash covering the data
     (:func:`dataset_digest`), the architecture (parameter names and shapes), the training settings,
     ``settings`` (anything else the caller's loss depends on) and the source code of the modules that
-    define the network's class, the loss and this training loop (:func:`code_digest`: an edited forward
-    or loss trains afresh instead of loading weights the new code would not produce). ``cache_dir`` defaults to
+    define the factory, the network's class and its base classes (torch's aside), the loss and this
+    training loop (:func:`code_digest`: an edited forward or loss trains afresh instead of loading weights
+    the new code would not produce; code in other modules that these call is not covered, so name a
+    version in ``settings`` when changing it). ``cache_dir`` defaults to
     :func:`mfkit.plugins.default_cache_dir`.
     """
     from mfkit.plugins.spec import default_cache_dir
@@ -106,7 +108,9 @@ def train_feature_network(factory: Callable[[], nn.Module], dataset: Dataset, lo
         module = factory()
     key = {"name": name, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
            "architecture": _architecture(module), "settings": dict(settings or {}),
-           "data": dataset_digest(dataset, collate), "code": code_digest(type(module), loss)}
+           "data": dataset_digest(dataset, collate),
+           "code": code_digest(factory, loss, *(kind for kind in type(module).__mro__
+                                                 if kind.__module__.split(".")[0] not in ("torch", "builtins")))}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     path = Path(cache_dir or default_cache_dir()) / "feature-nets" / f"{name}-{digest[:20]}.safetensors"
     trained = False

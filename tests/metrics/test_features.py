@@ -80,6 +80,10 @@ class Net(nn.Module):
 def loss(module, batch):
     (x,) = batch
     return (module(x)[:, :2] - x.flip(1)).pow(2).mean()
+
+
+def sequential():
+    return nn.Sequential(nn.Linear(2, 4), nn.Identity() if "{activation}" == "tanh" else nn.Sigmoid())
 '''
 
 
@@ -92,16 +96,20 @@ def test_an_edited_forward_or_loss_trains_afresh_instead_of_loading_the_old_weig
     monkeypatch.syspath_prepend(str(tmp_path))
     source = tmp_path / "edited_feature_net.py"
 
-    def train(activation):
+    def train(activation, factory="Net"):
         source.write_text(_NET_SOURCE.replace("{activation}", activation))
         sys.modules.pop("edited_feature_net", None)
         importlib.invalidate_caches()
         module = importlib.import_module("edited_feature_net")
-        return train_feature_network(module.Net, _data(0), module.loss, name="edited", steps=5, batch_size=64,
-                                     cache_dir=tmp_path / "cache")
+        loss = module.loss if factory == "Net" else _loss  # the sequential case: only the factory is in that module
+        return train_feature_network(getattr(module, factory), _data(0), loss, name="edited", steps=5,
+                                     batch_size=64, cache_dir=tmp_path / "cache")
 
     first = train("tanh")
     assert first.trained and not train("tanh").trained  # unchanged code: loaded from the cache
     edited = train("sigmoid")
     assert edited.trained and edited.path != first.path
+    # a factory of torch modules only (nn.Sequential): its own module's source is in the key
+    plain = train("tanh", "sequential")
+    assert plain.trained and not train("tanh", "sequential").trained and train("sigmoid", "sequential").trained
     sys.modules.pop("edited_feature_net", None)
