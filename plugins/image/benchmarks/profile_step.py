@@ -12,7 +12,7 @@ import time
 import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
-from train_step import build_backbone, objective_for
+from train_step import build_backbone, objective_for, step_time
 
 from mfkit.plugins import DataInfo
 
@@ -39,7 +39,11 @@ def main() -> None:
     labels = torch.randint(0, 10, (args.batch,), device=device)
     objective = objective_for(args.objective, args.precision)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
-    move_off_zero_init(model, x, labels, autocast)
+    # two flow-matching Adam steps first: zero-initialised output layers (adaLN-Zero) give an identically zero
+    # output at initialisation, where jvp_rows auto cannot probe the backbone and gives every row a JVP,
+    # which is not the step a training run takes after its first update
+    step_time(model, objective_for("flow_matching"), x, labels, repeats=1, warmup=1, device=device, dtype=args.dtype)
+    model.zero_grad(set_to_none=True)
 
     def step():
         with autocast:
@@ -73,20 +77,6 @@ def main() -> None:
               f"Python's per-op cost or synchronisations)")
     else:
         print(f"step {wall * 1e3:.1f} ms (median of 10, unprofiled)")
-
-
-def move_off_zero_init(model, x, labels, autocast, steps: int = 2) -> None:
-    """A few flow-matching Adam steps, so zero-initialised output layers (adaLN-Zero) no longer give an
-    identically zero output: at initialisation ``jvp_rows: auto`` cannot probe such a backbone and gives
-    every row a JVP, which is not the step a training run takes after its first update."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    for _ in range(steps):
-        optimizer.zero_grad(set_to_none=True)
-        with autocast:
-            loss = objective_for("flow_matching")(model, x, labels).loss
-        loss.backward()
-        optimizer.step()
-    model.zero_grad(set_to_none=True)
 
 
 def median_wall(step, device: torch.device, repeats: int = 10) -> float:

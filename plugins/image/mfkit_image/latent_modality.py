@@ -24,8 +24,7 @@ from mfkit.plugins import Modality, ModalitySpec, PluginContext
 from mfkit_image.data.latents import LatentShards
 from mfkit_image.data.pixels import to_pictures
 from mfkit_image.data.sets import (KEYED_SPLIT, PERMUTED_SPLIT, held_out_split, keyed_split, require_both_splits,
-                                   split_scheme_of, split_scheme_state,
-                                   warn_old_split)
+                                   split_scheme_of, split_scheme_state, warn_old_split)
 from mfkit_image.grid import picture_grid, single_pngs
 from mfkit_image.vae import VAESettings, decode_in_batches, load_decoder
 
