@@ -31,6 +31,27 @@ def test_the_average_in_closed_form(warmup):
         assert ema.state(0.9)["weight"].item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_every_tensor_matches_lerp_one_by_one_across_dtypes():
+    """The fused update equals Tensor.lerp_ per tensor, bit for bit, for float32, float64 and bfloat16
+    tensors side by side; integer buffers (batch norm's counter) are copied."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2).double())
+    model.register_buffer("half_scale", torch.randn(5).bfloat16())
+    ema = EMA(model, [0.9, 0.99])
+    reference = {key: {k: v.clone() for k, v in shadow.items()} for key, shadow in ema.shadows.items()}
+    for n in range(5):
+        with torch.no_grad():
+            for tensor in model.state_dict().values():
+                tensor.add_(torch.randn_like(tensor.float()).to(tensor.dtype) if tensor.is_floating_point()
+                            else torch.ones_like(tensor))
+        ema.update(model, n)
+        for key, decay in (("0.9", 0.9), ("0.99", 0.99)):
+            for name, value in model.state_dict().items():
+                want = reference[key][name]
+                want.lerp_(value, 1 - decay) if value.is_floating_point() else want.copy_(value)
+                assert ema.state(key)[name].dtype == value.dtype and torch.equal(ema.state(key)[name], want), name
+
+
 def test_warm_up_forgets_the_initial_weights():
     assert warmed_decay(0.999, 0) == pytest.approx(0.1) and warmed_decay(0.999, 8) == pytest.approx(0.5)
     assert warmed_decay(0.999, 100_000) == 0.999

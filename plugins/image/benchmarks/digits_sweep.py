@@ -55,7 +55,7 @@ def train(recipe: str, out: Path, name: str, overrides: list[str]) -> dict:
 
 
 def score(run: Path, seeds: list[int], count: int, guidance: float = 1.0, euler: tuple[int, ...] = (1, 2, 4, 8, 32),
-          emas: list[str] | None = None) -> list[dict]:
+          emas: list[str] | None = None, device: str = "cpu") -> list[dict]:
     from mfkit.evaluation import evaluate_checkpoint
     from mfkit.train.checkpoint import load_checkpoint
 
@@ -67,7 +67,7 @@ def score(run: Path, seeds: list[int], count: int, guidance: float = 1.0, euler:
         for seed in seeds:
             report = evaluate_checkpoint(checkpoint, steps=() if flow_matching else (1, 2),
                                          euler=euler if flow_matching else (), count=count, seed=seed,
-                                         device="cpu", overrides=FEATURE_SPACE, ema=key, guidance=guidance)
+                                         device=device, overrides=FEATURE_SPACE, ema=key, guidance=guidance)
             for row in report.rows:
                 results.append({"ema": key, "seed": seed, "sampler": row.sampler, "nfe": row.steps * (1 + (guidance != 1)),
                                 **({"guidance": guidance} if guidance != 1 else {}), **row.metrics})
@@ -91,6 +91,8 @@ def main() -> None:
                         help="score with classifier-free guidance at sampling time (needs class dropout in training)")
     parser.add_argument("--euler", type=int, nargs="+", default=[1, 2, 4, 8, 32], help="Euler step counts scored")
     parser.add_argument("--emas", nargs="+", help="score only these kept EMAs (default: all)")
+    parser.add_argument("--device", default="cpu", help="where samples are drawn and scored (the tables: cpu; on "
+                                                        "cuda set NVIDIA_TF32_OVERRIDE=0 for float32 features)")
     args = parser.parse_args()
     entry: dict = {"name": args.name, "recipe": args.recipe, "objective": "flow_matching" if args.fm else "meanflow",
                    "overrides": args.overrides}
@@ -105,7 +107,9 @@ def main() -> None:
     else:
         run = Path(args.name)
         entry["objective"] = "flow_matching" if is_flow_matching(run) else "meanflow"
-    entry["scores"] = score(run, args.seeds, args.count, args.guidance, tuple(args.euler), args.emas)
+    entry["scores"] = score(run, args.seeds, args.count, args.guidance, tuple(args.euler), args.emas, args.device)
+    if args.device != "cpu":
+        entry["device"] = args.device
     entry["conditions"] = CONDITIONS
     args.log.parent.mkdir(parents=True, exist_ok=True)
     with args.log.open("a") as log:

@@ -255,3 +255,31 @@ def test_limit_keeps_the_class_mix(tmp_path, context):
     digits = build(context, limit=100).dataset("train")
     counts = torch.bincount(torch.stack([digits[i][1] for i in range(len(digits))]), minlength=10)
     assert len(digits) == 100 and counts.min() >= 9 and counts.max() <= 11  # each digit's share, give or take 1
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+@pytest.mark.parametrize("flip", [True, False])
+def test_batched_fetch_matches_item_by_item(labelled, flip):
+    """The data loader's one-call batch fetch gives exactly the items __getitem__ gives, mirrored ones included,
+    and a loader batch equals the stacked items."""
+    from torch.utils.data import DataLoader
+    from mfkit_image.data.sets import PictureSet
+
+    rng = np.random.default_rng(0)
+    pictures = rng.integers(0, 256, size=(7, 5, 6, 3), dtype=np.uint8)
+    labels = rng.integers(0, 4, size=7) if labelled else None
+    dataset = PictureSet(pictures, labels, flip=flip)
+    indices = [0, len(dataset) - 1, 3, 3, 6] + ([8, 13] if flip else [])
+    batched, single = dataset.__getitems__(indices), [dataset[i] for i in indices]
+    assert len(batched) == len(single)
+    for got, want in zip(batched, single):
+        for got_part, want_part in zip(got if labelled else [got], want if labelled else [want]):
+            assert got_part.dtype == want_part.dtype and torch.equal(got_part, want_part)
+    loader = DataLoader(dataset, batch_size=len(dataset), shuffle=False)
+    batch = next(iter(loader))
+    items = [dataset[i] for i in range(len(dataset))]
+    if labelled:
+        assert torch.equal(batch[0], torch.stack([x for x, _ in items]))
+        assert torch.equal(batch[1], torch.stack([y for _, y in items]))
+    else:
+        assert torch.equal(batch, torch.stack(items))

@@ -69,6 +69,22 @@ class PictureSet(Dataset):
             return x
         return x, torch.tensor(int(self.labels[base]), dtype=torch.long)
 
+    def __getitems__(self, indices: Sequence[int]) -> list:
+        """The items at ``indices`` as :meth:`__getitem__` gives them, converted in one batch (the data loader
+        calls this once per batch: one gather and one conversion instead of one per picture)."""
+        index = np.asarray(indices, dtype=np.int64)
+        count = len(self.pictures)
+        base = index % count
+        pictures = np.array(self.pictures[base], dtype=np.uint8)  # one gather (a memory map reads these rows)
+        mirrored = index >= count
+        if mirrored.any():
+            pictures[mirrored] = pictures[mirrored][:, :, ::-1]
+        x = to_tensor(pictures).unbind(0)
+        if self.labels is None:
+            return list(x)
+        labels = torch.as_tensor(np.asarray(self.labels)[base].astype(np.int64)).unbind(0)
+        return list(zip(x, labels))
+
 
 class LazyPictureSet(Dataset):
     """Pictures decoded on access by ``read(i) -> (uint8 (H, W, C), index read)`` (the reader may
