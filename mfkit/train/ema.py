@@ -42,7 +42,8 @@ class EMA:
             rate = 1 - (warmed_decay(decay, updates) if self.warmup else decay)
             # one fused call per decay (per dtype and device) where the backend has one: on a GPU a few
             # kernels instead of one per tensor; each element the same as Tensor.lerp_ gives
-            torch._foreach_lerp_([shadow[name] for name in floating], live, rate)
+            if floating:
+                torch._foreach_lerp_([shadow[name] for name in floating], live, rate)
             for name, value in state.items():
                 if not value.dtype.is_floating_point:
                     shadow[name].copy_(value)

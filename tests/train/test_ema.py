@@ -52,6 +52,15 @@ def test_every_tensor_matches_lerp_one_by_one_across_dtypes():
                 assert ema.state(key)[name].dtype == value.dtype and torch.equal(ema.state(key)[name], want), name
 
 
+def test_a_model_without_floating_tensors_is_copied():
+    model = nn.Module()
+    model.register_buffer("count", torch.tensor(3))
+    ema = EMA(model, [0.9])
+    model.count.fill_(7)
+    ema.update(model)
+    assert ema.state(0.9)["count"].item() == 7
+
+
 def test_warm_up_forgets_the_initial_weights():
     assert warmed_decay(0.999, 0) == pytest.approx(0.1) and warmed_decay(0.999, 8) == pytest.approx(0.5)
     assert warmed_decay(0.999, 100_000) == 0.999
