@@ -25,6 +25,7 @@ from mfkit.plugins.spec import (
     PluginContext,
     VectorCondition,
     default_cache_dir,
+    file_signature,
     save_samples,
     unpack_batch,
 )
@@ -34,6 +35,6 @@ __all__ = [
     "Evaluator", "EvaluatorSpec",
     "LabelConditions", "MODALITY_GROUP", "Modality", "ModalitySpec", "PLUGIN_API_VERSION", "PluginContext",
     "PluginProblem", "PluginRecipe", "RECIPE_GROUP", "Registry", "SUPPORTED_API_VERSIONS", "StructConditions",
-    "TensorConditions", "UnknownPluginError", "VectorCondition", "default_cache_dir", "registry", "save_samples",
+    "TensorConditions", "UnknownPluginError", "VectorCondition", "default_cache_dir", "file_signature", "registry", "save_samples",
     "unpack_batch",
 ]

@@ -18,6 +18,8 @@ import torch
 import torchaudio
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from mfkit.plugins import file_signature
+
 from mfkit_audio.audio_io import AudioReadError, fit_length, read_mono, trim_silence
 from mfkit_audio.features import LogMel, MelSettings
 from mfkit_audio.folder import AudioFile, SpeechFolderError
@@ -53,8 +55,7 @@ def cache_key(files: list[AudioFile], settings: MelSettings, rules: ClipRules) -
                                        sort_keys=True).encode())
     for f in files:
         try:
-            stat = os.stat(f.path)
-            digest.update(f"{f.relative}\0{f.label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            digest.update(f"{f.relative}\0{f.label}\0{file_signature(f.path)}\n".encode())
         except OSError:
             digest.update(f"{f.relative}\0{f.label}\0missing\n".encode())
     return digest.hexdigest()[:16]

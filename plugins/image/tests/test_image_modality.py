@@ -283,3 +283,25 @@ def test_batched_fetch_matches_item_by_item(labelled, flip):
         assert torch.equal(batch[1], torch.stack([y for _, y in items]))
     else:
         assert torch.equal(batch, torch.stack(items))
+
+
+def test_a_file_rewritten_with_its_size_and_mtime_kept_is_decoded_again(class_folder, context, monkeypatch):
+    """The decode cache is keyed by mfkit.plugins.file_signature: a rewrite that keeps the size and the
+    modification time (cp -p, rsync -t) still changes the key, so stale pictures are never reused."""
+    import os
+    import time
+
+    params = {"source": "folder", "path": str(class_folder), "resolution": 8}
+    with pytest.warns(UserWarning):
+        build(context, **params).dataset("train")
+    picture = class_folder / "cats" / "c0.png"
+    stat, content = picture.stat(), picture.read_bytes()
+    time.sleep(0.05)
+    picture.write_bytes(content)
+    os.utime(picture, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    calls = []
+    original = folders.decode_all
+    monkeypatch.setattr(folders, "decode_all", lambda *a, **k: calls.append(1) or original(*a, **k))
+    with pytest.warns(UserWarning):
+        build(context, **params).dataset("train")
+    assert calls == [1]

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mfkit.plugins import file_signature
+
 from mfkit_points.cache import content_key, load_or_build
 from mfkit_points.progress import progress_bar
 from mfkit_points.reading import SUFFIXES, BrokenFile, file_seed, read_cloud
@@ -135,11 +137,12 @@ def load_folder(root: Path, cache_dir: Path, points: int, seed: int, val_fractio
                 workers: int | None = None) -> tuple[dict[str, np.ndarray], list[str] | None]:
     """Arrays ``points`` (S, points, 3), ``labels`` (S,) (-1 when unconditional), ``split`` (S,) and
     ``broken`` (names and reasons of skipped files), and the class names. Cached under ``cache_dir`` by a
-    hash of the file list (names, sizes, modification times) and the settings."""
+    hash of the file list (names and :func:`mfkit.plugins.file_signature`: sizes, modification and change
+    times) and the settings."""
     root = Path(root).expanduser().resolve()
     entries, names = scan(root, val_fraction, classes, conditional)
     entries = _limit(entries, per_class)
-    stats = [(e.name, (root / e.name).stat().st_size, (root / e.name).stat().st_mtime_ns) for e in entries]
+    stats = [(e.name, file_signature(root / e.name)) for e in entries]
     key = content_key(kind="folder", root=str(root), files=stats, points=points, seed=seed,
                       val_fraction=val_fraction, classes=names, conditional=conditional)
 

@@ -21,6 +21,8 @@ import numpy as np
 import PIL
 from PIL import Image, UnidentifiedImageError
 
+from mfkit.plugins import file_signature
+
 from mfkit_image.data.pixels import fit_picture
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
@@ -123,13 +125,13 @@ def decode_all(listing: FolderListing, resolution: int, channels: int,
 
 
 def listing_key(listing: FolderListing, resolution: int, channels: int) -> str:
-    """A content key of the listing: relative names, sizes and modification times, the target shape, and
-    the decoder's and Pillow's versions (a changed decoder never reuses old pictures)."""
+    """A content key of the listing: relative names and :func:`mfkit.plugins.file_signature` (size, modification
+    and change times), the target shape, and the decoder's and Pillow's versions (a changed decoder never
+    reuses old pictures)."""
     settings = [resolution, channels, listing.class_names, DECODE_VERSION, PIL.__version__]
     digest = hashlib.sha256(json.dumps(settings).encode())
     for path in listing.files:
-        stat = path.stat()
-        digest.update(f"{listing.relative(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{listing.relative(path)}\0{file_signature(path)}\n".encode())
     return digest.hexdigest()[:24]
 
 
