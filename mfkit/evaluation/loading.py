@@ -89,8 +89,10 @@ def evaluate_checkpoint(path: Path, *, steps: Sequence[int] | None = None, euler
     decay of a kept EMA to score (default: the recipe's first; ``use_ema=False``: the raw weights).
     ``guidance``: classifier-free guidance scale at sampling time (1: none; refused where it would be wrong,
     e.g. for a run trained without class dropout, see :func:`mfkit.runs.guide`); each step then costs two
-    network calls.
+    network calls. On CUDA the feature networks, sampling and scoring run float32 products exactly (TF32
+    off, the caller's setting restored after), so a machine's TF32 default does not shift the figures.
     """
+    from mfkit.core.tf32 import cuda_float32_products
     from mfkit.recipe.build import build_backbone, build_modality, plugin_context
     from mfkit.runs import guide, load_modality_state, pick_device
     from mfkit.train.checkpoint import load_checkpoint, load_weights
@@ -120,7 +122,8 @@ def evaluate_checkpoint(path: Path, *, steps: Sequence[int] | None = None, euler
                          f"steps would score the network on times it was not trained for; evaluate it with Euler "
                          f"steps instead (--euler {counts})")
     installed = find_evaluator(recipe.modality.name, evaluator)
-    scorer = build_evaluator(installed, modality, context, evaluator_params)
+    with cuda_float32_products(target, tf32=False):  # on CUDA scores and feature nets in exact float32, not TF32
+        scorer = build_evaluator(installed, modality, context, evaluator_params)
     evaluation = Evaluation(modality, scorer, count=count or recipe.sample.count, seed=seed, cond=cond,
                             reference_limit=reference_limit, device=target,
                             evaluator_name=f"{installed.spec.name} ({installed.distribution})", progress=progress)
@@ -128,7 +131,8 @@ def evaluate_checkpoint(path: Path, *, steps: Sequence[int] | None = None, euler
             "weights": weights_label, "modality": recipe.modality.name, "device": str(target),
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
             "modality_state": sorted(checkpoint.modality_state)}
-    report = evaluation.run(model, steps=steps or (), euler=euler or (), batch_size=recipe.sample.batch_size,
-                            progress=progress, info=info, guidance=guidance)
+    with cuda_float32_products(target, tf32=False):
+        report = evaluation.run(model, steps=steps or (), euler=euler or (), batch_size=recipe.sample.batch_size,
+                                progress=progress, info=info, guidance=guidance)
     report.seconds["total"] = time.perf_counter() - began
     return report

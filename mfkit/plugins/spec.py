@@ -49,8 +49,9 @@ def file_signature(path: str | os.PathLike) -> str:
     time and inode change time (ns). The change time is set by the system on every write and cannot be set
     back, so a file rewritten with its size and modification time kept (``cp -p``, ``rsync -t``, a tool
     restoring mtimes) still changes its signature; a ``chmod`` or a copy of the folder changes it too,
-    which costs one rebuild of the cache, never a stale one. (On Windows, Python's st_ctime is the creation
-    time: there a rewrite in place with the size and mtime kept goes unseen.)"""
+    which costs one rebuild of the cache, never a stale one. (On Windows Python's st_ctime is the creation
+    time, and FAT/exFAT and some network or FUSE mounts report no true change time: there a rewrite in place
+    with the size and mtime kept goes unseen.)"""
     stat = os.stat(path)
     return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
 

@@ -35,15 +35,17 @@ class EMA:
     def update(self, model: nn.Module, updates: int = 0) -> None:
         """One update; ``updates``: how many came before (used by the warm-up)."""
         state = model.state_dict()
-        floating = [name for name, value in state.items() if value.dtype.is_floating_point]
-        live = [state[name].detach() for name in floating]
+        groups: dict[tuple, list[str]] = {}  # floating tensors by (device, dtype): the fused kernel's unit
+        for name, value in state.items():
+            if value.dtype.is_floating_point:
+                groups.setdefault((value.device, value.dtype), []).append(name)
         for decay in self.decays:
             shadow = self.shadows[decay_key(decay)]
             rate = 1 - (warmed_decay(decay, updates) if self.warmup else decay)
-            # one fused call per decay (per dtype and device) where the backend has one: on a GPU a few
-            # kernels instead of one per tensor; each element the same as Tensor.lerp_ gives
-            if floating:
-                torch._foreach_lerp_([shadow[name] for name in floating], live, rate)
+            # one fused call per group where the backend has one (on a GPU a few kernels instead of one per
+            # tensor); each element as Tensor.lerp_ computes it
+            for names in groups.values():
+                torch._foreach_lerp_([shadow[name] for name in names], [state[name].detach() for name in names], rate)
             for name, value in state.items():
                 if not value.dtype.is_floating_point:
                     shadow[name].copy_(value)

@@ -255,3 +255,30 @@ def test_json_is_standard_with_null_for_non_finite_figures(tmp_path):
     figures = json.loads(text, parse_constant=refuse)
     assert figures["rows"][0]["metrics"] == {"fd": None, "accuracy": None}
     assert figures["floor"] == {"fd": 0.25, "accuracy": None} and figures["info"]["checkpoint"] == "a/b"
+
+
+def test_scoring_runs_with_exact_float32_products_on_its_device(meanflow_checkpoint, monkeypatch):
+    """evaluate_checkpoint builds the evaluator and scores inside cuda_float32_products(device, tf32=False):
+    on CUDA a machine's TF32 default cannot bend the figures (on a CPU the context changes nothing)."""
+    import contextlib
+
+    from mfkit.core import tf32
+    from mfkit.evaluation import runner
+
+    entered, inside = [], []
+    original = tf32.cuda_float32_products
+
+    @contextlib.contextmanager
+    def recording(device, tf32):
+        entered.append((torch.device(device).type, tf32))
+        inside.append(True)
+        with original(device, tf32):
+            yield
+        inside.pop()
+
+    monkeypatch.setattr(tf32, "cuda_float32_products", recording)
+    scored = []
+    run = runner.Evaluation.run
+    monkeypatch.setattr(runner.Evaluation, "run", lambda self, *a, **k: scored.append(bool(inside)) or run(self, *a, **k))
+    evaluate_checkpoint(meanflow_checkpoint, steps=(1,), count=100, device="cpu")
+    assert entered == [("cpu", False), ("cpu", False)] and scored == [True]

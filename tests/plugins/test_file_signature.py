@@ -1,16 +1,21 @@
 """file_signature: what plugin caches key data files by, instead of hashing their bytes."""
 import os
+import sys
 import time
+
+import pytest
 
 from mfkit.plugins import file_signature
 
 
-def test_unchanged_file_keeps_its_signature(tmp_path):
+def test_the_signature_is_size_mtime_and_change_time(tmp_path):
     path = tmp_path / "a.bin"
     path.write_bytes(b"12345")
-    assert file_signature(path) == file_signature(str(path))
+    stat = os.stat(path)
+    assert file_signature(path) == file_signature(str(path)) == f"5:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="st_ctime is the creation time on Windows")
 def test_a_rewrite_keeping_size_and_mtime_changes_the_signature(tmp_path):
     """cp -p, rsync -t or a tool restoring modification times: size and mtime as before, content new."""
     path = tmp_path / "a.bin"
@@ -23,11 +28,13 @@ def test_a_rewrite_keeping_size_and_mtime_changes_the_signature(tmp_path):
     assert file_signature(path) != before
 
 
-def test_a_different_size_or_mtime_changes_the_signature(tmp_path):
-    path = tmp_path / "a.bin"
-    path.write_bytes(b"12345")
-    first = file_signature(path)
-    os.utime(path, ns=(0, 10**18))
-    second = file_signature(path)
-    path.write_bytes(b"123456")
-    assert len({first, second, file_signature(path)}) == 3
+def test_each_part_counts(monkeypatch):
+    """Size, modification time and change time each change the signature on their own."""
+    base = {"st_size": 5, "st_mtime_ns": 10, "st_ctime_ns": 20}
+    signatures, real_stat = set(), os.stat
+    for changed in [None, "st_size", "st_mtime_ns", "st_ctime_ns"]:
+        fields = {**base, **({changed: base[changed] + 1} if changed else {})}
+        fake = os.stat_result((0, 0, 0, 0, 0, 0, fields["st_size"], 0, 0, 0), fields)
+        monkeypatch.setattr(os, "stat", lambda path, *a, fake=fake, **k: fake if path == "x" else real_stat(path, *a, **k))
+        signatures.add(file_signature("x"))
+    assert len(signatures) == 4

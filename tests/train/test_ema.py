@@ -31,12 +31,18 @@ def test_the_average_in_closed_form(warmup):
         assert ema.state(0.9)["weight"].item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_every_tensor_matches_lerp_one_by_one_across_dtypes():
-    """The fused update equals Tensor.lerp_ per tensor, bit for bit, for float32, float64 and bfloat16
-    tensors side by side; integer buffers (batch norm's counter) are copied."""
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA (the fused kernels)"))])
+def test_every_tensor_matches_lerp_one_by_one_across_dtypes(device):
+    """The fused update equals Tensor.lerp_ per tensor, bit for bit, for float32, float64, bfloat16 and
+    float16 tensors side by side and a non-contiguous one; integer buffers (batch norm's counter) are copied.
+    On a CPU _foreach_lerp_ loops over lerp_ (this checks the wiring); on CUDA it runs the fused kernels."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2).double())
     model.register_buffer("half_scale", torch.randn(5).bfloat16())
+    model.register_buffer("fp16_scale", torch.randn(6).half())
+    model.register_buffer("strided", torch.randn(4, 6)[:, ::2])
+    model.to(device)
     ema = EMA(model, [0.9, 0.99])
     reference = {key: {k: v.clone() for k, v in shadow.items()} for key, shadow in ema.shadows.items()}
     for n in range(5):

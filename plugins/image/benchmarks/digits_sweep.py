@@ -91,8 +91,9 @@ def main() -> None:
                         help="score with classifier-free guidance at sampling time (needs class dropout in training)")
     parser.add_argument("--euler", type=int, nargs="+", default=[1, 2, 4, 8, 32], help="Euler step counts scored")
     parser.add_argument("--emas", nargs="+", help="score only these kept EMAs (default: all)")
-    parser.add_argument("--device", default="cpu", help="where samples are drawn and scored (the tables: cpu; on "
-                                                        "cuda set NVIDIA_TF32_OVERRIDE=0 for float32 features)")
+    parser.add_argument("--device", default="cpu", help="where samples are drawn and scored (the tables: cpu; "
+                                                        "cuda draws other noise, so its figures differ by "
+                                                        "evaluation noise)")
     args = parser.parse_args()
     entry: dict = {"name": args.name, "recipe": args.recipe, "objective": "flow_matching" if args.fm else "meanflow",
                    "overrides": args.overrides}

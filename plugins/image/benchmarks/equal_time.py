@@ -8,11 +8,12 @@ overrides) a probe run of --probe-steps steps measures the training rate: the tr
 probe's last log interval, after cuDNN's and the allocator's warm-up. Each full run (one per method
 and training seed) then trains round(seconds x rate) steps, with the recipe's learning-rate schedule over that length and one checkpoint
 and preview at the end. Equal time here means equal wall seconds of training steps at each method's own
-measured rate: what a user of this machine pays. --parallel starts every full run at once (a GPU left idle
+measured rate: what a user of this machine pays (the rate from the log lines' time stamps: the logged
+it_per_s averages from the loop's start, so its start-up would cut the faster method's steps more). --parallel starts every full run at once (a GPU left idle
 by host-bound steps takes several; the step counts still come from the probes, run alone, so contention
 changes the wall time, not the compute each method gets). summary.json records each method's probed rate, steps,
-and the full run's wall time estimated from its log lines' time stamps (so a drift from the probe, or
-contention, shows).
+and for each full run its training wall time (the time per step between its first and last log lines,
+times its steps) and its rate over the last log interval, so a drift from the probe, or contention, shows.
 --pack DIR writes one tar per run (final checkpoint, recipe.yaml, metrics.jsonl, final preview grid) for
 copying elsewhere. Score the runs with `digits_sweep.py score RUN` (on a CPU, in the tables' feature space).
 """
@@ -48,8 +49,11 @@ def start(recipe: str, out: Path, name: str, steps: int, overrides: list[str], l
     return subprocess.Popen(command)
 
 
-def finish(process: subprocess.Popen) -> None:
+def finish(process: subprocess.Popen, others: list[subprocess.Popen] = ()) -> None:
+    """Wait for one training; if it failed, stop ``others`` (runs started beside it) and exit."""
     if process.wait() != 0:
+        for other in others:
+            other.terminate()
         raise SystemExit(f"training failed (exit status {process.returncode}): {' '.join(process.args[2:])}")
 
 
@@ -58,10 +62,17 @@ def train(recipe: str, out: Path, name: str, steps: int, overrides: list[str], l
     return out / name
 
 
+def interval_rate(lines: list[dict]) -> float:
+    """Steps per second between the last two log lines, from their time stamps (the logged it_per_s is the
+    average since the loop began, start-up and warm-up included)."""
+    first, last = lines[-2], lines[-1]
+    return (last["step"] - first["step"]) / (last["time"] - first["time"])
+
+
 def probe_rate(recipe: str, out: Path, name: str, steps: int, overrides: list[str]) -> float:
     """Steps per second over the last log interval of a short run (its first intervals hold the warm-up)."""
-    lines = log_lines(train(recipe, out, f"probe-{name}", steps, overrides, log_every=max(steps // 5, 1)))
-    return float(lines[-1]["it_per_s"])
+    return interval_rate(log_lines(train(recipe, out, f"probe-{name}", steps, overrides,
+                                         log_every=max(steps // 5, 1))))
 
 
 def pack(run: Path, into: Path) -> Path:
@@ -107,12 +118,13 @@ def main() -> None:
         if not args.parallel:
             finish(process)
     for name, (process, steps) in running.items():
-        finish(process)
+        finish(process, [other for other, _ in running.values()])
         run = args.out / name
         lines = log_lines(run)
         first, last = lines[0], lines[-1]
         per_step = (last["time"] - first["time"]) / max(last["step"] - first["step"], 1)
-        summary["runs"][name] = {"steps": steps, "run": str(run), "training_wall_s_estimate": per_step * steps}
+        summary["runs"][name] = {"steps": steps, "run": str(run), "final_it_per_s": interval_rate(lines),
+                                 "training_wall_s_estimate": per_step * steps}
         print(json.dumps({name: summary["runs"][name]}), flush=True)
         if args.pack:
             pack(run, args.pack)

@@ -45,6 +45,13 @@ def split_scheme_state(scheme: int) -> torch.Tensor:
     return torch.tensor(scheme, dtype=torch.int64)
 
 
+def _check_index(index: int, length: int) -> None:
+    """IndexError outside 0..length-1 (a mirrored set's items N..2N-1 are real; beyond them nothing is, and
+    iterating a set stops at the error)."""
+    if not 0 <= index < length:
+        raise IndexError(f"index {index} is out of range for a set of {length} items")
+
+
 class PictureSet(Dataset):
     """uint8 pictures (N, H, W, C) (an array or a memory map) with optional labels (N,).
 
@@ -60,6 +67,7 @@ class PictureSet(Dataset):
         return len(self.pictures) * (2 if self.flip else 1)
 
     def __getitem__(self, index: int):
+        _check_index(index, len(self))
         base = index % len(self.pictures)
         picture = np.asarray(self.pictures[base])
         if index >= len(self.pictures):
@@ -73,12 +81,15 @@ class PictureSet(Dataset):
         """The items at ``indices`` as :meth:`__getitem__` gives them, converted in one batch (the data loader
         calls this once per batch: one gather and one conversion instead of one per picture)."""
         index = np.asarray(indices, dtype=np.int64)
+        if index.size:
+            _check_index(int(index.min()), len(self))
+            _check_index(int(index.max()), len(self))
         count = len(self.pictures)
         base = index % count
-        pictures = np.array(self.pictures[base], dtype=np.uint8)  # one gather (a memory map reads these rows)
+        pictures = np.asarray(self.pictures[base], dtype=np.uint8)  # one gather (a memory map reads these rows)
         mirrored = index >= count
         if mirrored.any():
-            pictures[mirrored] = pictures[mirrored][:, :, ::-1]
+            pictures = np.where(mirrored[:, None, None, None], pictures[:, :, ::-1], pictures)
         x = to_tensor(pictures).unbind(0)
         if self.labels is None:
             return list(x)
@@ -98,6 +109,7 @@ class LazyPictureSet(Dataset):
         return self.count * (2 if self.flip else 1)
 
     def __getitem__(self, index: int):
+        _check_index(index, len(self))
         picture, base = self.read(index % self.count)
         if index >= self.count:
             picture = picture[:, ::-1]
