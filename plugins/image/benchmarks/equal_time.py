@@ -4,12 +4,12 @@
         --out runs/equal-time [--seeds 0 1] [--parallel] [--set train.batch_size=128 ...] [--pack DIR]
 
 For each method (the recipe's MeanFlow objective, then flow matching with digits_meanflow_vs_fm.py's
-overrides) a probe run of --probe-steps steps measures the training rate: the trainer's it_per_s over the
-probe's last log interval, after cuDNN's and the allocator's warm-up. Each full run (one per method
+overrides) a probe run of --probe-steps steps measures the training rate over its last log interval (from the
+log lines' time stamps), after cuDNN's and the allocator's warm-up. Each full run (one per method
 and training seed) then trains round(seconds x rate) steps, with the recipe's learning-rate schedule over that length and one checkpoint
 and preview at the end. Equal time here means equal wall seconds of training steps at each method's own
-measured rate: what a user of this machine pays (the rate from the log lines' time stamps: the logged
-it_per_s averages from the loop's start, so its start-up would cut the faster method's steps more). --parallel starts every full run at once (a GPU left idle
+measured rate: what a user of this machine pays (not the logged it_per_s: it averages from the loop's
+start, and that start-up would cut the faster method's steps more). --parallel starts every full run at once (a GPU left idle
 by host-bound steps takes several; the step counts still come from the probes, run alone, so contention
 changes the wall time, not the compute each method gets). summary.json records each method's probed rate, steps,
 and for each full run its training wall time (the time per step between its first and last log lines,
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tarfile
